@@ -1,0 +1,1 @@
+"""devcluster: an embedded stand-in for Kubernetes, for laptops and integration tests."""

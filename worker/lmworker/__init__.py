@@ -1,0 +1,1 @@
+"""ElasticLM worker: what runs inside the pods (training, serving, rendezvous store)."""
