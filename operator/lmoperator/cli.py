@@ -12,7 +12,7 @@ import yaml
 
 import lmoperator
 from lmoperator.api import InvalidResourceError, parse_resource
-from lmoperator.api.crd import crd_drift, write_crds
+from lmoperator.api.generate import generated_drift, write_generated
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -39,20 +39,20 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
-    directory = Path(args.dir)
+    directory, reference = Path(args.dir), Path(args.reference)
     if args.check:
-        drift = crd_drift(directory)
+        drift = generated_drift(directory, reference)
         if drift:
             sys.stdout.write("".join(drift))
             print(
-                f"error: the CRDs in {directory}/ differ from the API models; "
+                f"error: the CRDs in {directory}/ or {reference} differ from the API models; "
                 "run `elasticlm crds` and commit the result",
                 file=sys.stderr,
             )
             return EXIT_INVALID
-        print(f"CRDs in {directory}/ match the API models")
+        print(f"CRDs in {directory}/ and {reference} match the API models")
         return EXIT_OK
-    for path in write_crds(directory):
+    for path in write_generated(directory, reference):
         print(f"wrote {path}")
     return EXIT_OK
 
@@ -118,8 +118,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     if prog == "elasticlm":
-        crds = commands.add_parser("crds", help="generate the CRDs from the API models")
-        crds.add_argument("--dir", default="crds", help="output directory (default: crds)")
+        crds = commands.add_parser(
+            "crds", help="generate the CRDs and the API reference from the API models"
+        )
+        crds.add_argument("--dir", default="crds", help="CRD directory (default: crds)")
+        crds.add_argument(
+            "--reference",
+            default="docs/api-reference.md",
+            help="API reference file (default: docs/api-reference.md)",
+        )
         crds.add_argument(
             "--check",
             action="store_true",
