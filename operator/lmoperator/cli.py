@@ -78,7 +78,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 for problem in exc.problems:
                     print(f"  - {problem}", file=sys.stderr)
                 continue
-            print(f"{where}: {resource.kind}/{resource.metadata.name or '(generateName)'} is valid")
+            meta = resource.metadata
+            name = meta.name if meta.name is not None else f"{meta.generate_name}*"
+            print(f"{where}: {resource.kind}/{name} is valid")
     return EXIT_INVALID if failed else EXIT_OK
 
 

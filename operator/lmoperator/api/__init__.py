@@ -6,6 +6,7 @@ models; nothing else defines a field.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,24 +32,45 @@ RESOURCE_TYPES: dict[str, type[LMTrainingJob] | type[LMService]] = {
 SHORT_NAMES = {"LMTrainingJob": "lmtj", "LMService": "lms"}
 
 
-def parse_resource(doc: Any) -> Resource:
-    """Validate one manifest (a dict as read from YAML) into its typed model.
+# Free-form fields keep their nulls: in a strategic-merge patch, null deletes a key.
+FREE_FORM_FIELDS = frozenset({"podTemplate"})
 
+
+def _without_nulls(value: Any) -> Any:
+    """Drop null fields, as the API server does before defaulting (none is nullable)."""
+    if isinstance(value, Mapping):
+        return {
+            k: v if k in FREE_FORM_FIELDS else _without_nulls(v)
+            for k, v in value.items()
+            if v is not None
+        }
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def parse_resource(doc: Any) -> Resource:
+    """Validate one manifest (a dict as read from YAML or JSON) into its typed model.
+
+    Validation is strict, as the API server's is: no string is taken for a number or a
+    boolean, field names are the camelCase ones of the CRD, infinities are refused, and
+    null fields are dropped (then defaulted).
     Raises InvalidResourceError listing every problem, each naming its field.
     """
     if not isinstance(doc, Mapping):
-        raise InvalidResourceError("document", [f"must be a mapping, got {type(doc).__name__}"])
+        got = {type(None): "an empty document", list: "a list", str: "a string"}.get(
+            type(doc), "a number" if isinstance(doc, int | float) else type(doc).__name__
+        )
+        raise InvalidResourceError(
+            "document", [f"must be a mapping with apiVersion, kind, metadata and spec, got {got}"]
+        )
     kind = doc.get("kind")
-    name = (
-        (doc.get("metadata") or {}).get("name")
-        if isinstance(doc.get("metadata"), Mapping)
-        else None
-    )
-    what = f"{kind}/{name}" if name else str(kind)
+    metadata = doc.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    what = f"{kind or '(no kind)'}/{name}" if name else str(kind or "(no kind)")
     if kind not in RESOURCE_TYPES:
         raise InvalidResourceError(
-            what,
-            [f"kind: must be one of {', '.join(RESOURCE_TYPES)} (got {kind!r})"],
+            what, [f"kind: must be one of {', '.join(RESOURCE_TYPES)} (got {kind!r})"]
         )
     if doc.get("apiVersion") != API_VERSION:
         raise InvalidResourceError(
@@ -56,10 +78,13 @@ def parse_resource(doc: Any) -> Resource:
         )
     model = RESOURCE_TYPES[kind]
     try:
-        return model.model_validate(doc)
+        # JSON mode keeps enums and RFC 3339 times as strings while staying strict;
+        # YAML timestamps (datetime objects) are turned back into text first.
+        text = json.dumps(_without_nulls(doc), default=str)
+        return model.model_validate_json(text, strict=True, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise InvalidResourceError(
-            what, describe_validation_error(exc, explain=SHORT_NAMES[kind] + ".spec")
+            what, describe_validation_error(exc, explain=SHORT_NAMES[kind])
         ) from exc
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
 
 from lmoperator.api.base import (
     CONDITION_REASON_PATTERN,
+    CONFIG_KEY_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
+    ENV_NAME_PATTERN,
     ApiModel,
     CelRule,
     Quantity,
+    unique_by,
 )
 
 # Names of our resources become prefixes of child names (`<job>-worker-<i>`,
@@ -32,7 +35,8 @@ def _name_problem(name: str | None) -> str | None:
             f"metadata.name ({name}) must be at most {MAX_RESOURCE_NAME_LENGTH} characters "
             "so that the names of its pods and services stay valid"
         )
-    if not re.match(RESOURCE_NAME_PATTERN, name):
+    # fullmatch: unlike RE2's, Python's `$` also matches before a trailing newline.
+    if not re.fullmatch(RESOURCE_NAME_PATTERN[1:-1], name):
         return (
             f"metadata.name ({name}) must start with a lowercase letter and contain only "
             "lowercase letters, digits and '-'"
@@ -51,7 +55,9 @@ RESOURCE_NAME_RULES = [
         ),
         message=f"metadata.name must be at most {MAX_RESOURCE_NAME_LENGTH} characters",
         check=lambda m: (
-            _name_problem(m.name) if m.name and len(m.name) > MAX_RESOURCE_NAME_LENGTH else None
+            _name_problem(m.name)
+            if m.name is not None and len(m.name) > MAX_RESOURCE_NAME_LENGTH
+            else None
         ),
     ),
     CelRule(
@@ -66,7 +72,9 @@ RESOURCE_NAME_RULES = [
         ),
         message="metadata.name must be a DNS-1035 label",
         check=lambda m: (
-            _name_problem(m.name) if m.name and len(m.name) <= MAX_RESOURCE_NAME_LENGTH else None
+            _name_problem(m.name)
+            if m.name is not None and len(m.name) <= MAX_RESOURCE_NAME_LENGTH
+            else None
         ),
     ),
 ]
@@ -88,9 +96,9 @@ class ObjectMeta(ApiModel):
     cel_rules = RESOURCE_NAME_RULES
 
 
-def _dotdot_problem(path: str) -> str | None:
-    if re.search(r"(^|/)\.\.(/|$)", path):
-        return f"must not contain '..' segments (got {path!r})"
+def dotdot_problem(path: str) -> str | None:
+    if re.search(r"(^|/)\.\.(/|\Z)", path):
+        return f"must not contain '..' segments (got '{path}')"
     return None
 
 
@@ -121,7 +129,7 @@ class StorageLocation(ApiModel):
             rule="!self.path.matches('(^|/)\\\\.\\\\.(/|$)')",
             message_expression="'must not contain \\'..\\' segments (got \\'' + self.path + '\\')'",
             message="must not contain '..' segments",
-            check=lambda s: _dotdot_problem(s.path),
+            check=lambda s: dotdot_problem(s.path),
             field_path=".path",
         )
     ]
@@ -133,7 +141,7 @@ class SecretKeySelector(ApiModel):
     name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Secret name.")
     key: str = Field(
         max_length=253,
-        pattern=r"^[-._a-zA-Z0-9]+$",
+        pattern=CONFIG_KEY_PATTERN,
         description="Key within the Secret.",
     )
     optional: bool | None = Field(None, description="Whether the Secret or key may be missing.")
@@ -145,7 +153,7 @@ class ConfigMapKeySelector(ApiModel):
     name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="ConfigMap name.")
     key: str = Field(
         max_length=253,
-        pattern=r"^[-._a-zA-Z0-9]+$",
+        pattern=CONFIG_KEY_PATTERN,
         description="Key within the ConfigMap.",
     )
     optional: bool | None = Field(None, description="Whether the ConfigMap or key may be missing.")
@@ -189,7 +197,7 @@ class EnvVar(ApiModel):
     name: str = Field(
         min_length=1,
         max_length=256,
-        pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+        pattern=ENV_NAME_PATTERN,
         description="Variable name.",
     )
     value: str | None = Field(None, max_length=32768, description="Literal value.")
@@ -199,10 +207,10 @@ class EnvVar(ApiModel):
         CelRule(
             name="env-value-or-value-from",
             rule="!(has(self.value) && has(self.valueFrom))",
-            message_expression="'env ' + self.name + ': set value or valueFrom, not both'",
+            message_expression="'set value or valueFrom, not both'",
             message="set value or valueFrom, not both",
             check=lambda e: (
-                f"env {e.name}: set value or valueFrom, not both"
+                "set value or valueFrom, not both"
                 if e.value is not None and e.value_from is not None
                 else None
             ),
@@ -260,7 +268,7 @@ class WorkerSpec(ApiModel):
     )
     image_pull_policy: PullPolicy | None = Field(None, description="Image pull policy.")
     resources: ResourceRequirements | None = Field(None, description="Container resources.")
-    env: list[EnvVar] | None = Field(
+    env: Annotated[list[EnvVar] | None, unique_by("name")] = Field(
         None,
         max_length=128,
         description="Extra environment variables; names must be unique.",

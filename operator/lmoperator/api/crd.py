@@ -254,10 +254,18 @@ def crd_manifest(resource: ResourceKind) -> dict[str, Any]:
     }
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes shared sub-objects out in full: generated files stay plain to read."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render_crds() -> dict[str, str]:
     """File name -> YAML text of every CRD."""
     return {
-        r.filename: HEADER + yaml.safe_dump(crd_manifest(r), sort_keys=False, width=100)
+        r.filename: HEADER
+        + yaml.dump(crd_manifest(r), Dumper=_NoAliasDumper, sort_keys=False, width=100)
         for r in RESOURCE_KINDS
     }
 

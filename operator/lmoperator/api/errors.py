@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from lmoperator.api.base import CROSS_FIELD_ERROR
+from lmoperator.api.base import CROSS_FIELD_ERROR, PATTERN_MEANINGS
 
 
 class InvalidResourceError(ValueError):
@@ -54,6 +54,7 @@ def _describe(error: ErrorDetails) -> str:
         "model_attributes_type": "must be an object",
         "dict_type": "must be an object",
         "list_type": "must be a list",
+        "finite_number": "must be a finite number",
         "datetime_type": "must be an RFC 3339 time",
         "datetime_parsing": "must be an RFC 3339 time",
         "datetime_from_date_parsing": "must be an RFC 3339 time",
@@ -67,12 +68,14 @@ def _describe(error: ErrorDetails) -> str:
         "less_than": ("must be < {}", "lt"),
         "string_too_short": ("must be at least {} characters long", "min_length"),
         "string_too_long": ("must be at most {} characters long", "max_length"),
-        "too_short": ("must have at least {} items", "min_length"),
-        "too_long": ("must have at most {} items", "max_length"),
+        "too_short": ("must have at least {} item(s)", "min_length"),
+        "too_long": ("must have at most {} item(s)", "max_length"),
         "string_pattern_mismatch": ("must match the pattern {}", "pattern"),
         "enum": ("must be one of {}", "expected"),
         "literal_error": ("must be {}", "expected"),
     }
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") in PATTERN_MEANINGS:
+        return f"must be {PATTERN_MEANINGS[ctx['pattern']]}"
     if kind in bounds:
         template, key = bounds[kind]
         return template.format(ctx.get(key, "?"))
@@ -85,22 +88,25 @@ def describe_validation_error(
     """One line per problem, each naming the field (camelCase, as written in YAML).
 
     `prefix` is the path of the validated object (e.g. "spec" when validating a spec
-    alone); `explain` is the `kubectl explain` target shown for unknown fields.
+    alone); `explain` is the resource's `kubectl explain` name (e.g. "lmtj"), used to
+    point at the list of valid fields when a field is unknown.
     """
     problems: list[str] = []
     for error in exc.errors():
         path = field_path(error["loc"], prefix)
         if error["type"] == CROSS_FIELD_ERROR:
             ctx = error.get("ctx") or {}
-            for sub_path, message in ctx.get("failures", []):
-                where = path + (sub_path or "")
+            for rule_loc, message in ctx.get("failures", []):
+                where = field_path(rule_loc, path)
                 # Rules on a whole spec name their own fields ("spec.replicas (3) ...").
                 problems.append(
                     message if not where or message.startswith(where) else f"{where}: {message}"
                 )
             continue
         if error["type"] == "extra_forbidden":
-            hint = f"; `kubectl explain {explain}` lists the fields" if explain else ""
+            parent = field_path([p for p in error["loc"][:-1] if isinstance(p, str)], prefix)
+            target = ".".join(x for x in (explain, parent) if x)
+            hint = f"; `kubectl explain {target}` lists the fields" if explain else ""
             problems.append(f"{path}: unknown field, check its spelling{hint}")
             continue
         message = f"{path}: {_describe(error)}" if path else _describe(error)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from lmoperator.api.base import DNS_LABEL_PATTERN, ApiModel, CelRule, nested
+from lmoperator.api.base import (
+    CRON_PATTERN,
+    DNS_LABEL_PATTERN,
+    HTTP_URL_PATTERN,
+    ApiModel,
+    CelRule,
+    nested,
+    unique_by,
+)
 from lmoperator.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     MAX_SCALING_HISTORY,
@@ -136,18 +144,38 @@ class AutoscalingMetric(ApiModel):
     )
 
 
-class ScalingRules(ApiModel):
-    """Rate limits of one scaling direction."""
+class ScaleUpRules(ApiModel):
+    """Limits on scaling up (defaults as in the Knative KPA: fast)."""
 
     max_rate: float = Field(
+        1000,
         gt=1,
         le=1000,
-        description="Most the replica count may change by in one decision, as a factor.",
+        description="Most the replica count may grow by in one decision, as a factor.",
     )
     stabilization_seconds: int = Field(
+        0,
         ge=0,
         le=3600,
-        description="Act on the most conservative recommendation seen over this window.",
+        description="Scale up to the lowest recommendation seen over this window.",
+    )
+
+
+class ScaleDownRules(ApiModel):
+    """Limits on scaling down (defaults as in the HPA: cautious)."""
+
+    max_rate: float = Field(
+        2,
+        gt=1,
+        le=1000,
+        description="Most the replica count may shrink by in one decision, as a factor "
+        "(2 = at most halve).",
+    )
+    stabilization_seconds: int = Field(
+        300,
+        ge=0,
+        le=3600,
+        description="Scale down to the highest recommendation seen over this window.",
     )
 
 
@@ -169,7 +197,7 @@ class ScalingSchedule(ApiModel):
     name: str = Field(max_length=63, pattern=DNS_LABEL_PATTERN, description="Schedule name.")
     cron: str = Field(
         max_length=256,
-        pattern=r"^\S+( +\S+){4}$",
+        pattern=CRON_PATTERN,
         description="Five-field cron expression of the window's start, e.g. '0 8 * * 1-5'.",
     )
     duration_seconds: int = Field(ge=60, le=604800, description="Length of the window.")
@@ -189,7 +217,7 @@ class PrometheusSource(ApiModel):
 
     url: str = Field(
         max_length=2048,
-        pattern=r"^https?://",
+        pattern=HTTP_URL_PATTERN,
         description="Base URL, e.g. http://prometheus.monitoring:9090.",
     )
 
@@ -203,7 +231,7 @@ class ServiceAutoscaling(ApiModel):
 
     min_replicas: int = Field(1, ge=1, le=10000, description="Fewest replicas.")
     max_replicas: int = Field(ge=1, le=10000, description="Most replicas.")
-    metrics: list[AutoscalingMetric] = Field(
+    metrics: Annotated[list[AutoscalingMetric], unique_by("type")] = Field(
         default_factory=_default_metrics,
         min_length=1,
         max_length=8,
@@ -230,18 +258,10 @@ class ServiceAutoscaling(ApiModel):
     tolerance: float = Field(
         0.1, ge=0, lt=1, description="Ignore changes smaller than this fraction."
     )
-    scale_up: ScalingRules = Field(
-        default_factory=lambda: ScalingRules(max_rate=1000, stabilization_seconds=0),
-        description="Limits on scaling up.",
-        json_schema_extra={"default": {"maxRate": 1000, "stabilizationSeconds": 0}},
-    )
-    scale_down: ScalingRules = Field(
-        default_factory=lambda: ScalingRules(max_rate=2, stabilization_seconds=300),
-        description="Limits on scaling down.",
-        json_schema_extra={"default": {"maxRate": 2, "stabilizationSeconds": 300}},
-    )
+    scale_up: ScaleUpRules = nested(ScaleUpRules, "Limits on scaling up.")
+    scale_down: ScaleDownRules = nested(ScaleDownRules, "Limits on scaling down.")
     predictive: PredictiveScaling | None = Field(None, description="Forecast-based scaling.")
-    schedules: list[ScalingSchedule] | None = Field(
+    schedules: Annotated[list[ScalingSchedule] | None, unique_by("name")] = Field(
         None,
         max_length=16,
         description="Replica floors for recurring windows.",

@@ -18,6 +18,7 @@ from lmoperator.api.common import (
     ScalingDecision,
     StorageLocation,
     WorkerSpec,
+    dotdot_problem,
 )
 
 GROUP = "elasticlm.io"
@@ -159,10 +160,22 @@ class Tokenizer(ApiModel):
     )
     path: str | None = Field(
         None,
+        min_length=1,
         max_length=4096,
         description="An existing tokenizer.json to use instead of training one "
         "(inside the data location).",
     )
+
+    cel_rules = [
+        CelRule(
+            name="tokenizer-path-no-dotdot",
+            rule="!has(self.path) || !self.path.matches('(^|/)\\\\.\\\\.(/|$)')",
+            message_expression="'must not contain \\'..\\' segments (got \\'' + self.path + '\\')'",
+            message="must not contain '..' segments",
+            check=lambda t: None if t.path is None else dotdot_problem(t.path),
+            field_path=".path",
+        )
+    ]
 
 
 class DataSpec(StorageLocation):
