@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import yaml
 
 import lmoperator
+from devcluster.cli import add_commands as add_local_commands
 from lmoperator.api import InvalidResourceError, parse_resource
 from lmoperator.api.generate import generated_drift, write_generated
 
@@ -143,6 +144,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             help="directory of the example manifests (default: manifests/examples)",
         )
         demo.set_defaults(func=cmd_demo)
+
+        local = commands.add_parser(
+            "local", help="run devcluster, the embedded Kubernetes stand-in, on this machine"
+        )
+        local_commands = local.add_subparsers(
+            dest="local_command", required=True, metavar="COMMAND"
+        )
+        add_local_commands(local_commands)
     return parser
 
 

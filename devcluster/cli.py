@@ -1,0 +1,118 @@
+"""`elasticlm local up|down` (also `python -m devcluster up|down`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from devcluster import DEFAULT_KUBERNETES_VERSION
+from devcluster.paths import default_state_dir
+
+
+def current_file() -> Path:
+    """Points at the running devcluster, so `down` finds it without arguments."""
+    return default_state_dir() / "current.json"
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = commands.add_parser("up", help="start devcluster in the foreground")
+    up.add_argument(
+        "--state-dir",
+        help="keep the cluster's objects, logs and volumes here so they survive a restart "
+        "(default: a new temporary directory, discarded state)",
+    )
+    up.add_argument("--port", type=int, default=0, help="API server port (default: a free one)")
+    up.add_argument(
+        "--simulate",
+        action="store_true",
+        help="mark pods Running and Ready without starting processes (scale tests)",
+    )
+    up.add_argument(
+        "--kubernetes-version",
+        default=DEFAULT_KUBERNETES_VERSION,
+        help=f"version the API server reports (default: {DEFAULT_KUBERNETES_VERSION})",
+    )
+    up.set_defaults(func=cmd_up)
+
+    down = commands.add_parser("down", help="stop the running devcluster")
+    down.add_argument("--state-dir", help="the --state-dir it was started with")
+    down.set_defaults(func=cmd_down)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from devcluster.cluster import DevCluster  # the server's imports are heavy: only for `up`
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    persist = args.state_dir is not None
+    state_dir = Path(args.state_dir) if persist else Path(tempfile.mkdtemp(prefix="devcluster-"))
+    cluster = DevCluster(
+        state_dir=state_dir.resolve(),
+        port=args.port,
+        simulate=args.simulate,
+        persist=persist,
+        kubernetes_version=args.kubernetes_version,
+    )
+
+    async def run() -> None:
+        task = asyncio.create_task(cluster.serve_forever())
+        while not cluster.url and not task.done():
+            await asyncio.sleep(0.05)
+        if cluster.url:
+            current_file().parent.mkdir(parents=True, exist_ok=True)
+            current_file().write_text(cluster.info_path.read_text())
+            print(f"devcluster is up at {cluster.url}", flush=True)
+            print(f"export KUBECONFIG={cluster.kubeconfig_path}", flush=True)
+            print("Stop it with Ctrl-C or `elasticlm local down`.", flush=True)
+        await task
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        print(f"error: devcluster could not start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if current_file().exists():
+            info = json.loads(current_file().read_text())
+            if info.get("pid") == os.getpid():
+                current_file().unlink()
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    info_file = Path(args.state_dir) / "devcluster.json" if args.state_dir else current_file()
+    if not info_file.exists():
+        print("no running devcluster found", file=sys.stderr)
+        return 1
+    pid = int(json.loads(info_file.read_text())["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        print(f"devcluster (pid {pid}) is not running; removing {info_file}", file=sys.stderr)
+        info_file.unlink()
+        return 1
+    for _ in range(300):  # its pods get their grace periods; wait up to 30 s
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("devcluster stopped")
+            return 0
+        time.sleep(0.1)
+    print(f"devcluster (pid {pid}) did not stop within 30 s", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devcluster", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_commands(commands)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result

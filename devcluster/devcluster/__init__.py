@@ -1,1 +1,0 @@
-"""devcluster: an embedded stand-in for Kubernetes, for laptops and integration tests."""

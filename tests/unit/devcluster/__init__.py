@@ -1,0 +1,1 @@
+"""Unit tests of devcluster's pure modules (selectors, patches, CRD schemas)."""
