@@ -1,7 +1,9 @@
 """devcluster API throughput and watch latency, with 2,000 pods in simulate mode.
 
 Creates, lists, watches and deletes pods through the REST API, then prints one JSON
-line. The baseline, measured in the same run with the same client and concurrency, is
+line. Watch latency is measured twice: from each create request to its ADDED event
+while `--concurrency` creates are in flight (queueing included), and one create at a
+time (`idle_*`). The baseline, measured in the same run with the same client and concurrency, is
 a bare aiohttp server (in its own process, like devcluster) that answers every request
 with a fixed small JSON body: the HTTP floor of this machine without any API semantics.
 
@@ -25,6 +27,7 @@ from typing import Any
 import aiohttp
 
 NAMESPACE = "default"
+IDLE_PODS = 200
 
 BASELINE_SERVER = textwrap.dedent(
     """
@@ -121,6 +124,24 @@ async def measure_devcluster(url: str, pods: int, concurrency: int) -> dict[str,
                 assert response.status in (200, 202), await response.text()
 
         delete_rate = await run_all(pods, concurrency, delete)
+
+        # Watch latency without load: one create at a time.
+        idle: list[float] = []
+        async with session.get(base) as response:
+            version = (await response.json())["metadata"]["resourceVersion"]
+        params = {"watch": "1", "resourceVersion": version, "labelSelector": "app=idle"}
+        async with session.get(base, params=params, timeout=None) as stream:
+            for i in range(IDLE_PODS):
+                body = pod(f"idle-{i}")
+                body["metadata"]["labels"] = {"app": "idle"}
+                start = time.perf_counter()
+                async with session.post(base, json=body) as response:
+                    assert response.status == 201
+                while True:
+                    event = json.loads(await stream.content.readline())
+                    if event["type"] == "ADDED":
+                        idle.append(time.perf_counter() - start)
+                        break
     return {
         "create_per_s": round(create_rate, 1),
         "get_per_s": round(get_rate, 1),
@@ -128,6 +149,8 @@ async def measure_devcluster(url: str, pods: int, concurrency: int) -> dict[str,
         "list_seconds": round(list_seconds, 3),
         "watch_latency_ms_p50": round(1000 * statistics.median(latencies), 2),
         "watch_latency_ms_p99": round(1000 * percentile(latencies, 0.99), 2),
+        "idle_watch_latency_ms_p50": round(1000 * statistics.median(idle), 2),
+        "idle_watch_latency_ms_p99": round(1000 * percentile(idle, 0.99), 2),
     }
 
 

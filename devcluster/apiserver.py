@@ -1,23 +1,43 @@
 """The devcluster API server: the Kubernetes REST API over the in-memory store.
 
-`create_app()` returns an aiohttp application; `ServerThread` runs one on a free port
-in a background thread (for tests and tools that need a server next to their own
-event loop). `Cluster` holds the object semantics (create, update, patch, delete,
-finalizers, generation, subresources) independently of HTTP; the built-in controllers
-(garbage collector, namespace and CRD clean-up, endpoints) in `devcluster.gc` use it.
+`create_app()` returns an aiohttp application; `serve()` starts one on a port, and
+`ServerThread` runs one on a free port in a background thread (for tests and tools
+that need a server next to their own event loop). `Cluster` holds the object
+semantics (create, update, patch, delete, finalizers, generation, subresources)
+independently of HTTP; the built-in controllers of `devcluster.gc` (garbage collector,
+namespace and CRD clean-up, PVC protection, event expiry, Endpoints and EndpointSlices)
+use it. Resource types and per-kind rules live in `devcluster.resources`, tables in
+`devcluster.tables`, OpenAPI documents in `devcluster.openapi`.
 
-Deliberate simplifications (see also the module docstrings of `gc` and `tables`):
+What follows Kubernetes closely: the verbs (including watch with resourceVersion,
+bookmarks, `sendInitialEvents`, timeouts and 410 Expired), Status errors with
+Kubernetes' reasons and messages, optimistic concurrency (409 on a stale
+resourceVersion; custom resources and CRDs need one on PUT, as in Kubernetes),
+generation, finalizers and deletionTimestamp, graceful pod deletion, cascading
+deletion, field validation (`fieldValidation=Strict|Warn|Ignore`, warnings in
+`Warning: 299` headers) and time fields re-serialized as Kubernetes does.
+
+Deliberate simplifications:
 
 - Server-side apply (`application/apply-patch+yaml`) merges the applied object into
   the live one (strategic merge for built-in kinds, JSON merge for custom resources)
   and creates the object when it is missing. There is no field ownership: fields
   dropped from an applied configuration are not removed, and there are no apply
   conflicts (`force` is accepted and ignored); `managedFields` are not kept.
+- Built-in kinds are validated for what matters here (names, labels, containers,
+  ports, immutability of pod specs and cluster IPs, ...), not field by field; unknown
+  fields are detected at the top level and in `metadata` only.
+- Protobuf request bodies (kubectl's typed clients: `kubectl create configmap|secret|
+  namespace|serviceaccount|service`) are decoded for those kinds only; responses are
+  always JSON (or YAML when asked).
 - Continued lists (`continue`) read the current state after the last key served, not
   a consistent snapshot at the first page's resourceVersion.
 - `pods/log`: `timestamps=true` prefixes lines with the time the server read them
   (the kubelet writes no timestamps); `sinceSeconds`/`sinceTime` are ignored.
-- There is no authentication or authorization: every request is allowed.
+- Every object gets `metadata.generation` (Kubernetes omits it for some core kinds).
+- No authentication or authorization: every request is allowed, and access reviews
+  (`kubectl auth can-i`) answer yes. No exec, attach, port-forward, proxy, eviction or
+  service account tokens.
 """
 
 from __future__ import annotations
@@ -43,9 +63,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-import devcluster as _package
+from devcluster import DEFAULT_KUBERNETES_VERSION, paths
 from devcluster import patch as patching
-from devcluster import paths
 from devcluster import selectors as sel
 from devcluster.resources import (
     IMMORTAL_NAMESPACES,
@@ -58,6 +77,7 @@ from devcluster.resources import (
     check_labels,
     check_name,
     check_qualified_name,
+    decode_protobuf,
     forbidden,
     invalid,
     json_path_field,
@@ -81,9 +101,6 @@ from devcluster.store import (
 
 log = logging.getLogger(__name__)
 
-# `devcluster` may resolve to the namespace package of the repository's folder (when the
-# repository root is on sys.path), which lacks the attributes of devcluster/__init__.py.
-DEFAULT_KUBERNETES_VERSION: str = getattr(_package, "DEFAULT_KUBERNETES_VERSION", "v1.33.0")
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' request body limit
 DEFAULT_NODE = "devcluster"
 JSON_TYPE = "application/json"
@@ -575,8 +592,8 @@ class Cluster:
             raise rt.already_exists(name)
         if ctx.dry_run:
             return obj
-        stored = self.store.put(rt.gr, rt.to_storage(obj, self.registry.storage_api_version(rt.gr)))
-        self._after_write(rt, stored, None)
+        storage_version = self.registry.storage_api_version(rt.gr)
+        stored = self.commit(rt, rt.to_storage(obj, storage_version), None)
         return rt.present(stored)
 
     def _crd_terminating(self, crd_name: str) -> bool:
@@ -711,9 +728,7 @@ class Cluster:
         if ctx.dry_run:
             return new
         storage_version = self.registry.storage_api_version(rt.gr)
-        stored = self.store.put(rt.gr, rt.to_storage(new, storage_version))
-        result = self._after_write(rt, stored, old_stored)
-        return rt.present(result)
+        return rt.present(self.commit(rt, rt.to_storage(new, storage_version), old_stored))
 
     def mutate(
         self,
@@ -739,13 +754,25 @@ class Cluster:
             return False
         return not m.get("deletionGracePeriodSeconds")
 
+    def commit(self, rt: ResourceType, obj: Obj, old: Obj | None) -> Obj:
+        """Store a write (storage form) and run its side effects; returns the object.
+
+        A write that completes a deletion (deletionTimestamp set, no finalizers left, no
+        grace period pending) removes the object instead, as Kubernetes does: watchers
+        see a single DELETED event carrying this last state, not a MODIFIED first.
+        """
+        m = obj["metadata"]
+        if old is not None and m.get("deletionTimestamp") and self._finalizers_done(rt, obj):
+            gone = self.store.remove(rt.gr, m.get("namespace", ""), m["name"], final=obj)
+            if gone is not None:
+                self._after_remove(rt, gone)
+                return gone
+        stored = self.store.put(rt.gr, obj)
+        return self._after_write(rt, stored, old)
+
     def _after_write(self, rt: ResourceType, stored: Obj, old: Obj | None) -> Obj:
-        """Side effects of a write; returns the object as it is now (maybe deleted)."""
+        """Side effects of a stored write."""
         m = stored["metadata"]
-        if m.get("deletionTimestamp") and self._finalizers_done(rt, stored):
-            gone = self.store.remove(rt.gr, m.get("namespace", ""), m["name"])
-            self._after_remove(rt, gone or stored)
-            return gone or stored
         if rt.gr == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self.registry.register_crd(stored)
         if rt.gr == ("", "namespaces") and old is None:
@@ -994,8 +1021,7 @@ class Cluster:
                 )
             if self._comparable(obj) == self._comparable(stored):
                 return rt.present(stored), False
-            result = self.store.put(rt.gr, obj)
-            result = self._after_write(rt, result, stored)
+            result = self.commit(rt, obj, stored)
             removed = self.store.get(rt.gr, ns, name) is None
             return rt.present(result), removed
         pending_namespace = rt.gr == ("", "namespaces")
@@ -1012,8 +1038,7 @@ class Cluster:
                 from devcluster.resources import crd_status
 
                 obj["status"] = crd_status(obj, stored)
-            result = self.store.put(rt.gr, obj)
-            result = self._after_write(rt, result, stored)
+            result = self.commit(rt, obj, stored)
             removed = self.store.get(rt.gr, ns, name) is None
             return rt.present(result), removed
         gone = self.store.remove(rt.gr, ns, name)
@@ -1170,16 +1195,37 @@ def unsupported_media_type(content_type: str, accepted: tuple[str, ...]) -> APIE
     )
 
 
+MAX_DEPTH = 100  # deeper documents are refused (Python recursion would not cope)
+
+
+def check_depth(document: Any) -> Any:
+    """Refuse documents nested more than MAX_DEPTH levels (iteratively, no recursion)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise bad_request(f"the object is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return document
+
+
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return check_depth(json.loads(raw))
+    except RecursionError as exc:
+        raise bad_request(f"the object is nested more than {MAX_DEPTH} levels deep") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"error decoding the request body as JSON: {exc}") from exc
 
 
 def parse_yaml(raw: bytes) -> Any:
     try:
-        return yaml.safe_load(raw)
+        return check_depth(yaml.safe_load(raw))
+    except RecursionError as exc:
+        raise bad_request(f"the object is nested more than {MAX_DEPTH} levels deep") from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise bad_request(f"error decoding YAML: {exc}") from exc
 
@@ -1386,12 +1432,16 @@ class APIServer:
 
     async def read_object(self, request: web.Request) -> Any:
         raw = await self.read_body(request)
-        content_type = request.headers.get("Content-Type", JSON_TYPE).split(";")[0].strip()
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type in ("application/yaml", "text/yaml", "application/x-yaml"):
             return parse_yaml(raw)
-        if content_type in ("application/vnd.kubernetes.protobuf",):
-            raise unsupported_media_type(content_type, (JSON_TYPE, "application/yaml"))
-        return parse_json(raw)
+        if content_type == "application/vnd.kubernetes.protobuf":
+            return decode_protobuf(raw)
+        if content_type in ("", JSON_TYPE, "*/*"):
+            return parse_json(raw)
+        raise unsupported_media_type(
+            content_type, (JSON_TYPE, "application/yaml", "application/vnd.kubernetes.protobuf")
+        )
 
     # ---- app
 
@@ -1519,7 +1569,9 @@ class APIServer:
     async def get_openapi_v3_root(self, request: web.Request) -> web.Response:
         from devcluster import openapi
 
-        return self.respond(request, openapi.v3_root(self.cluster.registry))
+        return self.respond(
+            request, openapi.v3_root(self.cluster.registry, self.cluster.kubernetes_version)
+        )
 
     async def get_openapi_v3(self, request: web.Request) -> web.Response:
         from devcluster import openapi
@@ -1696,8 +1748,7 @@ class APIServer:
         change(obj)
         if obj == stored:
             return rt.present(stored)
-        result = self.cluster.store.put(rt.gr, obj)
-        return rt.present(self.cluster._after_write(rt, result, stored))
+        return rt.present(self.cluster.commit(rt, obj, stored))
 
     async def do_patch(
         self,

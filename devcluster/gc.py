@@ -505,8 +505,7 @@ class Controllers:
         }
         if not obj["spec"]["finalizers"]:
             obj["spec"].pop("finalizers")
-        stored = store.put(NAMESPACES, obj)
-        self.cluster._after_write(rt, stored, current)
+        self.cluster.commit(rt, obj, current)
 
     # ---- CRDs
 

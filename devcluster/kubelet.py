@@ -68,21 +68,21 @@ reads from files are not rewritten; `readOnly` is not enforced.
 Probes, restarts, status
 ------------------------
 startupProbe, livenessProbe and readinessProbe (httpGet to the pod IP, tcpSocket, exec
-run locally with the container's environment; grpc probes are not supported and count
-as successes) with Kubernetes' defaults and thresholds. Ready and ContainersReady follow
-readiness (no readiness probe: ready once running and started); a failed liveness or
-startup probe kills the container, which restarts per restartPolicy. restartPolicy
-Always, OnFailure and Never apply with the kubelet's back-off: the first restart is
-immediate, then `backoff_base` doubling up to `backoff_max` (Kubernetes: 10 s and
-300 s; devcluster defaults to 1 s and 30 s), reset after a run of `2 * backoff_max`.
+run locally with the container's environment; grpc probes are not supported: they fail
+with a message saying so) with Kubernetes' defaults and thresholds. Ready and
+ContainersReady follow readiness (no readiness probe: ready once running and started); a
+failed liveness or startup probe kills the container, which restarts per restartPolicy.
+restartPolicy Always, OnFailure and Never apply with the kubelet's back-off: the first
+restart is immediate, then `backoff_base` doubling up to `backoff_max` (Kubernetes: 10 s
+and 300 s; devcluster defaults to 1 s and 30 s), reset after a run of `2 * backoff_max`.
 Init containers run first, in order, each to completion. Container states (waiting
 ContainerCreating / PodInitializing / CrashLoopBackOff / CreateContainerConfigError,
 running, terminated with exitCode, signal, reason Completed / Error / StartError),
 lastState, restartCount, the pod phase (Pending, Running, Succeeded, Failed) and the
 PodReadyToStartContainers, Initialized, ContainersReady and Ready conditions are
-reported as the kubelet does. A command that cannot start (no such executable) ends
-in `terminated` with reason StartError (exit code 128) and the OS error, in the status
-and in the container's log. The kubelet also posts Events (Pulled, Created, Started,
+reported as the kubelet does. A command that cannot start (no such executable) ends in
+`terminated` with reason StartError (exit code 128) and the OS error, in the status and
+in the container's log. The kubelet also posts Events (Pulled, Created, Started,
 Killing, Unhealthy, BackOff, Failed, FailedMount, DeadlineExceeded) for `kubectl
 describe`; they are best effort (dropped when the API cannot take them).
 
@@ -814,7 +814,11 @@ class _Container:
             return False, probe.error
         try:
             if probe.handler == "grpc":
-                return True, "grpc probes are not supported by devcluster"
+                # Never report a result we did not measure: the probe fails visibly.
+                return (
+                    False,
+                    "grpc probes are not supported by devcluster; use httpGet, tcpSocket or exec",
+                )
             return await asyncio.wait_for(self._handle(probe, cfg), timeout=probe.timeout)
         except TimeoutError:
             return False, f"timeout after {probe.timeout:g}s"

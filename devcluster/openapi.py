@@ -20,8 +20,10 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import re
 from typing import Any
 
 from devcluster.resources import Registry, ResourceType
@@ -71,6 +73,14 @@ METADATA_DOC = (
     "Standard object's metadata. More info: "
     "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"
 )
+
+
+def _schema_prefix(rt: ResourceType) -> str:
+    """`io.k8s.api.core.v1.` for the types a built-in kind's schema refers to."""
+    group = rt.group.split(".")[0] if rt.group else "core"
+    if rt.group == "apiextensions.k8s.io":
+        return f"io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{rt.version}."
+    return f"io.k8s.api.{group}.{rt.version}."
 
 
 def schema_name(rt: ResourceType, kind: str | None = None) -> str:
@@ -241,6 +251,122 @@ def _meta_schemas(ref_prefix: str) -> dict[str, Obj]:
             ],
         },
     }
+
+
+# ---- built-in kinds, from the official Python client's models
+
+#: The kubernetes client's model class of each built-in kind.
+MODEL_CLASSES = {
+    ("", "Namespace"): "V1Namespace",
+    ("", "Pod"): "V1Pod",
+    ("", "Service"): "V1Service",
+    ("", "Endpoints"): "V1Endpoints",
+    ("", "Event"): "CoreV1Event",
+    ("", "ConfigMap"): "V1ConfigMap",
+    ("", "Secret"): "V1Secret",
+    ("", "ServiceAccount"): "V1ServiceAccount",
+    ("", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
+    ("", "Node"): "V1Node",
+    ("events.k8s.io", "Event"): "EventsV1Event",
+    ("coordination.k8s.io", "Lease"): "V1Lease",
+    ("discovery.k8s.io", "EndpointSlice"): "V1EndpointSlice",
+    ("apiextensions.k8s.io", "CustomResourceDefinition"): "V1CustomResourceDefinition",
+}
+_CLASS_PREFIX = re.compile(r"^(?:[A-Z][a-z]+)?V\d+(?:(?:alpha|beta)\d+)?(?=[A-Z])")
+_PRIMITIVES: dict[str, Obj] = {
+    "str": {"type": "string"},
+    "int": {"type": "integer", "format": "int64"},
+    "float": {"type": "number", "format": "double"},
+    "bool": {"type": "boolean"},
+    "datetime": {"type": "string", "format": "date-time"},
+    "date": {"type": "string", "format": "date"},
+    "bytearray": {"type": "string", "format": "byte"},
+    "object": {"x-kubernetes-preserve-unknown-fields": True},
+}
+
+
+def _first_paragraph(doc: str | None) -> str:
+    text = (doc or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in text.splitlines())
+
+
+@functools.lru_cache(maxsize=64)
+def _model_schemas(class_name: str, prefix: str) -> tuple[str, dict[str, Obj]] | None:
+    """Schemas of a client model and everything it refers to, or None without the client.
+
+    Returns (the top schema's name, name -> schema); refs use `#/components/schemas/`.
+    The result is shared: copy before changing it.
+    """
+    try:
+        from kubernetes.client import models
+    except ImportError:  # pragma: no cover - the client is a dependency
+        return None
+    schemas: dict[str, Obj] = {}
+    ref_prefix = "#/components/schemas/"
+
+    def name_of(cls_name: str) -> str:
+        if cls_name == "V1ObjectMeta":
+            return OBJECT_META
+        if cls_name == "V1ListMeta":
+            return LIST_META
+        return prefix + _CLASS_PREFIX.sub("", cls_name)
+
+    def type_schema(spec: str) -> Obj:
+        spec = spec.strip()
+        if spec.startswith("List[") and spec.endswith("]"):
+            return {"type": "array", "items": type_schema(spec[5:-1])}
+        if spec.startswith("Dict[") and spec.endswith("]"):
+            value = spec[5:-1].split(",", 1)[1]
+            return {"type": "object", "additionalProperties": type_schema(value)}
+        if spec in _PRIMITIVES:
+            return dict(_PRIMITIVES[spec])
+        return {"$ref": ref_prefix + visit(spec)}
+
+    def visit(cls_name: str) -> str:
+        key = name_of(cls_name)
+        if key in schemas or key in (OBJECT_META, LIST_META):
+            return key
+        cls = getattr(models, cls_name, None)
+        if cls is None:
+            schemas[key] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+            return key
+        schemas[key] = {}  # claimed first: types may refer to themselves
+        properties: dict[str, Obj] = {}
+        required = []
+        fields = getattr(cls, "model_fields", {})
+        for attr, spec in getattr(cls, "openapi_types", {}).items():
+            json_name = cls.attribute_map.get(attr, attr)
+            field = fields.get(attr)
+            schema = type_schema(spec)
+            description = getattr(field, "description", None)
+            if description:
+                schema = (
+                    {"description": description, "allOf": [schema]}
+                    if "$ref" in schema
+                    else {"description": description, **schema}
+                )
+            if field is not None and field.is_required():
+                required.append(json_name)
+            properties[json_name] = schema
+        node: Obj = {
+            "description": _first_paragraph(cls.__doc__),
+            "type": "object",
+            "properties": properties,
+        }
+        if required:
+            node["required"] = required
+        schemas[key] = node
+        return key
+
+    top = visit(class_name)
+    return top, schemas
+
+
+def builtin_schemas(rt: ResourceType, prefix: str) -> tuple[str, dict[str, Obj]] | None:
+    class_name = MODEL_CLASSES.get((rt.group, rt.kind))
+    if class_name is None:
+        return None
+    return _model_schemas(class_name, prefix)
 
 
 def object_schema(rt: ResourceType, ref_prefix: str) -> Obj:
@@ -424,6 +550,15 @@ def gv_path(group: str, version: str) -> str:
 
 
 def v3_document(registry: Registry, path: str, kubernetes_version: str = "") -> Obj | None:
+    """The OpenAPI v3 document of one group version (cached until the types change)."""
+    key = ("v3", path.strip("/"), kubernetes_version)
+    if key not in registry.cache:
+        registry.cache[key] = _v3_document(registry, path, kubernetes_version)
+    document: Obj | None = registry.cache[key]
+    return document
+
+
+def _v3_document(registry: Registry, path: str, kubernetes_version: str) -> Obj | None:
     path = path.strip("/")
     parts = path.split("/")
     if parts[:1] == ["api"] and len(parts) == 2:
@@ -439,7 +574,22 @@ def v3_document(registry: Registry, path: str, kubernetes_version: str = "") -> 
     schemas: dict[str, Obj] = _meta_schemas(ref_prefix)
     paths: dict[str, Obj] = {}
     for rt in types:
-        schemas[schema_name(rt)] = object_schema(rt, ref_prefix)
+        generated = None if rt.is_custom else builtin_schemas(rt, _schema_prefix(rt))
+        if generated is not None:
+            top, nested = generated
+            for key, value in nested.items():
+                if key != top:
+                    schemas.setdefault(key, value)
+            schema = copy.deepcopy(nested[top])
+            schema["x-kubernetes-group-version-kind"] = [gvk(rt)]
+            schema.setdefault("properties", {})["metadata"] = {
+                "allOf": [{"$ref": f"{ref_prefix}{OBJECT_META}"}],
+                "default": {},
+                "description": METADATA_DOC,
+            }
+            schemas[schema_name(rt)] = schema
+        else:
+            schemas[schema_name(rt)] = object_schema(rt, ref_prefix)
         schemas[schema_name(rt, rt.list_kind)] = list_schema(rt, ref_prefix)
         paths.update(paths_for(rt, ref_prefix))
     return {
@@ -455,6 +605,14 @@ def document_hash(document: Obj) -> str:
 
 
 def v3_root(registry: Registry, kubernetes_version: str = "") -> Obj:
+    key = ("v3-root", kubernetes_version)
+    if key not in registry.cache:
+        registry.cache[key] = _v3_root(registry, kubernetes_version)
+    root: Obj = registry.cache[key]
+    return root
+
+
+def _v3_root(registry: Registry, kubernetes_version: str) -> Obj:
     paths: dict[str, Obj] = {}
     for group in registry.groups():
         for version in registry.versions(group):

@@ -25,6 +25,7 @@ import os
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,6 +199,8 @@ class Store:
         self.snapshot_delay = snapshot_delay
         self._save_handle: asyncio.TimerHandle | None = None
         self._dirty = False
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending_write: Future[None] | None = None
 
     # ---- reading
 
@@ -256,15 +259,20 @@ class Store:
         )
         return stored
 
-    def remove(self, gr: GroupResource, namespace: str, name: str) -> Obj | None:
-        """Delete an object; the DELETED event carries the deletion's resourceVersion."""
+    def remove(
+        self, gr: GroupResource, namespace: str, name: str, final: Obj | None = None
+    ) -> Obj | None:
+        """Delete an object; the DELETED event carries the deletion's resourceVersion and
+        `final` (the object's last state, e.g. with its last finalizer removed) if given.
+        """
         bucket = self._objects.get(gr, {})
         old = bucket.pop((namespace, name), None)
         if old is None:
             return None
         rv = self._next_rv()
-        gone = dict(old)
-        gone["metadata"] = dict(old.get("metadata") or {})
+        last = final if final is not None else old
+        gone = dict(last)
+        gone["metadata"] = dict(last.get("metadata") or {})
         gone["metadata"]["resourceVersion"] = str(rv)
         self._emit(StoreEvent(rv, "DELETED", gr, namespace, name, gone, old))
         return gone
@@ -338,9 +346,19 @@ class Store:
         self._save_handle = loop.call_later(self.snapshot_delay, self._save_soon)
 
     def _save_soon(self) -> None:
+        """Serialize now (a consistent state), write in a thread (off the event loop)."""
         self._save_handle = None
+        if self.snapshot_path is None or not self._dirty:
+            return
+        self._dirty = False
+        data = json.dumps(self.snapshot(), separators=(",", ":"))
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
+        self._pending_write = self._writer.submit(self._write_logged, data)
+
+    def _write_logged(self, data: str) -> None:
         try:
-            self.save()
+            self._write(data)
         except Exception:
             log.exception("could not write the snapshot to %s", self.snapshot_path)
 
@@ -355,7 +373,10 @@ class Store:
         if self.snapshot_path is None or not self._dirty:
             return
         self._dirty = False
-        data = json.dumps(self.snapshot(), separators=(",", ":"))
+        self._write(json.dumps(self.snapshot(), separators=(",", ":")))
+
+    def _write(self, data: str) -> None:
+        assert self.snapshot_path is not None
         target = self.snapshot_path
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".objects-", suffix=".tmp", dir=target.parent)
@@ -371,10 +392,17 @@ class Store:
             raise
 
     def flush(self) -> None:
+        """Write any pending change now (and wait for a write in progress)."""
         if self._save_handle is not None:
             self._save_handle.cancel()
             self._save_handle = None
+        if self._pending_write is not None:
+            self._pending_write.result()
+            self._pending_write = None
         self.save()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
     def load(self) -> int:
         """Load the snapshot if there is one; returns the number of objects."""

@@ -1195,7 +1195,7 @@ async def test_error_statuses(api: Api, monkeypatch: pytest.MonkeyPatch) -> None
     protobuf = await api.call(
         "POST", CM, raw=b"\x00", content_type="application/vnd.kubernetes.protobuf"
     )
-    assert protobuf.status == 415
+    assert protobuf.status == 400
     bad_type = await api.post(CM, {"metadata": {"name": "t", "labels": {"a": 1}}})
     assert bad_type.status == 400
 
@@ -1208,6 +1208,48 @@ async def test_error_statuses(api: Api, monkeypatch: pytest.MonkeyPatch) -> None
     assert failure["reason"] == "InternalError"
     monkeypatch.undo()
     assert (await api.get(f"{CM}/y")).status == 200  # the server lives on
+
+
+def _pb_field(number: int, payload: bytes) -> bytes:
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                return bytes(out)
+
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+async def test_protobuf_bodies(api: Api) -> None:
+    meta = (
+        _pb_field(1, b"pb")
+        + _pb_field(2, b"")
+        + _pb_field(11, _pb_field(1, b"k") + _pb_field(2, b"v"))
+    )
+    raw = _pb_field(1, meta) + _pb_field(2, _pb_field(1, b"a") + _pb_field(2, b"1"))
+    type_meta = _pb_field(1, b"v1") + _pb_field(2, b"ConfigMap")
+    body = b"k8s\x00" + _pb_field(1, type_meta) + _pb_field(2, raw)
+    created = await api.call(
+        "POST", CM, raw=body, content_type="application/vnd.kubernetes.protobuf"
+    )
+    assert created.status == 201, created
+    assert created["data"] == {"a": "1"}
+    assert created["metadata"]["labels"] == {"k": "v"}
+    assert "generateName" not in created["metadata"]
+    pod_type = _pb_field(1, b"v1") + _pb_field(2, b"Pod")
+    refused = await api.call(
+        "POST",
+        PODS,
+        raw=b"k8s\x00" + _pb_field(1, pod_type),
+        content_type="application/vnd.kubernetes.protobuf",
+    )
+    assert refused.status == 415
+    garbage = await api.call(
+        "POST", CM, raw=b"nonsense", content_type="application/vnd.kubernetes.protobuf"
+    )
+    assert garbage.status == 400
 
 
 # --------------------------------------------------------------------------- logs

@@ -182,6 +182,8 @@ data: {a: "1"}
     assert kubectl("get", "nodes").stdout.splitlines()[1].split()[:2] == ["devcluster", "Ready"]
     assert "Active" in kubectl("get", "ns", "default").stdout
     assert "PodScheduled" in kubectl("describe", "pod", "web").stdout
+    explained = kubectl("explain", "pods.spec.containers.env").stdout
+    assert "valueFrom" in explained
 
     pod = json.loads(kubectl("get", "pod", "web", "-o", "json").stdout)
     state_dir = kubectl.server.cluster.state_dir
@@ -210,6 +212,22 @@ data: {a: "1"}
         watcher.wait()
     assert lines[0].split() == ["NAME", "DATA", "AGE"]
     assert any(line.split()[:2] == ["settings", "2"] for line in lines), lines
+
+    # kubectl's typed clients send these in protobuf
+    kubectl("create", "configmap", "literal", "--from-literal=a=b")
+    kubectl("create", "secret", "generic", "token", "--from-literal=t=s3cret")
+    kubectl("create", "namespace", "team")
+    kubectl("create", "serviceaccount", "robot")
+    kubectl("create", "service", "clusterip", "plain", "--tcp=80:8080")
+    created = json.loads(
+        kubectl("get", "cm/literal", "secret/token", "svc/plain", "-o", "json").stdout
+    )
+    cm, secret, svc = created["items"]
+    assert cm["data"] == {"a": "b"}
+    assert secret["data"] == {"t": "czNjcmV0"}
+    assert svc["spec"]["ports"][0]["targetPort"] == 8080
+    assert kubectl("get", "ns", "team", "-o", "jsonpath={.status.phase}").stdout == "Active"
+    assert kubectl("auth", "can-i", "delete", "pods").stdout.strip() == "yes"
 
     assert 'pod "web" deleted' in kubectl("delete", "pod", "web", "--wait=false").stdout
     assert "Terminating" in kubectl("get", "pod", "web").stdout

@@ -1,0 +1,125 @@
+"""Starting devcluster (or using a real cluster) and driving it from tests.
+
+By default each test session starts devcluster in a subprocess, as a user would with
+`elasticlm local up`. With ELASTICLM_E2E=1 the same tests run against the cluster of the
+current KUBECONFIG instead, so any divergence from Kubernetes shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import kubernetes
+
+E2E = os.environ.get("ELASTICLM_E2E") == "1"
+KUBECTL = shutil.which("kubectl")
+
+
+def kubectl_binary(minor: int | None) -> str | None:
+    """A specific kubectl 1.<minor> next to the dispatcher, or the dispatcher itself."""
+    if KUBECTL is None:
+        return None
+    if minor is None:
+        return KUBECTL
+    candidate = Path(os.path.realpath(KUBECTL)).parent / f"kubectl.1.{minor}"
+    return str(candidate) if candidate.exists() else None
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    url: str
+    cache_dir: Path
+    state_dir: Path | None  # None for a real cluster
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def kubectl(
+        self,
+        *args: str,
+        minor: int | None = None,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against the cluster; `minor` picks kubectl 1.<minor> explicitly."""
+        binary = kubectl_binary(minor)
+        if binary is None:
+            raise RuntimeError(f"kubectl 1.{minor} is not installed")
+        command = [
+            binary,
+            f"--kubeconfig={self.kubeconfig}",
+            f"--cache-dir={self.cache_dir}",
+            *args,
+        ]
+        result = subprocess.run(
+            command, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+
+@contextmanager
+def devcluster_process(
+    state_dir: Path, *extra_args: str, timeout: float = 60
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    """Run `python -m devcluster up` until the block ends; yields (process, info)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    info_file = state_dir / "devcluster.json"
+    info_file.unlink(missing_ok=True)
+    log = (state_dir / "devcluster.log").open("ab")
+    # -P keeps the cwd (the repository root) off sys.path: `devcluster` is then the
+    # installed package, never whatever devcluster/ folder the cwd holds.
+    command = [sys.executable, "-P", "-m", "devcluster", "up", "--state-dir", str(state_dir)]
+    process = subprocess.Popen(
+        [*command, *extra_args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=state_dir,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not info_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = (state_dir / "devcluster.log").read_text()
+                raise RuntimeError(f"devcluster did not start; its log:\n{output}")
+            time.sleep(0.05)
+        yield process, json.loads(info_file.read_text())
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+
+
+@contextmanager
+def running_cluster(base: Path) -> Iterator[Cluster]:
+    cache_dir = base / "kubectl-cache"
+    if E2E:
+        kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
+        api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        yield Cluster(kubeconfig, api.configuration.host, cache_dir, None)
+        return
+    state_dir = base / "devcluster"
+    with devcluster_process(state_dir) as (_, info):
+        yield Cluster(Path(info["kubeconfig"]), info["url"], cache_dir, state_dir)

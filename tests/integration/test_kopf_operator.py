@@ -1,0 +1,216 @@
+"""A real kopf operator, with peering (not --standalone), handles a custom resource."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from tests.integration.harness import Cluster
+
+OPERATOR = Path(__file__).parent / "kopf_app" / "widget_operator.py"
+
+WIDGET_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.test.elasticlm.io"},
+    "spec": {
+        "group": "test.elasticlm.io",
+        "scope": "Namespaced",
+        "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "size": {"type": "integer"},
+                                },
+                            },
+                            "status": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            },
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def peering_crd(scope: str, kind: str, plural: str) -> dict[str, Any]:
+    """kopf's peering CRDs, as its documentation gives them."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "scope": scope,
+            "group": "kopf.dev",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def ensure(create: Callable[[], Any]) -> None:
+    try:
+        create()
+    except kubernetes.client.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+@pytest.fixture
+def kopf_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[None]:
+    with cluster.api_client() as api:
+        ext = kubernetes.client.ApiextensionsV1Api(api)
+        for crd in (
+            WIDGET_CRD,
+            peering_crd("Namespaced", "KopfPeering", "kopfpeerings"),
+            peering_crd("Cluster", "ClusterKopfPeering", "clusterkopfpeerings"),
+        ):
+            ensure(lambda crd=crd: ext.create_custom_resource_definition(crd))
+        custom = kubernetes.client.CustomObjectsApi(api)
+        ensure(
+            lambda: custom.create_namespaced_custom_object(
+                "kopf.dev",
+                "v1",
+                namespace,
+                "kopfpeerings",
+                {
+                    "apiVersion": "kopf.dev/v1",
+                    "kind": "KopfPeering",
+                    "metadata": {"name": "default"},
+                },
+            )
+        )
+    log = (tmp_path / "kopf.log").open("w")
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kopf",
+            "run",
+            "--namespace",
+            namespace,
+            "--peering",
+            "default",
+            "--verbose",
+            str(OPERATOR),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    assert process.returncode in (0, -15), (tmp_path / "kopf.log").read_text()
+
+
+def test_kopf_handles_create_update_delete_with_peering(
+    cluster: Cluster, namespace: str, kopf_operator: None
+) -> None:
+    with cluster.api_client() as api:
+        custom = kubernetes.client.CustomObjectsApi(api)
+        core = kubernetes.client.CoreV1Api(api)
+        widget = {
+            "apiVersion": "test.elasticlm.io/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w1"},
+            "spec": {"name": "devcluster", "size": 1},
+        }
+        custom.create_namespaced_custom_object(
+            "test.elasticlm.io", "v1", namespace, "widgets", widget
+        )
+
+        def status() -> dict[str, Any]:
+            obj = custom.get_namespaced_custom_object(
+                "test.elasticlm.io", "v1", namespace, "widgets", "w1"
+            )
+            result: dict[str, Any] = obj.get("status") or {}
+            return result
+
+        wait_for(lambda: status().get("greeting") == "hello devcluster", what="the create handler")
+
+        custom.patch_namespaced_custom_object(
+            "test.elasticlm.io", "v1", namespace, "widgets", "w1", {"spec": {"size": 3}}
+        )
+        wait_for(lambda: status().get("observedSize") == 3, what="the update handler")
+
+        # kopf's peering object shows this operator as a live peer.
+        peering = custom.get_namespaced_custom_object(
+            "kopf.dev", "v1", namespace, "kopfpeerings", "default"
+        )
+        assert peering.get("status"), peering
+
+        custom.delete_namespaced_custom_object(
+            "test.elasticlm.io", "v1", namespace, "widgets", "w1"
+        )
+
+        def gone() -> bool:
+            try:
+                custom.get_namespaced_custom_object(
+                    "test.elasticlm.io", "v1", namespace, "widgets", "w1"
+                )
+            except kubernetes.client.ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_for(gone, what="the finalizer to be removed and the widget deleted")
+        evidence = core.read_namespaced_config_map("w1-deleted", namespace)
+        assert evidence.data == {"by": "kopf"}
