@@ -96,9 +96,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     status = cmd_validate(argparse.Namespace(files=[str(p) for p in examples]))
     print()
     print(
-        "error: the embedded cluster (devcluster) and the operator are not built yet, so "
-        "the demo cannot run; what exists today: `elasticlm validate`, `elasticlm crds` and "
-        "`make test`.",
+        "error: the operator and the training workers are not built yet, so the demo cannot "
+        "run; what exists today: `elasticlm local up` (the embedded cluster), "
+        "`elasticlm validate`, `elasticlm crds` and `make test`.",
         file=sys.stderr,
     )
     return EXIT_UNAVAILABLE if status == EXIT_OK else status

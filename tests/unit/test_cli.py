@@ -197,13 +197,13 @@ def test_a_command_is_required(capsys: Capsys) -> None:
     assert "usage: elasticlm" in capsys.readouterr().err
 
 
-def test_demo_says_the_cluster_is_not_built(
+def test_demo_says_the_operator_is_not_built(
     monkeypatch: pytest.MonkeyPatch, capsys: Capsys
 ) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["demo"]) == EXIT_UNAVAILABLE == 3
     out, err = capsys.readouterr()
-    assert "not built yet" in err
+    assert "the operator and the training workers are not built yet" in err
     assert "cannot run" in err
     # It checks the example manifests, and does not pretend to train or serve anything.
     assert "LMTrainingJob/tiny-lm is valid" in out
