@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -40,6 +41,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=DEFAULT_KUBERNETES_VERSION,
         help=f"version the API server reports (default: {DEFAULT_KUBERNETES_VERSION})",
     )
+    up.add_argument(
+        "--verbose", action="store_true", help="also log every API request (access log)"
+    )
     up.set_defaults(func=cmd_up)
 
     down = commands.add_parser("down", help="stop the running devcluster")
@@ -51,6 +55,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from devcluster.cluster import DevCluster  # the server's imports are heavy: only for `up`
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not args.verbose:
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     persist = args.state_dir is not None
     state_dir = Path(args.state_dir) if persist else Path(tempfile.mkdtemp(prefix="devcluster-"))
     cluster = DevCluster(
@@ -83,6 +89,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             info = json.loads(current_file().read_text())
             if info.get("pid") == os.getpid():
                 current_file().unlink()
+        if not persist:
+            shutil.rmtree(state_dir, ignore_errors=True)
     return 0
 
 

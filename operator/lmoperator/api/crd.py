@@ -8,9 +8,7 @@ attached where the models declare them.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -268,30 +266,3 @@ def render_crds() -> dict[str, str]:
         + yaml.dump(crd_manifest(r), Dumper=_NoAliasDumper, sort_keys=False, width=100)
         for r in RESOURCE_KINDS
     }
-
-
-def write_crds(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for filename, text in render_crds().items():
-        path = directory / filename
-        path.write_text(text)
-        written.append(path)
-    return written
-
-
-def crd_drift(directory: Path) -> list[str]:
-    """Unified diffs between the files in `directory` and what the models generate."""
-    drift = []
-    for filename, expected in render_crds().items():
-        path = directory / filename
-        actual = path.read_text() if path.exists() else ""
-        if actual != expected:
-            diff = difflib.unified_diff(
-                actual.splitlines(keepends=True),
-                expected.splitlines(keepends=True),
-                fromfile=str(path),
-                tofile=f"{path} (generated)",
-            )
-            drift.append("".join(diff))
-    return drift
