@@ -66,6 +66,7 @@ from aiohttp import web
 from devcluster import DEFAULT_KUBERNETES_VERSION, paths
 from devcluster import patch as patching
 from devcluster import selectors as sel
+from devcluster.protobuf import decode_protobuf
 from devcluster.resources import (
     IMMORTAL_NAMESPACES,
     INITIAL_NAMESPACES,
@@ -77,7 +78,6 @@ from devcluster.resources import (
     check_labels,
     check_name,
     check_qualified_name,
-    decode_protobuf,
     forbidden,
     invalid,
     json_path_field,

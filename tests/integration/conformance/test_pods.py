@@ -137,9 +137,13 @@ def test_service_cluster_ip_reaches_ready_pods(
     def fetch() -> str:
         return fetch_url(url)
 
-    first = wait_for(fetch, 15, f"an answer from {url}")
-    answers = {first} | {fetch() for _ in range(8)}
-    assert answers == {"web-0", "web-1"}  # round robin over the ready pods
+    # Round robin over the ready pods, once the proxy has heard of both endpoints (it
+    # learns them from the Endpoints object, a moment after the pods become ready).
+    wait_for(
+        lambda: {fetch() for _ in range(8)} == {"web-0", "web-1"},
+        15,
+        f"answers from both pods through {url}",
+    )
 
     # a targetPort naming the container port
     named = core.create_namespaced_service(
@@ -488,6 +492,8 @@ def test_failing_liveness_probe_restarts_the_container(
                      grace=1)  # fmt: skip
     pod["spec"]["containers"][0]["livenessProbe"] = {
         "exec": {"command": ["python", "-c", "raise SystemExit(1)"]},
+        # Give the first run time to print before the probe kills it.
+        "initialDelaySeconds": 1,
         "periodSeconds": 1,
         "failureThreshold": 1,
     }
