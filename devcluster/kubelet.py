@@ -105,6 +105,7 @@ another; API errors back off and retry; watches resume or relist (see
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import atexit
 import contextlib
@@ -316,7 +317,9 @@ class _BatchQueue:
 # Pods
 
 
-class _PodBase:
+class _PodBase(abc.ABC):
+    """What simulated and real pods share; each renders its own status."""
+
     def __init__(self, kubelet: Kubelet, obj: JSON) -> None:
         self.kubelet = kubelet
         self.obj = obj
@@ -333,8 +336,9 @@ class _PodBase:
     def api_path(self) -> str:
         return f"/api/v1/namespaces/{quote(self.namespace)}/pods/{quote(self.name)}"
 
+    @abc.abstractmethod
     def render_status(self) -> JSON:
-        raise NotImplementedError
+        """The pod's status as the kubelet reports it."""
 
     def _assign_ip(self) -> None:
         if self.ip is not None:

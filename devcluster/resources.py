@@ -15,6 +15,7 @@ structural schemas.
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import copy
@@ -370,14 +371,16 @@ class ResourceType:
         )
 
 
-class Converter:
+class Converter(abc.ABC):
     """Serves one stored representation under another API version."""
 
+    @abc.abstractmethod
     def present(self, obj: Obj) -> Obj:
-        raise NotImplementedError
+        """The stored object as this API version shows it."""
 
+    @abc.abstractmethod
     def to_storage(self, obj: Obj) -> Obj:
-        raise NotImplementedError
+        """An object of this API version in the stored representation."""
 
 
 # core/v1 Event field <-> events.k8s.io/v1 Event field
