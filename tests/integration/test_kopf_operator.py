@@ -13,78 +13,23 @@ from typing import Any
 import kubernetes
 import pytest
 
+from tests.crd_builder import simple_crd
 from tests.integration.harness import Cluster
 
 OPERATOR = Path(__file__).parent / "kopf_app" / "widget_operator.py"
 
-WIDGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.test.elasticlm.io"},
-    "spec": {
-        "group": "test.elasticlm.io",
-        "scope": "Namespaced",
-        "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "size": {"type": "integer"},
-                                },
-                            },
-                            "status": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            },
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
+WIDGET_CRD = simple_crd(
+    "test.elasticlm.io",
+    "Widget",
+    "widgets",
+    spec_properties={"name": {"type": "string"}, "size": {"type": "integer"}},
+    status_subresource=True,
+)
 
 
 def peering_crd(scope: str, kind: str, plural: str) -> dict[str, Any]:
     """kopf's peering CRDs, as its documentation gives them."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.kopf.dev"},
-        "spec": {
-            "scope": scope,
-            "group": "kopf.dev",
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "status": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                }
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    return simple_crd("kopf.dev", kind, plural, scope=scope)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import kubernetes
 import pytest
 
+from tests.crd_builder import simple_crd
 from tests.integration.conformance.helpers import (
     CRDS_DIR,
     GROUP,
@@ -90,34 +91,13 @@ def scratch_crd(
 ) -> Iterator[tuple[str, str, dict]]:
     """A throwaway namespaced CRD in its own group: (group, plural, crd)."""
     group = f"g{uuid.uuid4().hex[:8]}.conformance.elasticlm.io"
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"gizmos.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"kind": "Gizmo", "plural": "gizmos", "singular": "gizmo"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "spec": {
-                                    "type": "object",
-                                    "properties": {"size": {"type": "integer"}},
-                                }
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    crd = simple_crd(
+        group,
+        "Gizmo",
+        "gizmos",
+        spec_properties={"size": {"type": "integer"}},
+        free_form_status=False,
+    )
     apply_crd(extensions, crd)
     yield group, "gizmos", crd
     try:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import kubernetes
 import pytest
 
+from tests.crd_builder import simple_crd
 from tests.integration.conformance.conftest import apply_crd
 from tests.integration.conformance.helpers import (
     CONTROLLER_TIMEOUT,
@@ -519,34 +520,7 @@ def cluster_scoped_crd(
 ) -> Iterator[tuple[str, str]]:
     """A cluster-scoped CRD like kopf's ClusterKopfPeering: (group, plural)."""
     group = f"c{uuid.uuid4().hex[:8]}.conformance.elasticlm.io"
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"peerings.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Cluster",
-            "names": {"kind": "Peering", "plural": "peerings", "singular": "peering"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "status": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                }
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    crd = simple_crd(group, "Peering", "peerings", scope="Cluster")
     apply_crd(extensions, crd)
     yield group, "peerings"
     extensions.delete_custom_resource_definition(crd["metadata"]["name"])

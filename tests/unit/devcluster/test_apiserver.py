@@ -14,6 +14,7 @@ import pytest
 
 from devcluster import paths
 from devcluster.apiserver import parse_accept, parse_api_path
+from tests.crd_builder import simple_crd
 from tests.unit.devcluster.test_apiserver_support import (
     CM,
     CRD_PATH,
@@ -831,34 +832,7 @@ async def test_peering_crds_work_like_any(api: Api) -> None:
         ("Cluster", "clusterkopfpeerings", "ClusterKopfPeering"),
         ("Namespaced", "kopfpeerings", "KopfPeering"),
     ):
-        definition = {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"{plural}.kopf.dev"},
-            "spec": {
-                "scope": scope,
-                "group": "kopf.dev",
-                "names": {"kind": kind, "plural": plural, "singular": plural[:-1]},
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "properties": {
-                                    "status": {
-                                        "type": "object",
-                                        "x-kubernetes-preserve-unknown-fields": True,
-                                    }
-                                },
-                            }
-                        },
-                    }
-                ],
-            },
-        }
+        definition = simple_crd("kopf.dev", kind, plural, scope=scope)
         assert (await api.post(CRD_PATH, definition)).status == 201
     peering = "/apis/kopf.dev/v1/clusterkopfpeerings"
     assert (await api.post(peering, {"metadata": {"name": "default"}})).status == 201
