@@ -1,0 +1,85 @@
+"""A worker's Prometheus metrics and its small HTTP endpoint.
+
+`/metrics` (Prometheus text), `/ready` (200 while the worker trains in a round; the
+pod's readiness probe) and `/healthz`. The operator reads rank 0's `/metrics` for the
+job's status; the metric names are part of the contract with `lmoperator`.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class TrainMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"elasticlm_train_{name}", doc, registry=r)
+
+        self.step = gauge("step", "Optimizer steps completed.")
+        self.target_steps = gauge("target_steps", "Steps the job trains for.")
+        self.loss = gauge("loss", "Training loss (nats per token) of the latest step.")
+        self.tokens_per_second = gauge(
+            "tokens_per_second", "Tokens per second across all workers, latest step."
+        )
+        self.step_seconds = gauge("step_seconds", "Duration of the latest step.")
+        self.world_size = gauge("world_size", "Workers in the current round.")
+        self.rank = gauge("rank", "This worker's rank in the current round (-1: none).")
+        self.round = gauge("round", "The current rendezvous round.")
+        self.last_checkpoint_step = gauge("last_checkpoint_step", "Step of the newest checkpoint.")
+        self.last_checkpoint_time = gauge(
+            "last_checkpoint_timestamp_seconds", "When the newest checkpoint was completed."
+        )
+        self.checkpoint_seconds = gauge("checkpoint_seconds", "Duration of the latest save.")
+        self.reform_seconds = gauge(
+            "reform_seconds", "Time the latest round took to form and hand over state."
+        )
+        self.rounds = Counter("elasticlm_train_rounds", "Rounds this worker joined.", registry=r)
+        self.group_failures = Counter(
+            "elasticlm_train_group_failures",
+            "Rounds that ended in a failed collective (a worker lost).",
+            registry=r,
+        )
+        self.rank.set(-1)
+        self.ready = threading.Event()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def serve(metrics: TrainMetrics, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve the endpoints in a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, metrics.render(), CONTENT_TYPE_LATEST)
+            elif path == "/ready":
+                ok = metrics.ready.is_set()
+                self._reply(200 if ok else 503, b"ready\n" if ok else b"not training\n")
+            elif path == "/healthz":
+                self._reply(200, b"ok\n")
+            else:
+                self._reply(404, b"not found: try /metrics, /ready or /healthz\n")
+
+        def _reply(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # scrapes every second would drown the training log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
