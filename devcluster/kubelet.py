@@ -72,7 +72,9 @@ run locally with the container's environment; grpc probes are not supported: the
 with a message saying so) with Kubernetes' defaults and thresholds. Ready and
 ContainersReady follow readiness (no readiness probe: ready once running and started); a
 failed liveness or startup probe kills the container, which restarts per restartPolicy.
-restartPolicy Always, OnFailure and Never apply with the kubelet's back-off: the first
+terminationMessagePath: the file a container writes there (the path is rewritten like a
+mount) becomes `terminated.message`, capped at 4 KiB; FallbackToLogsOnError falls back to
+the log's tail on failure. restartPolicy Always, OnFailure and Never apply with the kubelet's back-off: the first
 restart is immediate, then `backoff_base` doubling up to `backoff_max` (Kubernetes: 10 s
 and 300 s; devcluster defaults to 1 s and 30 s), reset after a run of `2 * backoff_max`.
 Init containers run first, in order, each to completion. Container states (waiting
@@ -440,6 +442,31 @@ class _SimPod(_PodBase):
         return st
 
 
+TERMINATION_MESSAGE_LIMIT = 4096  # bytes, as the kubelet caps it
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+
+def termination_message_path(container: JSON) -> str:
+    return str(container.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH)
+
+
+def termination_message(file: Path | None, container: JSON, log_path: Path, code: int) -> str:
+    """What the container wrote to its termination message file (or, with
+    FallbackToLogsOnError and a failure, the tail of its log), capped like Kubernetes."""
+    text = ""
+    if file is not None and file.is_file():
+        text = file.read_bytes()[:TERMINATION_MESSAGE_LIMIT].decode("utf-8", "replace")
+    if (
+        not text
+        and code != 0
+        and container.get("terminationMessagePolicy") == ("FallbackToLogsOnError")
+    ):
+        with contextlib.suppress(OSError):
+            lines = log_path.read_bytes().decode("utf-8", "replace").splitlines()[-80:]
+            text = "\n".join(lines)[-2048:]
+    return text
+
+
 @dataclass
 class _Config:
     argv: list[str]
@@ -447,6 +474,7 @@ class _Config:
     cwd: str
     rewrite: PathRewriter
     notes: list[str] = field(default_factory=list)
+    termination_file: Path | None = None
 
 
 class _Container:
@@ -628,6 +656,8 @@ class _Container:
             if log_path.exists():
                 os.replace(log_path, prev_path)
         self.has_run = True
+        if cfg.termination_file is not None:
+            cfg.termination_file.unlink(missing_ok=True)  # a message is per run
         self.marker = f"{pod.uid}/{self.name}/{self.restart_count}"
         env = dict(cfg.env)
         env[MARKER_ENV] = self.marker
@@ -703,6 +733,11 @@ class _Container:
         }
         if sig is not None:
             term["signal"] = sig
+        message = await asyncio.to_thread(
+            termination_message, cfg.termination_file, self.spec, log_path, code
+        )
+        if message:
+            term["message"] = message
         return term
 
     # -- termination -------------------------------------------------------------------
@@ -1075,7 +1110,11 @@ class _Pod(_PodBase):
             services_env=svc_env,
         )
         mounts = container_mounts(c.spec, self.dirs)
-        rewrite = PathRewriter(mounts)
+        # The termination message file is a per-container file "mounted" at its path.
+        term_file = paths.termination_message_file(
+            kubelet.state_dir, self.namespace, self.name, self.uid, c.name
+        )
+        rewrite = PathRewriter([*mounts, (termination_message_path(c.spec), term_file)])
         argv = [rewrite(a) for a in container_argv(c.spec, declared)]
         env = dict(os.environ)
         env.update(kubelet.extra_env)
@@ -1101,8 +1140,10 @@ class _Pod(_PodBase):
                 notes.append(
                     f"workingDir {working_dir} does not exist on this machine; using {default_cwd}"
                 )
-        await asyncio.to_thread(_make_dirs, [Path(cwd)] + [p for _, p in mounts])
-        return _Config(argv=argv, env=env, cwd=cwd, rewrite=rewrite, notes=notes)
+        await asyncio.to_thread(_make_dirs, [Path(cwd), term_file.parent] + [p for _, p in mounts])
+        return _Config(
+            argv=argv, env=env, cwd=cwd, rewrite=rewrite, notes=notes, termination_file=term_file
+        )
 
     async def _deadline(self, seconds: int) -> None:
         start = parse_time(self.start_time) or time.time()

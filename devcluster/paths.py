@@ -26,6 +26,13 @@ def pod_dir(state_dir: Path, namespace: str, pod: str, uid: str) -> Path:
     return state_dir / "pods" / f"{namespace}_{pod}_{uid}"
 
 
+def termination_message_file(
+    state_dir: Path, namespace: str, pod: str, uid: str, container: str
+) -> Path:
+    """Stands in for the container's terminationMessagePath (see the kubelet)."""
+    return pod_dir(state_dir, namespace, pod, uid) / "termination" / container
+
+
 def container_log_file(state_dir: Path, namespace: str, pod: str, uid: str, container: str) -> Path:
     """Combined stdout and stderr of a container's current run.
 

@@ -683,3 +683,19 @@ def test_pods_are_bound_to_a_ready_node(core: kubernetes.client.CoreV1Api, names
     assert core.read_namespaced_pod("placed", namespace).status.host_ip in {
         a.address for a in node.status.addresses
     }
+
+
+def test_termination_message(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+    """The file at terminationMessagePath becomes `terminated.message`; with
+    FallbackToLogsOnError a failure without one reports the log's tail."""
+    write = "open('/dev/termination-log', 'w').write('{\"completed\": true}')"
+    core.create_namespaced_pod(namespace, python_pod("writer", write))
+    crash = python_pod("crash", "print('out of memory, probably'); raise SystemExit(1)")
+    crash["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    core.create_namespaced_pod(namespace, crash)
+    assert wait_pod_phase(core, "writer", namespace, "Succeeded", "Failed") == "Succeeded"
+    assert wait_pod_phase(core, "crash", namespace, "Succeeded", "Failed") == "Failed"
+    written = container_status(core, "writer", namespace).state.terminated
+    assert json.loads(written.message) == {"completed": True}
+    crashed = container_status(core, "crash", namespace).state.terminated
+    assert "out of memory, probably" in crashed.message
