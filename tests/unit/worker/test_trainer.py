@@ -1,0 +1,165 @@
+"""The trainer: constant global batch at any world size, state hand-over, restore."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmworker.config import ModelConfig, TrainingConfig, WorkerConfig
+from lmworker.corpus import write_corpus
+from lmworker.train import Trainer, lr_at
+
+MODEL = ModelConfig(
+    vocab_size=257,
+    layers=1,
+    hidden_size=32,
+    heads=2,
+    kv_heads=1,
+    intermediate_size=64,
+    context_length=16,
+)
+
+
+def config(tmp: Path, **training: object) -> WorkerConfig:
+    corpus = tmp / "corpus.txt"
+    if not corpus.exists():
+        write_corpus(corpus, n_bytes=20_000, seed=0)
+    t = {
+        "steps": 10,
+        "global_batch_size": 12,
+        "micro_batch_size": 2,
+        "learning_rate": 1e-2,
+        "warmup_steps": 2,
+        "weight_decay": 0.1,
+        "grad_clip": 1.0,
+        "precision": "fp32",
+        "sync": "DDP",
+        "local_sgd_sync_steps": 2,
+        "seed": 4,
+    }
+    t.update(training)
+    return WorkerConfig(
+        job="t",
+        namespace="default",
+        model=MODEL,
+        training=TrainingConfig(**t),  # type: ignore[arg-type]
+        data_path=str(corpus),
+        checkpoint_dir=str(tmp / "ckpt"),
+        checkpoint_interval_steps=5,
+    )
+
+
+def test_lr_warms_up_then_decays_to_a_tenth() -> None:
+    assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 10, 100) == pytest.approx(1.0)
+    assert lr_at(10, 1.0, 10, 100) == pytest.approx(1.0)
+    assert lr_at(55, 1.0, 10, 100) == pytest.approx(0.55)
+    assert lr_at(100, 1.0, 10, 100) == pytest.approx(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Each rank runs in its own interpreter: test modules are not importable by name there.
+RANK_SCRIPT = """
+import os, sys, torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from lmworker.config import WorkerConfig
+from lmworker.train import Trainer
+rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+cfg = WorkerConfig.from_json(os.environ["ELASTICLM_CONFIG"])
+torch.set_num_threads(1)
+store = dist.TCPStore("127.0.0.1", int(port), world, rank == 0)
+dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
+tr = Trainer(cfg, torch.device("cpu"))
+tr.init_fresh()
+module = DistributedDataParallel(tr.model) if world > 1 else tr.model
+for _ in range(3):
+    tr.train_step(module, rank, world, True)
+if rank == 0:
+    torch.save(tr.model.state_dict(), out)
+dist.destroy_process_group()
+"""
+
+
+def _train(cfg: WorkerConfig, world: int, out: str) -> None:
+    port = str(_free_port())
+    env = {**os.environ, "ELASTICLM_CONFIG": cfg.to_json()}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(r), str(world), port, out], env=env
+        )
+        for r in range(world)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0] * world
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_a_step_is_the_same_update_at_any_world_size(tmp_path: Path, world: int) -> None:
+    """12 sequences per step: 6 micro-batches split 6/0, 3/3 or 2/2/1/1 over ranks."""
+    cfg = config(tmp_path)
+    outs = {}
+    for w in (1, world):
+        outs[w] = str(tmp_path / f"w{w}.pt")
+        _train(cfg, w, outs[w])
+    one, many = torch.load(outs[1]), torch.load(outs[world])
+    for name in one:
+        torch.testing.assert_close(many[name], one[name], rtol=1e-4, atol=1e-5)
+
+
+def test_state_hand_over_is_exact(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    a = Trainer(cfg, torch.device("cpu"))
+    a.init_fresh()
+    for _ in range(2):
+        a.train_step(a.model, 0, 1, True)
+    b = Trainer(cfg, torch.device("cpu"))
+    assert b.step == -1
+    b.from_bytes(a.to_bytes())
+    assert b.step == 2
+    la = a.train_step(a.model, 0, 1, True)
+    lb = b.train_step(b.model, 0, 1, True)
+    assert la.loss_sum == lb.loss_sum
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+
+
+def test_restore_continues_from_the_newest_checkpoint(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    a = Trainer(cfg, torch.device("cpu"))
+    assert a.restore_or_init() == "initialised fresh weights"
+    for _ in range(3):
+        a.train_step(a.model, 0, 1, True)
+    a.save_checkpoint({"round": 1}, wait=True)
+    b = Trainer(cfg, torch.device("cpu"))
+    assert "step-00000003" in b.restore_or_init()
+    assert b.step == 3
+    la = a.train_step(a.model, 0, 1, True)
+    lb = b.train_step(b.model, 0, 1, True)
+    assert la.loss_sum == pytest.approx(lb.loss_sum, rel=1e-6)
+
+
+def test_fp16_and_bf16_train(tmp_path: Path) -> None:
+    for precision in ("bf16", "fp16"):
+        tr = Trainer(config(tmp_path, precision=precision), torch.device("cpu"))
+        tr.init_fresh()
+        first = tr.train_step(tr.model, 0, 1, True).loss_sum
+        for _ in range(4):
+            last = tr.train_step(tr.model, 0, 1, True).loss_sum
+        assert last < first, precision
+
+
+def test_the_loss_goes_down(tmp_path: Path) -> None:
+    tr = Trainer(config(tmp_path, steps=30), torch.device("cpu"))
+    tr.init_fresh()
+    losses = [tr.train_step(tr.model, 0, 1, True).loss_sum / 6 for _ in range(30)]
+    assert losses[-1] < 0.8 * losses[0]
