@@ -74,9 +74,10 @@ ContainersReady follow readiness (no readiness probe: ready once running and sta
 failed liveness or startup probe kills the container, which restarts per restartPolicy.
 terminationMessagePath: the file a container writes there (the path is rewritten like a
 mount) becomes `terminated.message`, capped at 4 KiB; FallbackToLogsOnError falls back to
-the log's tail on failure. restartPolicy Always, OnFailure and Never apply with the kubelet's back-off: the first
-restart is immediate, then `backoff_base` doubling up to `backoff_max` (Kubernetes: 10 s
-and 300 s; devcluster defaults to 1 s and 30 s), reset after a run of `2 * backoff_max`.
+the log's tail on failure. restartPolicy Always, OnFailure and Never apply with the
+kubelet's back-off: the first restart is immediate, then `backoff_base` doubling up to
+`backoff_max` (Kubernetes: 10 s and 300 s; devcluster defaults to 1 s and 30 s), reset
+after a run of `2 * backoff_max`.
 Init containers run first, in order, each to completion. Container states (waiting
 ContainerCreating / PodInitializing / CrashLoopBackOff / CreateContainerConfigError,
 running, terminated with exitCode, signal, reason Completed / Error / StartError),

@@ -18,7 +18,6 @@ from lmoperator.api.generate import generated_drift, write_generated
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
 
 
 def _documents(source: str) -> Iterator[tuple[str, Any]]:
@@ -89,19 +88,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     examples = sorted(Path(args.examples).glob("*.yaml"))
     print("The ElasticLM demo will:")
     print("  1. start devcluster, the embedded Kubernetes stand-in, and the operator;")
-    print("  2. apply the CRDs and the example LMTrainingJob, and train it on 2 workers;")
+    print("  2. write a synthetic corpus, apply the example LMTrainingJob, train on 2 workers;")
     print("  3. rescale the job 2 -> 3 -> 2 while it trains, printing its progress;")
-    print("  4. serve the trained model with the example LMService and query it.")
+    print("  4. finish the training and export the model in the Hugging Face layout.")
     print()
     status = cmd_validate(argparse.Namespace(files=[str(p) for p in examples]))
+    if status != EXIT_OK:
+        return status
     print()
-    print(
-        "error: the operator and the training workers are not built yet, so the demo cannot "
-        "run; what exists today: `elasticlm local up` (the embedded cluster), "
-        "`elasticlm validate`, `elasticlm crds` and `make test`.",
-        file=sys.stderr,
+    from lmoperator.demo import run_demo
+
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    return run_demo(Path(args.examples), state_dir, lambda line: print(line, flush=True))
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    # Imported here: importing the handlers registers them with kopf.
+    from lmoperator.main import run
+
+    run(
+        namespaces=[] if args.all_namespaces else args.namespace or [],
+        metrics_port=args.metrics_port,
+        peering=args.peering,
+        verbose=args.verbose,
     )
-    return EXIT_UNAVAILABLE if status == EXIT_OK else status
+    return EXIT_OK
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -137,11 +148,45 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         )
         crds.set_defaults(func=cmd_crds)
 
+        operator = commands.add_parser(
+            "operator", help="run the operator (kopf) against the current cluster"
+        )
+        scope = operator.add_mutually_exclusive_group()
+        scope.add_argument(
+            "--namespace",
+            "-n",
+            action="append",
+            metavar="NS",
+            help="watch this namespace (repeatable; default: all namespaces)",
+        )
+        scope.add_argument(
+            "--all-namespaces", "-A", action="store_true", help="watch every namespace"
+        )
+        operator.add_argument(
+            "--metrics-port",
+            type=int,
+            default=8080,
+            help="port of the operator's Prometheus metrics; 0 disables them (default: 8080)",
+        )
+        operator.add_argument(
+            "--peering",
+            metavar="NAME",
+            help="coordinate with other replicas through kopf's peering object NAME "
+            "(default: standalone)",
+        )
+        operator.add_argument("--verbose", "-v", action="store_true", help="log more")
+        operator.set_defaults(func=cmd_operator)
+
         demo = commands.add_parser("demo", help="train, rescale and serve the example job")
         demo.add_argument(
             "--examples",
             default="manifests/examples",
             help="directory of the example manifests (default: manifests/examples)",
+        )
+        demo.add_argument(
+            "--state-dir",
+            help="where devcluster keeps logs, volumes and checkpoints (default: a new "
+            "temporary directory, kept afterwards for inspection)",
         )
         demo.set_defaults(func=cmd_demo)
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import lmoperator
-from lmoperator.cli import EXIT_INVALID, EXIT_OK, EXIT_UNAVAILABLE, kubectl_plugin_main, main
+from lmoperator.cli import EXIT_INVALID, EXIT_OK, kubectl_plugin_main, main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "manifests" / "examples"
@@ -195,21 +195,6 @@ def test_a_command_is_required(capsys: Capsys) -> None:
         main([])
     assert exc.value.code == 2
     assert "usage: elasticlm" in capsys.readouterr().err
-
-
-def test_demo_says_the_operator_is_not_built(
-    monkeypatch: pytest.MonkeyPatch, capsys: Capsys
-) -> None:
-    monkeypatch.chdir(ROOT)
-    assert main(["demo"]) == EXIT_UNAVAILABLE == 3
-    out, err = capsys.readouterr()
-    assert "the operator and the training workers are not built yet" in err
-    assert "cannot run" in err
-    # It checks the example manifests, and does not pretend to train or serve anything.
-    assert "LMTrainingJob/tiny-lm is valid" in out
-    assert "LMService/tiny-lm is valid" in out
-    for claim in ("Succeeded", "Running", "rescaled to", "loss", "tokens/s", "http://", "Ready"):
-        assert claim not in out
 
 
 def test_demo_with_an_examples_directory(tmp_path: Path, capsys: Capsys) -> None:

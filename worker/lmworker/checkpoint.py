@@ -18,6 +18,9 @@ import shutil
 import threading
 import time
 import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,14 @@ class CheckpointInfo:
     step: int
     path: Path
     time: float
+
+
+@contextmanager
+def _single_process() -> Iterator[None]:
+    """DCP warns on every single-process save or load; here that is the design."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def complete_checkpoints(root: Path) -> list[CheckpointInfo]:
@@ -112,7 +123,8 @@ class Checkpointer:
     ) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-step-{step:08d}-{uuid.uuid4().hex[:8]}"
-        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp)), no_dist=True)
+        with _single_process():
+            dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp)), no_dist=True)
         (tmp / META).write_text(json.dumps({**meta, "step": step, "time": time.time()}))
         final = self.root / f"step-{step:08d}"
         try:
@@ -149,7 +161,8 @@ class Checkpointer:
 
 def load(path: Path, template: dict[str, Any]) -> dict[str, Any]:
     """Load checkpoint `path` into `template` (a state dict of the right shapes)."""
-    dcp.load(template, storage_reader=dcp.FileSystemReader(str(path)), no_dist=True)
+    with _single_process():
+        dcp.load(template, storage_reader=dcp.FileSystemReader(str(path)), no_dist=True)
     return template
 
 

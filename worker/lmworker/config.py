@@ -26,6 +26,10 @@ EXPECTED_REPLICAS_ENV = "ELASTICLM_EXPECTED_REPLICAS"
 RDZV_PORT = 29400
 METRICS_PORT = 9400
 TERMINATION_LOG = "/dev/termination-log"
+# Where the worker writes its termination message (the operator sets TERMINATION_LOG).
+TERMINATION_LOG_ENV = "ELASTICLM_TERMINATION_LOG"
+# torch intra-op threads; the operator derives it from the pod's CPU request.
+THREADS_ENV = "ELASTICLM_THREADS"
 
 # Worker exit codes. 0: training reached its steps, or the worker left a shrinking
 # group cleanly. PERMANENT: a problem restarting cannot fix (bad data path, bad config);

@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -57,7 +58,7 @@ class Timing:
     # Joins and leaves arriving this close together form one round.
     settle: float = 0.25
     # How long live workers get to answer a check-in after a failure.
-    checkin_timeout: float = 1.0
+    checkin_timeout: float = 0.5
     # A round whose members have not all formed it by then is replaced.
     form_timeout: float = 15.0
     # At the first start, wait this long for the expected workers before starting
@@ -221,6 +222,9 @@ class Coordinator:
 def serve(host: str, port: int, min_nodes: int, max_nodes: int, timing: Timing) -> int:
     from torch.distributed import TCPStore
 
+    # TCPStore binds every address by itself; pods that share a machine's ports (as on
+    # devcluster) need it bound to this pod's address only, so hand it a bound socket.
+    listener = socket.create_server((host, port), backlog=1024)
     store = TCPStore(
         host,
         port,
@@ -228,6 +232,7 @@ def serve(host: str, port: int, min_nodes: int, max_nodes: int, timing: Timing) 
         wait_for_workers=False,
         timeout=timedelta(seconds=30),
         use_libuv=True,
+        master_listen_fd=listener.detach(),
     )
     coordinator = Coordinator(store, min_nodes, max_nodes, timing)
     stopping = threading.Event()

@@ -26,6 +26,8 @@ import signal
 import sys
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -48,6 +50,8 @@ from lmworker.config import (
     METRICS_PORT,
     POD_IP_ENV,
     RDZV_ENV,
+    TERMINATION_LOG_ENV,
+    THREADS_ENV,
     WorkerConfig,
 )
 from lmworker.data import DataError, GlobalSampler, TokenSequences, plan_micro_batches, read_text
@@ -58,14 +62,16 @@ from lmworker.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 
 log = logging.getLogger("lmworker.train")
 
-TERMINATION_LOG_ENV = "ELASTICLM_TERMINATION_LOG"
 # Rank 0 appends one JSON line per step here (benchmarks read it).
 STEP_LOG_ENV = "ELASTICLM_STEP_LOG"
 # After SIGTERM, a worker whose group has not let it go by then saves (rank 0) and exits.
 LEAVE_TIMEOUT_ENV = "ELASTICLM_LEAVE_TIMEOUT"
-THREADS_ENV = "ELASTICLM_THREADS"
 # Consecutive rounds that fail before a single step completes: then the error is ours.
 MAX_BARREN_ROUNDS = 5
+# The model's only buffer (RoPE frequencies) is derived from the config, so DDP must
+# not broadcast it before every forward; torch 2.13 warns that the switch for that is
+# deprecated, with no replacement yet.
+warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
 PG_TIMEOUT = timedelta(seconds=60)
 
 
@@ -85,6 +91,16 @@ def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
 class StepResult:
     loss_sum: float  # sum of this rank's micro-batch mean losses
     micro_batches: int
+    # With `agree`: [loss sum, micro-batches, newer-round flag] summed over the ranks.
+    agreed: torch.Tensor | None = None
+
+    def global_loss(self) -> float:
+        if self.agreed is None:
+            return self.loss_sum / self.micro_batches
+        return float(self.agreed[0] / self.agreed[1])
+
+    def round_changed(self) -> bool:
+        return self.agreed is not None and bool(self.agreed[2] > 0)
 
 
 class Trainer:
@@ -202,9 +218,22 @@ class Trainer:
 
     # -- one optimizer step -----------------------------------------------------------
 
-    def train_step(self, module: nn.Module, rank: int, world_size: int, ddp: bool) -> StepResult:
-        """Run this rank's share of step `self.step`'s global batch and update."""
+    def train_step(
+        self,
+        module: nn.Module,
+        rank: int,
+        world_size: int,
+        ddp: bool,
+        agree: Callable[[], float] | None = None,
+    ) -> StepResult:
+        """Run this rank's share of step `self.step`'s global batch and update.
+
+        With `agree`, the ranks also sum [loss, micro-batches, agree()] in one small
+        all-reduce that overlaps the clipping and the optimizer update.
+        """
         t = self.cfg.training
+        # A round that failed mid-step leaves partial gradients behind.
+        self.optimizer.zero_grad(set_to_none=True)
         plan = plan_micro_batches(t.global_batch_size, t.micro_batch_size, rank, world_size)
         lr = lr_at(self.step, t.learning_rate, t.warmup_steps, t.steps)
         for group in self.optimizer.param_groups:
@@ -234,6 +263,10 @@ class Trainer:
                 else:
                     scaled.backward()  # type: ignore[no-untyped-call]
             loss_sum += float(loss.detach())
+        agreed, work = None, None
+        if agree is not None:
+            agreed = torch.tensor([loss_sum, float(len(plan.micro_batches)), agree()])
+            work = dist.all_reduce(agreed, async_op=True)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if t.grad_clip > 0:
@@ -244,8 +277,10 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if work is not None:
+            work.wait()
         self.step += 1
-        return StepResult(loss_sum, len(plan.micro_batches))
+        return StepResult(loss_sum, len(plan.micro_batches), agreed)
 
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:
@@ -414,6 +449,10 @@ class ElasticWorker:
             except (RuntimeError, dist.DistError) as exc:
                 self.metrics.ready.clear()
                 self.metrics.group_failures.inc()
+                # Close our connections now: a peer still blocked on us then fails at
+                # once instead of waiting out the process-group timeout.
+                if dist.is_initialized():
+                    dist.destroy_process_group()
                 log.warning("round %d failed: %s", rnd.number, str(exc).splitlines()[0][:300])
                 self.membership.report_failure(rnd)
                 barren = barren + 1 if self.trainer.step == started_at else 0
@@ -500,13 +539,16 @@ class ElasticWorker:
         try:
             while tr.step < t.steps:
                 t0 = time.monotonic()
-                result = tr.train_step(module, rnd.rank, rnd.world_size, ddp_mode)
                 # One small all-reduce per step: the global loss, and whether any rank
                 # saw a newer round (then everyone switches at this same boundary).
-                changed = 1.0 if self.membership.changed_since(rnd) else 0.0
-                agree = torch.tensor([result.loss_sum, float(result.micro_batches), changed])
-                dist.all_reduce(agree)
-                loss = float(agree[0] / agree[1])
+                result = tr.train_step(
+                    module,
+                    rnd.rank,
+                    rnd.world_size,
+                    ddp_mode,
+                    agree=lambda: 1.0 if self.membership.changed_since(rnd) else 0.0,
+                )
+                loss = result.global_loss()
                 seconds = time.monotonic() - t0
                 self.reporter.step(loss, seconds, rnd.rank, rnd.world_size, rnd.number)
                 if not ddp_mode and tr.step % t.local_sgd_sync_steps == 0:
@@ -515,7 +557,7 @@ class ElasticWorker:
                     self._checkpoint(rnd, local_sgd_averaged=ddp_mode)
                 if tr.step >= t.steps:
                     break
-                if agree[2] > 0:
+                if result.round_changed():
                     return self._switch(rnd, ddp_mode)
                 if self._leave_overdue():
                     return self._leave_alone(rnd)
@@ -611,10 +653,8 @@ def run_torchrun(cfg: WorkerConfig, trainer: Trainer, metrics: TrainMetrics) -> 
     loss = float("nan")
     while trainer.step < t.steps:
         t0 = time.monotonic()
-        result = trainer.train_step(module, rank, world, ddp_mode)
-        agree = torch.tensor([result.loss_sum, float(result.micro_batches)])
-        dist.all_reduce(agree)
-        loss = float(agree[0] / agree[1])
+        result = trainer.train_step(module, rank, world, ddp_mode, agree=lambda: 0.0)
+        loss = result.global_loss()
         reporter.step(loss, time.monotonic() - t0, rank, world, rnd)
         if not ddp_mode and trainer.step % t.local_sgd_sync_steps == 0:
             trainer.average_parameters(world)
@@ -677,11 +717,17 @@ def main(argv: list[str] | None = None) -> int:
         info = worker.run()
         worker.membership.close()
     write_termination_message(info)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    log.info("exiting: %s", json.dumps(info))
     return 0
 
 
 if __name__ == "__main__":
     threading.current_thread().name = "main"
-    sys.exit(main())
+    code = main()
+    # Everything that matters is on disk and in the termination message. Skip the
+    # interpreter's teardown: destroying process groups and stores whose peers are gone
+    # can block, and a worker that never exits holds its pod (and the job) open.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

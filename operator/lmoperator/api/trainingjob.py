@@ -582,6 +582,10 @@ class CheckpointRecord(ApiModel):
     path: str | None = Field(None, max_length=4096, description="Where it lies.")
 
 
+# Enough for any burst of failures between two passes of the operator.
+MAX_COUNTED_FAILURES = 32
+
+
 class LMTrainingJobStatus(ApiModel):
     """Observed state of an LMTrainingJob, written by the operator."""
 
@@ -599,6 +603,18 @@ class LMTrainingJobStatus(ApiModel):
     tokens_per_second: float | None = Field(None, ge=0, description="Training throughput.")
     last_checkpoint: CheckpointRecord | None = None
     restarts: int | None = Field(None, ge=0, description="Restarts of the worker group.")
+    counted_failures: list[str] | None = Field(
+        None,
+        max_length=MAX_COUNTED_FAILURES,
+        description="UIDs of the failed worker pods already counted in restarts (the newest "
+        f"{MAX_COUNTED_FAILURES}), so that the operator never counts one failure twice.",
+    )
+    target_replicas: int | None = Field(
+        None,
+        ge=0,
+        description="The spec.replicas the operator last acted on; when spec.replicas "
+        "changes, the rescale is recorded in scalingHistory.",
+    )
     start_time: datetime | None = None
     completion_time: datetime | None = None
     scaling_history: list[ScalingDecision] | None = Field(

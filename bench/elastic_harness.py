@@ -1,0 +1,378 @@
+"""Shared by `bench/rescale.py` and `bench/recovery.py`: local elastic jobs, no Kubernetes.
+
+One `python -m lmworker.rendezvous` process is the job's store (and, for our runtime,
+its membership authority). A node is either one of our workers (`python -m
+lmworker.train`) or a plain `torchrun` agent running `lmworker.train --torchrun`, with
+the rendezvous process as the external c10d store. Every node gets its own loopback
+address (127.0.0.(20+i)) because each worker serves metrics on POD_IP:9400. Rank 0
+appends one JSON line per completed step to the step log; the benches read only that.
+
+Every process started here carries a per-run tag in its environment; `Cluster.close`
+kills every process with that tag (so also torchrun's workers, which run in sessions of
+their own and are orphaned when their agent dies), plus every tree it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PY = sys.executable
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+TAG_ENV = "ELASTICLM_BENCH_TAG"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+def _parents() -> dict[int, int]:
+    out: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: split after the last ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(entry)] = int(fields[1])
+    return out
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, parents first."""
+    parents = _parents()
+    children: dict[int, list[int]] = {}
+    for child, parent in parents.items():
+        children.setdefault(parent, []).append(child)
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        if p in parents or p == pid:
+            out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tagged(tag: str) -> list[int]:
+    """Processes whose environment carries this run's tag."""
+    needle = f"{TAG_ENV}={tag}".encode()
+    out: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0"):
+            out.append(int(entry))
+    return out
+
+
+def signal_pids(pids: list[int], sig: int) -> None:
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, sig)
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def worker_config(data: Path, ckpt_dir: Path, checkpoint_interval: int, steps: int) -> str:
+    from lmworker.config import (
+        ModelConfig,
+        TrainingConfig,
+        WorkerConfig,
+        default_intermediate_size,
+    )
+
+    model = ModelConfig(
+        vocab_size=257,
+        layers=2,
+        hidden_size=128,
+        heads=4,
+        kv_heads=4,
+        intermediate_size=default_intermediate_size(128),
+        context_length=128,
+    )
+    training = TrainingConfig(
+        steps=steps,
+        global_batch_size=24,
+        micro_batch_size=4,
+        learning_rate=1e-3,
+        warmup_steps=10,
+        weight_decay=0.1,
+        grad_clip=1.0,
+        precision="fp32",
+        sync="DDP",
+        local_sgd_sync_steps=8,
+        seed=1,
+    )
+    return WorkerConfig(
+        job="bench",
+        namespace="default",
+        model=model,
+        training=training,
+        data_path=str(data),
+        checkpoint_dir=str(ckpt_dir),
+        checkpoint_interval_steps=checkpoint_interval,
+        min_replicas=1,
+        max_replicas=3,
+    ).to_json()
+
+
+def make_corpus(path: Path, size: int = 1_000_000) -> None:
+    subprocess.run(
+        [PY, "-m", "lmworker.corpus", "--out", str(path), "--bytes", str(size), "--seed", "1"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+# -- the step log -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    t: float
+    step: int
+    world_size: int
+    round: int
+
+
+def read_steps(path: Path) -> list[Step]:
+    if not path.exists():
+        return []
+    out: list[Step] = []
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written
+        out.append(Step(float(r["t"]), int(r["step"]), int(r["world_size"]), int(r["round"])))
+    return out
+
+
+def step_seconds(steps: list[Step], world_size: int) -> list[float]:
+    """Durations of consecutive steps of one round at this world size."""
+    return [
+        b.t - a.t
+        for a, b in itertools.pairwise(steps)
+        if a.world_size == b.world_size == world_size
+        and a.round == b.round
+        and b.step == a.step + 1
+    ]
+
+
+def median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+@dataclass(frozen=True)
+class Change:
+    """The first change of world size from `old` to `new` after `since`."""
+
+    last_old: Step
+    first_new: Step
+
+    @property
+    def downtime(self) -> float:
+        return self.first_new.t - self.last_old.t
+
+    @property
+    def steps_lost(self) -> int:
+        return self.last_old.step - self.first_new.step + 1
+
+
+def find_change(steps: list[Step], old: int, new: int, since: float) -> Change | None:
+    first_new = next((s for s in steps if s.world_size == new and s.t > since), None)
+    if first_new is None:
+        return None
+    before = [s for s in steps if s.world_size == old and s.t < first_new.t]
+    if not before:
+        return None
+    last = max(before, key=lambda s: s.t)
+    # The highest step completed at the old size: a restarted torchrun job can log
+    # step numbers it had already passed.
+    top = max(s.step for s in before)
+    return Change(Step(last.t, top, old, last.round), first_new)
+
+
+# -- a job ------------------------------------------------------------------------------
+
+
+class Cluster:
+    """One rendezvous process and the nodes of one job; `close` kills them all."""
+
+    def __init__(self, runtime: str, workdir: Path, data: Path, checkpoint_interval: int) -> None:
+        assert runtime in ("ours", "torchrun")
+        self.runtime = runtime
+        self.dir = workdir
+        self.dir.mkdir(parents=True)
+        self.step_log = self.dir / "steps.log"
+        self.tag = uuid.uuid4().hex
+        self.port = free_port()
+        self.config = worker_config(data, self.dir / "ckpt", checkpoint_interval, steps=100_000)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.rdzv: subprocess.Popen[bytes] | None = None
+        self._files: list[Any] = []
+
+    def _env(self, index: int, pod: str, expected: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                TAG_ENV: self.tag,
+                "ELASTICLM_CONFIG": self.config,
+                "ELASTICLM_RDZV_ADDR": f"127.0.0.1:{self.port}",
+                "ELASTICLM_INDEX": str(index),
+                "ELASTICLM_EXPECTED_REPLICAS": str(expected),
+                "ELASTICLM_STEP_LOG": str(self.step_log),
+                "ELASTICLM_THREADS": "1",
+                "OMP_NUM_THREADS": "1",
+                "POD_IP": f"127.0.0.{20 + index}",
+                "POD_NAME": pod,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.runtime == "torchrun":
+            # Without it a joining agent waits forever for MASTER_ADDR (FINDINGS.md).
+            env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+            env["LOGLEVEL"] = "INFO"  # the agent's rendezvous decisions, in its log
+        return env
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        out = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 (closed in close())
+        self._files.append(out)
+        return subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start_rendezvous(self, max_nodes: int) -> None:
+        env = dict(os.environ)
+        env[TAG_ENV] = self.tag
+        cmd = [PY, "-m", "lmworker.rendezvous", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--min-nodes", "1", "--max-nodes", str(max_nodes)]
+        self.rdzv = self._spawn("rdzv", cmd, env)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError as exc:
+                if self.rdzv.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the rendezvous did not start: see {self.dir}/rdzv.log"
+                    ) from exc
+                time.sleep(0.1)
+
+    def start_node(self, index: int, expected: int, max_nodes: int, suffix: str = "") -> float:
+        """Launch node `index`; return the launch time (time.time())."""
+        name = f"node{index}{suffix}"
+        env = self._env(index, f"w{index}{suffix}", expected)
+        if self.runtime == "ours":
+            cmd = [PY, "-m", "lmworker.train"]
+        else:
+            cmd = [
+                TORCHRUN,
+                f"--nnodes=1:{max_nodes}",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{self.port}",
+                "--rdzv-conf=is_host=false",
+                "--rdzv-id=bench",
+                f"--local-addr=127.0.0.{20 + index}",
+                # The default, 0, ends the job at the first failed worker group, and a
+                # departure fails the survivors' collectives.
+                "--max-restarts=100",
+                "-m",
+                "lmworker.train",
+                "--torchrun",
+            ]
+        t = time.time()
+        self.procs[name] = self._spawn(name, cmd, env)
+        return t
+
+    def signal_node(self, name: str, sig: int) -> float:
+        """Ours: the worker process. torchrun: the agent and its workers together."""
+        proc = self.procs[name]
+        pids = tree(proc.pid) if self.runtime == "torchrun" else [proc.pid]
+        t = time.time()
+        signal_pids(pids, sig)
+        return t
+
+    def steps(self) -> list[Step]:
+        return read_steps(self.step_log)
+
+    def wait_for(self, what: str, pred: Any, timeout: float) -> list[Step]:
+        """Poll the step log until `pred(steps)` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            steps = self.steps()
+            if pred(steps):
+                return steps
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.runtime}: no {what} within {timeout:g}s ({self.dir})")
+            if self.rdzv is not None and self.rdzv.poll() is not None:
+                raise RuntimeError(f"{self.runtime}: the rendezvous exited ({self.dir})")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        pids: set[int] = set(tagged(self.tag))
+        for proc in [*self.procs.values(), *([self.rdzv] if self.rdzv else [])]:
+            if proc.poll() is None:
+                pids.update(tree(proc.pid))
+        signal_pids(sorted(pids), signal.SIGKILL)
+        for proc in [*self.procs.values(), *([self.rdzv] if self.rdzv else [])]:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log(f"process {proc.pid} did not exit after SIGKILL")
+        deadline = time.monotonic() + 10
+        while tagged(self.tag) and time.monotonic() < deadline:
+            signal_pids(tagged(self.tag), signal.SIGKILL)
+            time.sleep(0.1)
+        for f in self._files:
+            f.close()
+
+
+def install_signal_cleanup() -> None:
+    """SIGTERM/SIGINT of the bench itself unwinds through the `finally` blocks."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def torch_version() -> str:
+    import torch
+
+    return str(torch.__version__).split("+")[0]

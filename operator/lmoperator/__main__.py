@@ -1,0 +1,7 @@
+"""`python -m lmoperator ...` is `elasticlm ...`."""
+
+import sys
+
+from lmoperator.cli import main
+
+sys.exit(main())

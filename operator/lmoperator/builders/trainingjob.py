@@ -1,0 +1,534 @@
+"""Manifests of an LMTrainingJob's children: the rendezvous store pod and Service, workers.
+
+Pure functions of the typed job: no API calls, no clock. Names are deterministic
+(`<job>-rdzv`, `<job>-worker-<i>`), so the reconciler never creates a child twice.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import lmoperator
+from lmoperator.api.common import ResourceRequirements, StorageLocation
+from lmoperator.api.trainingjob import (
+    API_VERSION,
+    MODEL_PRESETS,
+    LMTrainingJob,
+    ModelPreset,
+    TokenizerType,
+    effective_max_replicas,
+)
+from lmoperator.builders.merge import merge_pod
+from lmworker.config import (
+    CONFIG_ENV,
+    EXPECTED_REPLICAS_ENV,
+    INDEX_ENV,
+    METRICS_PORT,
+    POD_IP_ENV,
+    RDZV_ENV,
+    RDZV_PORT,
+    TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
+    THREADS_ENV,
+    ModelConfig,
+    TrainingConfig,
+    WorkerConfig,
+    default_intermediate_size,
+)
+
+KIND = "LMTrainingJob"
+DEFAULT_WORKER_IMAGE = f"ghcr.io/elasticlm/worker:{lmoperator.__version__}"
+
+JOB_LABEL = "elasticlm.io/job"
+ROLE_LABEL = "elasticlm.io/role"
+INDEX_LABEL = "elasticlm.io/index"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+ROLE_WORKER = "worker"
+ROLE_RDZV = "rdzv"
+WORKER_CONTAINER = "worker"
+RDZV_CONTAINER = "rendezvous"
+
+# Container paths where claims are mounted; devcluster rewrites them to local directories.
+DATA_MOUNT = "/data"
+CHECKPOINT_MOUNT = "/checkpoints"
+INIT_MODEL_MOUNT = "/init-model"
+TMP_MOUNT = "/tmp"
+
+# 256 byte values plus an end-of-text token.
+BYTES_VOCAB_SIZE = 257
+DEFAULT_BPE_VOCAB_SIZE = 4096
+WORKER_GRACE_SECONDS = 60
+NON_ROOT_ID = 1000
+
+# Read by lmworker.train but not (yet) in lmworker.config: where the worker writes its
+# termination message (the operator reads completion from it), and its torch threads.
+
+# Set by the operator; a user's spec.worker.env may not replace them.
+RESERVED_ENV = frozenset(
+    {POD_IP_ENV, "POD_NAME", CONFIG_ENV, RDZV_ENV, INDEX_ENV, EXPECTED_REPLICAS_ENV}
+)
+TEMPLATE_PATH = "spec.worker.podTemplate"
+
+
+class InvalidPodError(ValueError):
+    """The pod the spec asks for is not allowed; `problems` name the fields."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+# --------------------------------------------------------------------------------------
+# Names and labels
+
+
+def rdzv_name(job: str) -> str:
+    return f"{job}-rdzv"
+
+
+def worker_name(job: str, index: int) -> str:
+    return f"{job}-worker-{index}"
+
+
+def job_labels(job: str, role: str) -> dict[str, str]:
+    return {JOB_LABEL: job, ROLE_LABEL: role}
+
+
+def worker_selector(job: str) -> str:
+    """The label selector of the job's worker pods (status.selector, for the scale API)."""
+    return f"{JOB_LABEL}={job},{ROLE_LABEL}={ROLE_WORKER}"
+
+
+def children_selector(job: str) -> str:
+    return f"{JOB_LABEL}={job}"
+
+
+def owner_reference(job: LMTrainingJob, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": _name(job),
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _name(job: LMTrainingJob) -> str:
+    if not job.metadata.name:
+        raise ValueError("the job has no metadata.name")
+    return job.metadata.name
+
+
+def _metadata(job: LMTrainingJob, uid: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "labels": labels,
+        "ownerReferences": [owner_reference(job, uid)],
+    }
+    if job.metadata.namespace:
+        meta["namespace"] = job.metadata.namespace
+    return meta
+
+
+# --------------------------------------------------------------------------------------
+# The worker's configuration (the lmworker.config contract)
+
+
+def _in_claim(location: StorageLocation, mount: str) -> str:
+    return posixpath.join(mount, location.path) if location.claim_name else location.path
+
+
+def model_config(job: LMTrainingJob) -> ModelConfig:
+    """The architecture to train: a preset or an explicit size, defaults resolved.
+
+    For `model.hf` the operator cannot read the model's config.json; the tiny preset's
+    shape is a placeholder and the worker takes the architecture from `init_from_hf`.
+    """
+    spec = job.spec
+    tokenizer = spec.data.tokenizer
+    vocab = (
+        BYTES_VOCAB_SIZE
+        if tokenizer.type == TokenizerType.BYTES
+        else tokenizer.vocab_size or DEFAULT_BPE_VOCAB_SIZE
+    )
+    size = spec.model.size
+    if size is not None:
+        return ModelConfig(
+            vocab_size=vocab,
+            layers=size.layers,
+            hidden_size=size.hidden_size,
+            heads=size.heads,
+            kv_heads=size.kv_heads or size.heads,
+            intermediate_size=size.intermediate_size or default_intermediate_size(size.hidden_size),
+            context_length=size.context_length,
+        )
+    preset = MODEL_PRESETS[spec.model.preset or ModelPreset.TINY]
+    return ModelConfig(
+        vocab_size=vocab,
+        layers=preset.layers,
+        hidden_size=preset.hidden_size,
+        heads=preset.heads,
+        kv_heads=preset.kv_heads,
+        intermediate_size=default_intermediate_size(preset.hidden_size),
+        context_length=preset.context_length,
+    )
+
+
+def worker_config(job: LMTrainingJob) -> WorkerConfig:
+    """What every worker pod receives in ELASTICLM_CONFIG."""
+    spec = job.spec
+    t = spec.training
+    tokenizer = spec.data.tokenizer
+    checkpoint = spec.checkpoint
+    hf = spec.model.hf
+    tokenizer_path = None
+    if tokenizer.path is not None:
+        tokenizer_path = (
+            posixpath.join(DATA_MOUNT, tokenizer.path) if spec.data.claim_name else tokenizer.path
+        )
+    return WorkerConfig(
+        job=_name(job),
+        namespace=job.metadata.namespace or "default",
+        model=model_config(job),
+        training=TrainingConfig(
+            steps=t.steps,
+            global_batch_size=t.global_batch_size,
+            micro_batch_size=t.micro_batch_size,
+            learning_rate=t.learning_rate,
+            warmup_steps=t.warmup_steps if t.warmup_steps is not None else t.steps * 5 // 100,
+            weight_decay=t.weight_decay,
+            grad_clip=t.grad_clip,
+            precision=t.precision.value,
+            sync=t.sync.value,
+            local_sgd_sync_steps=t.local_sgd_sync_steps,
+            seed=t.seed,
+        ),
+        data_path=_in_claim(spec.data, DATA_MOUNT),
+        tokenizer=tokenizer.type.value,
+        bpe_vocab_size=tokenizer.vocab_size or DEFAULT_BPE_VOCAB_SIZE,
+        tokenizer_path=tokenizer_path,
+        validation_fraction=spec.data.validation_fraction,
+        init_from_hf=_in_claim(hf, INIT_MODEL_MOUNT) if hf is not None else None,
+        checkpoint_dir=_in_claim(checkpoint, CHECKPOINT_MOUNT) if checkpoint else None,
+        checkpoint_interval_steps=checkpoint.interval_steps if checkpoint else 100,
+        checkpoint_async=checkpoint.async_ if checkpoint else False,
+        checkpoint_keep=checkpoint.keep if checkpoint else 3,
+        min_replicas=spec.elastic.min_replicas,
+        max_replicas=effective_max_replicas(spec),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Pods and the Service
+
+
+_CPU_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(m?)$")
+
+
+def cpu_threads(resources: ResourceRequirements | None) -> int | None:
+    """Threads for torch from the CPU request (else limit): whole cores, rounded up, >= 1.
+
+    Workers sharing a node's cores then do not oversubscribe them. None when the pod
+    asks for no CPU or the quantity is unusual (an exponent, a suffix other than m).
+    """
+    if resources is None:
+        return None
+    for amounts in (resources.requests, resources.limits):
+        cpu = (amounts or {}).get("cpu")
+        if cpu is None:
+            continue
+        found = _CPU_QUANTITY.match(str(cpu))
+        if not found:
+            return None
+        cores = float(found.group(1)) / (1000 if found.group(2) else 1)
+        return max(1, math.ceil(cores))
+    return None
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_ID,
+        "runAsGroup": NON_ROOT_ID,
+        "fsGroup": NON_ROOT_ID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _scheduling(job: LMTrainingJob, pod: dict[str, Any]) -> None:
+    """Scheduler, priority, queue, node selection: shared by the workers and the store."""
+    worker = job.spec.worker
+    scheduling = job.spec.run_policy.scheduling
+    spec = pod["spec"]
+    if worker.service_account_name:
+        spec["serviceAccountName"] = worker.service_account_name
+    if worker.node_selector:
+        spec["nodeSelector"] = dict(worker.node_selector)
+    if worker.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in worker.tolerations
+        ]
+    if scheduling.scheduler_name:
+        spec["schedulerName"] = scheduling.scheduler_name
+    if scheduling.priority_class_name:
+        spec["priorityClassName"] = scheduling.priority_class_name
+    if scheduling.queue:
+        pod["metadata"]["labels"][QUEUE_LABEL] = scheduling.queue
+
+
+def _image(job: LMTrainingJob, container: dict[str, Any]) -> None:
+    container["image"] = job.spec.worker.image or DEFAULT_WORKER_IMAGE
+    if job.spec.worker.image_pull_policy is not None:
+        container["imagePullPolicy"] = job.spec.worker.image_pull_policy.value
+
+
+def rdzv_service(job: LMTrainingJob, uid: str) -> dict[str, Any]:
+    """The stable address of the rendezvous store (its cluster IP: devcluster has no DNS)."""
+    name = _name(job)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(job, uid, rdzv_name(name), job_labels(name, ROLE_RDZV)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": job_labels(name, ROLE_RDZV),
+            "ports": [{"name": "rdzv", "port": RDZV_PORT, "targetPort": RDZV_PORT}],
+        },
+    }
+
+
+def rdzv_pod(job: LMTrainingJob, uid: str) -> dict[str, Any]:
+    """The per-job rendezvous store: losing any worker never loses the store."""
+    name = _name(job)
+    container: dict[str, Any] = {
+        "name": RDZV_CONTAINER,
+        "command": [
+            "python",
+            "-m",
+            "lmworker.rendezvous",
+            "--host",
+            f"$({POD_IP_ENV})",
+            "--port",
+            str(RDZV_PORT),
+            "--min-nodes",
+            str(job.spec.elastic.min_replicas),
+            "--max-nodes",
+            str(effective_max_replicas(job.spec)),
+        ],
+        "env": [
+            _field_env(POD_IP_ENV, "status.podIP"),
+            {"name": "PROMETHEUS_DISABLE_CREATED_SERIES", "value": "True"},
+        ],
+        "ports": [
+            {"name": "rdzv", "containerPort": RDZV_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
+        "readinessProbe": {"tcpSocket": {"port": RDZV_PORT}, "periodSeconds": 1},
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+        "securityContext": _container_security(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    _image(job, container)
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(job, uid, rdzv_name(name), job_labels(name, ROLE_RDZV)),
+        "spec": {
+            "restartPolicy": "Always",
+            "securityContext": _pod_security(),
+            "containers": [container],
+        },
+    }
+    _scheduling(job, pod)
+    return pod
+
+
+def _claim_volume(name: str, claim: str, read_only: bool) -> dict[str, Any]:
+    source: dict[str, Any] = {"claimName": claim}
+    if read_only:
+        source["readOnly"] = True
+    return {"name": name, "persistentVolumeClaim": source}
+
+
+def worker_pod(job: LMTrainingJob, uid: str, index: int, rdzv_address: str) -> dict[str, Any]:
+    """Worker `index`, with spec.worker.podTemplate merged in and checked.
+
+    `rdzv_address` is "<cluster IP>:<port>" of the rendezvous Service. Raises
+    InvalidPodError when the merged pod is not allowed.
+    """
+    spec = job.spec
+    name = _name(job)
+    env: list[dict[str, Any]] = [
+        _field_env(POD_IP_ENV, "status.podIP"),
+        _field_env("POD_NAME", "metadata.name"),
+        {"name": CONFIG_ENV, "value": worker_config(job).to_json()},
+        {"name": RDZV_ENV, "value": rdzv_address},
+        {"name": INDEX_ENV, "value": str(index)},
+        {"name": EXPECTED_REPLICAS_ENV, "value": str(spec.replicas)},
+        {"name": "PROMETHEUS_DISABLE_CREATED_SERIES", "value": "True"},
+        {"name": "TMPDIR", "value": TMP_MOUNT},
+        {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
+    ]
+    threads = cpu_threads(spec.worker.resources)
+    if threads is not None and all(e.name != THREADS_ENV for e in spec.worker.env or []):
+        env.append({"name": THREADS_ENV, "value": str(threads)})
+    env += [
+        e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in spec.worker.env or []
+    ]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_MOUNT}]
+    if spec.data.claim_name:
+        volumes.append(_claim_volume("data", spec.data.claim_name, read_only=True))
+        mounts.append({"name": "data", "mountPath": DATA_MOUNT, "readOnly": True})
+    if spec.checkpoint is not None and spec.checkpoint.claim_name:
+        volumes.append(_claim_volume("checkpoints", spec.checkpoint.claim_name, read_only=False))
+        mounts.append({"name": "checkpoints", "mountPath": CHECKPOINT_MOUNT})
+    if spec.model.hf is not None and spec.model.hf.claim_name:
+        volumes.append(_claim_volume("init-model", spec.model.hf.claim_name, read_only=True))
+        mounts.append({"name": "init-model", "mountPath": INIT_MODEL_MOUNT, "readOnly": True})
+    container: dict[str, Any] = {
+        "name": WORKER_CONTAINER,
+        "command": ["python", "-m", "lmworker.train"],
+        "env": env,
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": METRICS_PORT},
+            "periodSeconds": 1,
+        },
+        "volumeMounts": mounts,
+        "securityContext": _container_security(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    _image(job, container)
+    if spec.worker.resources is not None:
+        resources = spec.worker.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if resources:
+            container["resources"] = resources
+    labels = {**job_labels(name, ROLE_WORKER), INDEX_LABEL: str(index)}
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(job, uid, worker_name(name, index), labels),
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": WORKER_GRACE_SECONDS,
+            "securityContext": _pod_security(),
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
+    _scheduling(job, pod)
+    template = spec.worker.pod_template
+    merged = merge_pod(pod, template) if template else pod
+    problems = list(pod_problems(pod, merged, template or {}))
+    problems += [
+        f"spec.worker.env[{i}].name: {e.name} is set by the operator; remove it"
+        for i, e in enumerate(spec.worker.env or [])
+        if e.name in RESERVED_ENV
+    ]
+    if problems:
+        raise InvalidPodError(problems)
+    return merged
+
+
+def validate_worker_pod(job: LMTrainingJob) -> list[str]:
+    """The problems of the job's worker pods (empty when they are allowed)."""
+    try:
+        worker_pod(job, uid="", index=0, rdzv_address=f"0.0.0.0:{RDZV_PORT}")
+    except InvalidPodError as exc:
+        return exc.problems
+    return []
+
+
+# --------------------------------------------------------------------------------------
+# What a pod template may not do (the CRD's free-form podTemplate cannot say it)
+
+
+def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for field in ("initContainers", "containers"):
+        for item in spec.get(field) or []:
+            if isinstance(item, Mapping):
+                yield f"spec.{field}[{item.get('name')}]", item
+
+
+def pod_problems(
+    generated: Mapping[str, Any], merged: Mapping[str, Any], template: Mapping[str, Any]
+) -> Iterator[str]:
+    """Why `merged` (the generated pod with the template applied) is not allowed."""
+    at = TEMPLATE_PATH
+    spec = merged.get("spec") or {}
+    meta = merged.get("metadata") or {}
+    gen_meta = generated["metadata"]
+    for field in ("name", "namespace", "generateName", "ownerReferences"):
+        if field in (template.get("metadata") or {}):
+            yield f"{at}.metadata.{field}: is set by the operator; remove it"
+    labels = meta.get("labels") or {}
+    for key, value in gen_meta["labels"].items():
+        if labels.get(key) != value:
+            yield f"{at}.metadata.labels.{key}: is set by the operator; remove it"
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field):
+            yield f"{at}.spec.{field}: sharing the node's namespaces is not allowed"
+    if spec.get("restartPolicy") != "Never":
+        yield (
+            f"{at}.spec.restartPolicy: must stay Never: the operator replaces failed workers "
+            "itself (set spec.runPolicy.restartPolicy instead)"
+        )
+    pod_security = spec.get("securityContext") or {}
+    if pod_security.get("runAsUser") == 0:
+        yield f"{at}.spec.securityContext.runAsUser: running as root (0) is not allowed"
+    worker = None
+    for where, container in _containers(spec):
+        security = container.get("securityContext") or {}
+        if security.get("privileged"):
+            yield f"{at}.{where}.securityContext.privileged: privileged containers are not allowed"
+        if security.get("runAsUser") == 0:
+            yield f"{at}.{where}.securityContext.runAsUser: running as root (0) is not allowed"
+        if container.get("name") == WORKER_CONTAINER and where.startswith("spec.containers"):
+            worker = container
+    for volume in spec.get("volumes") or []:
+        if isinstance(volume, Mapping) and "hostPath" in volume:
+            yield (
+                f"{at}.spec.volumes[{volume.get('name')}].hostPath: node directories are not "
+                "allowed; use a PersistentVolumeClaim"
+            )
+    generated_worker = generated["spec"]["containers"][0]
+    if worker is None:
+        yield f"{at}.spec.containers[{WORKER_CONTAINER}]: the worker container must not be removed"
+        return
+    for field in ("command", "args"):
+        if worker.get(field) != generated_worker.get(field):
+            yield (
+                f"{at}.spec.containers[{WORKER_CONTAINER}].{field}: the worker's command is set "
+                "by the operator; remove it"
+            )
+    for item in worker.get("env") or []:
+        # spec.worker.env is in the generated list already (and checked on its own).
+        if (
+            isinstance(item, Mapping)
+            and item.get("name") in RESERVED_ENV
+            and item not in generated_worker["env"]
+        ):
+            yield (
+                f"{at}.spec.containers[{WORKER_CONTAINER}].env[{item.get('name')}]: "
+                "is set by the operator; remove it"
+            )

@@ -1,0 +1,63 @@
+"""The operator process: registers the handlers, sets kopf up, runs it.
+
+`elasticlm operator` (lmoperator.cli) calls `run()`; `kopf run -m lmoperator.main` works
+too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+import lmoperator.handlers.trainingjob  # noqa: F401 (registers the handlers)
+from lmoperator.api.trainingjob import GROUP
+from lmoperator.kube import Kube, load_config
+
+FINALIZER = f"{GROUP}/finalizer"
+DEFAULT_METRICS_PORT = 8080
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """Every operator-wide setting, in one place."""
+    # kopf puts a finalizer on objects with timers, so that it can stop them before the
+    # object goes; children are removed by the garbage collector (owner references).
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Watches end and restart every few minutes (as client-go's reflectors do).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    # The handlers post their own Events; kopf's are for warnings and errors only.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 16
+    load_config()
+    memo.kube = Kube()
+    port = getattr(memo, "metrics_port", DEFAULT_METRICS_PORT)
+    if port:
+        start_http_server(int(port))
+        logger.info(f"Serving metrics port={port}")
+
+
+def run(
+    namespaces: Collection[str] = (),
+    metrics_port: int = DEFAULT_METRICS_PORT,
+    peering: str | None = None,
+    verbose: bool = False,
+) -> None:
+    """Run the operator until interrupted: all namespaces when `namespaces` is empty."""
+    kopf.configure(verbose=verbose)
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        standalone=peering is None,
+        peering_name=peering,
+        memo=kopf.Memo(metrics_port=metrics_port),
+    )

@@ -1,0 +1,32 @@
+"""The operator's own Prometheus metrics (served by `elasticlm operator --metrics-port`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+RECONCILE_TOTAL = Counter(
+    "elasticlm_reconcile_total",
+    "Reconciliation passes, by resource kind and result (success, invalid, error).",
+    ["kind", "result"],
+)
+RECONCILE_DURATION = Histogram(
+    "elasticlm_reconcile_duration_seconds",
+    "Duration of one reconciliation pass, API calls and metric scrapes included.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+CHILDREN_CREATED = Counter(
+    "elasticlm_children_created_total",
+    "Child objects created, by Kubernetes kind and role (worker, rdzv).",
+    ["kind", "role"],
+)
+CHILDREN_DELETED = Counter(
+    "elasticlm_children_deleted_total",
+    "Child objects deleted, by Kubernetes kind and role.",
+    ["kind", "role"],
+)
+SCALING_ACTIONS = Counter(
+    "elasticlm_scaling_actions_total",
+    "Rescales decided, by direction (up, down).",
+    ["direction"],
+)

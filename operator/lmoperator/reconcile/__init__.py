@@ -1,0 +1,1 @@
+"""Pure reconciliation: desired state vs observed children -> actions and status."""

@@ -1,0 +1,311 @@
+"""LMTrainingJob end to end: the operator, a rendezvous pod and real worker processes on
+devcluster, training the tiny model on a synthetic corpus."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from lmoperator.localstack import LocalStack, local_stack
+from lmworker.corpus import unigram_entropy_nats, write_corpus
+from tests.integration.harness import E2E
+
+pytestmark = pytest.mark.skipif(E2E, reason="needs devcluster: pods read local claim dirs")
+
+GROUP, VERSION, PLURAL = "elasticlm.io", "v1alpha1", "lmtrainingjobs"
+DATA_CLAIM, CKPT_CLAIM = "data", "checkpoints"
+CORPUS_BYTES = 600_000
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with local_stack(tmp_path_factory.mktemp("training") / "devcluster") as s:
+        yield s
+
+
+class Job:
+    """One LMTrainingJob in its own namespace, with helpers to watch it."""
+
+    def __init__(self, stack: LocalStack, name: str = "lm") -> None:
+        self.stack = stack
+        self.name = name
+        self.ns = f"t-{uuid.uuid4().hex[:8]}"
+        self.core = kubernetes.client.CoreV1Api(stack.api)
+        self.custom = kubernetes.client.CustomObjectsApi(stack.api)
+        self.core.create_namespace({"metadata": {"name": self.ns}})
+        corpus = stack.claim_dir(self.ns, DATA_CLAIM) / "corpus.txt"
+        self.corpus = write_corpus(corpus, n_bytes=CORPUS_BYTES, seed=7)
+        self.seen_steps: list[tuple[int, int | None]] = []  # (step, lastCheckpoint.step)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.stack.claim_dir(self.ns, CKPT_CLAIM) / self.name
+
+    def manifest(self, replicas: int = 2, steps: int = 60, **spec: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "LMTrainingJob",
+            "metadata": {"name": self.name},
+            "spec": {
+                "replicas": replicas,
+                "elastic": {"minReplicas": 1, "maxReplicas": 3},
+                "model": {"preset": "tiny"},
+                "data": {
+                    "claimName": DATA_CLAIM,
+                    "path": "corpus.txt",
+                    "tokenizer": {"type": "Bytes"},
+                },
+                "training": {
+                    "steps": steps,
+                    "globalBatchSize": 12,
+                    "microBatchSize": 4,
+                    "learningRate": 0.003,
+                    "warmupSteps": 10,
+                    "seed": 3,
+                },
+                "checkpoint": {"claimName": CKPT_CLAIM, "path": self.name, "intervalSteps": 10},
+                "worker": {"resources": {"requests": {"cpu": "500m"}}},
+            },
+        }
+        body["spec"].update(spec)
+        return body
+
+    def create(self, **kw: Any) -> None:
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.ns, PLURAL, self.manifest(**kw)
+        )
+
+    def get(self) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.ns, PLURAL, self.name
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def status(self) -> dict[str, Any]:
+        obj = self.get()
+        status: dict[str, Any] = (obj or {}).get("status") or {}
+        if status.get("step") is not None:
+            last = (status.get("lastCheckpoint") or {}).get("step")
+            if not self.seen_steps or self.seen_steps[-1][0] != status["step"]:
+                self.seen_steps.append((int(status["step"]), last))
+        return status
+
+    def wait(
+        self, what: str, done: Callable[[dict[str, Any]], bool], timeout: float = 150
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.status()
+            if done(status):
+                return status
+            if status.get("phase") == "Failed" and "Failed" not in what:
+                break
+            time.sleep(0.3)
+        raise AssertionError(f"{what}: not reached; last status {status}\n{self.diagnostics()}")
+
+    def wait_step(self, step: int, timeout: float = 240) -> dict[str, Any]:
+        return self.wait(f"step {step}", lambda s: (s.get("step") or 0) >= step, timeout)
+
+    def succeeded(self, timeout: float = 180) -> dict[str, Any]:
+        return self.wait("phase Succeeded", lambda s: s.get("phase") == "Succeeded", timeout)
+
+    def scale(self, replicas: int) -> None:
+        self.stack_kubectl("scale", f"lmtj/{self.name}", f"--replicas={replicas}")
+
+    def stack_kubectl(self, *args: str) -> str:
+        import subprocess
+
+        result = subprocess.run(
+            ["kubectl", f"--kubeconfig={self.stack.kubeconfig}", "-n", self.ns, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def pods(self, role: str | None = None) -> list[Any]:
+        selector = f"elasticlm.io/job={self.name}"
+        if role:
+            selector += f",elasticlm.io/role={role}"
+        return list(self.core.list_namespaced_pod(self.ns, label_selector=selector).items)
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        for c in self.status().get("conditions") or []:
+            if c["type"] == kind:
+                return dict(c)
+        raise AssertionError(f"no {kind} condition in {self.status()}")
+
+    def assert_steps_never_went_back_past_a_checkpoint(self) -> None:
+        """The step counter may only fall back to the newest checkpoint (or not at all)."""
+        highest = 0
+        for step, _ in self.seen_steps:
+            if step < highest:
+                checkpoints = [c for _, c in self.seen_steps if c is not None and c <= highest]
+                assert checkpoints, self.seen_steps
+                assert step >= max(checkpoints), self.seen_steps
+            highest = max(highest, step)
+
+    def diagnostics(self) -> str:
+        lines = [f"pods: {[(p.metadata.name, p.status.phase) for p in self.pods()]}"]
+        log = self.stack.operator_log
+        if log.exists():
+            lines.append("operator log tail:\n" + "\n".join(log.read_text().splitlines()[-30:]))
+        for pod_dir in sorted((self.stack.state_dir / "pods").glob(f"{self.ns}_*")):
+            for f in sorted((pod_dir / "logs").glob("*.log")):
+                tail = "\n".join(f.read_text(errors="replace").splitlines()[-8:])
+                lines.append(f"--- {pod_dir.name}/{f.name}\n{tail}")
+        return "\n".join(lines)
+
+    def delete_namespace(self) -> None:
+        self.core.delete_namespace(self.ns)
+
+
+@pytest.fixture
+def job(stack: LocalStack) -> Iterator[Job]:
+    j = Job(stack)
+    yield j
+    if j.get() is not None:
+        j.custom.delete_namespaced_custom_object(GROUP, VERSION, j.ns, PLURAL, j.name)
+    j.delete_namespace()
+
+
+def worker_pid(pod: Any) -> int:
+    """devcluster reports the container's process as its containerID."""
+    cid = pod.status.container_statuses[0].container_id
+    return int(cid.rsplit("://", 1)[1])
+
+
+def test_two_workers_train_to_completion_and_learn(job: Job) -> None:
+    job.create(replicas=2, steps=120)
+    status = job.succeeded()
+    assert status["step"] == 120
+    assert status["worldSize"] == 2 or status["worldSize"] == 0
+    unigram = job.corpus["unigram_entropy_nats_per_byte"]
+    assert status["loss"] < 0.6 * unigram, (status["loss"], unigram)
+    assert job.condition("Succeeded")["status"] == "True"
+    assert job.condition("Succeeded")["reason"] == "TrainingCompleted"
+    # The final checkpoint and the Hugging Face export lie on the checkpoint claim.
+    assert (job.checkpoint_dir / "step-00000120").is_dir()
+    assert (job.checkpoint_dir / "export" / "config.json").is_file()
+    # The loss is measured in nats per byte: the same unit as the entropy.
+    text = (job.stack.claim_dir(job.ns, DATA_CLAIM) / "corpus.txt").read_bytes()
+    assert unigram == pytest.approx(unigram_entropy_nats(text))
+
+
+def test_scale_2_3_1_follows_world_size_and_completes(job: Job) -> None:
+    job.create(replicas=2, steps=150)
+    job.wait("world size 2", lambda s: s.get("worldSize") == 2 and (s.get("step") or 0) >= 5)
+    job.scale(3)
+    job.wait("world size 3", lambda s: s.get("worldSize") == 3)
+    assert {p.metadata.name for p in job.pods("worker")} >= {f"lm-worker-{i}" for i in range(3)}
+    at3 = job.status()["step"]
+    job.wait_step(at3 + 5)
+    job.scale(1)
+    job.wait("world size 1", lambda s: s.get("worldSize") == 1)
+    job.wait(
+        "only worker-0 left",
+        lambda s: [p.metadata.name for p in job.pods("worker")] == ["lm-worker-0"],
+        timeout=60,
+    )
+    status = job.succeeded()
+    assert status["step"] == 150
+    job.assert_steps_never_went_back_past_a_checkpoint()
+    history = [(h["from"], h["to"]) for h in status.get("scalingHistory") or []]
+    assert (2, 3) in history
+    assert (3, 1) in history
+
+
+def test_killed_worker_recovers_and_counts_a_restart(job: Job) -> None:
+    job.create(replicas=2, steps=120)
+    job.wait("training at 2", lambda s: s.get("worldSize") == 2 and (s.get("step") or 0) >= 10)
+    victim = next(p for p in job.pods("worker") if p.metadata.name == "lm-worker-1")
+    os.kill(worker_pid(victim), signal.SIGKILL)
+    job.wait("a restart counted", lambda s: (s.get("restarts") or 0) >= 1, timeout=60)
+    job.wait("world size 2 again", lambda s: s.get("worldSize") == 2, timeout=120)
+    status = job.succeeded()
+    assert status["step"] == 120
+    assert status["restarts"] == 1
+    job.assert_steps_never_went_back_past_a_checkpoint()
+
+
+def test_operator_restart_makes_no_duplicate_pods(job: Job) -> None:
+    job.create(replicas=2, steps=100)
+    job.wait_step(10)
+    before = {p.metadata.name: p.metadata.uid for p in job.pods()}
+    job.stack.stop_operator(kill=True)
+    time.sleep(2)
+    job.stack.start_operator()
+    time.sleep(3)
+    after = {p.metadata.name: p.metadata.uid for p in job.pods()}
+    assert after == before  # the same pods: none recreated, none added
+    status = job.succeeded()
+    assert status["step"] == 100
+    # Whatever is left is one of the original pods, never a re-creation.
+    assert {p.metadata.uid for p in job.pods()} <= set(before.values())
+
+
+def test_invalid_spec_fails_with_the_field_and_creates_nothing(job: Job) -> None:
+    template = {
+        "spec": {"containers": [{"name": "worker", "securityContext": {"privileged": True}}]}
+    }
+    job.create(worker={"podTemplate": template})
+    status = job.wait("phase Failed", lambda s: s.get("phase") == "Failed", timeout=60)
+    failed = job.condition("Failed")
+    assert failed["reason"] == "Invalid"
+    assert "spec.worker.podTemplate" in failed["message"]
+    assert "privileged" in failed["message"]
+    time.sleep(2)
+    assert job.pods() == []
+    assert status.get("replicas", 0) == 0
+
+
+def test_delete_mid_run_removes_every_child(job: Job) -> None:
+    job.create(replicas=2, steps=400)
+    job.wait_step(5)
+    assert len(job.pods()) == 3  # 2 workers + the rendezvous
+    job.custom.delete_namespaced_custom_object(GROUP, VERSION, job.ns, PLURAL, job.name)
+    job.wait("job and children gone", lambda s: job.get() is None and not job.pods(), 90)
+    services = job.core.list_namespaced_service(job.ns, label_selector="elasticlm.io/job=lm")
+    assert services.items == []
+
+
+def test_suspend_keeps_the_checkpoint_and_resume_continues_from_it(job: Job) -> None:
+    job.create(replicas=2, steps=120)
+    job.wait_step(25)
+    job.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, job.ns, PLURAL, job.name, {"spec": {"runPolicy": {"suspend": True}}}
+    )
+    status = job.wait("Suspended", lambda s: s.get("phase") == "Suspended", timeout=90)
+    job.wait("no pods", lambda s: not job.pods(), timeout=90)
+    saved = max(int(p.name.split("-")[1]) for p in job.checkpoint_dir.glob("step-*"))
+    assert saved >= 25  # the final checkpoint written on SIGTERM
+    assert job.condition("Suspended")["status"] == "True"
+    job.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, job.ns, PLURAL, job.name, {"spec": {"runPolicy": {"suspend": False}}}
+    )
+    stale = job.status().get("step")  # the last figure read before the pods went away
+    job.seen_steps.clear()
+    resumed = job.wait(
+        "running again with fresh figures",
+        lambda s: s.get("phase") == "Running" and s.get("step") not in (None, stale),
+    )
+    assert resumed["step"] >= saved  # continued from the checkpoint, not from 0
+    job.succeeded()
+    assert all(step >= saved for step, _ in job.seen_steps if step != stale), job.seen_steps
+    assert status["phase"] == "Suspended"

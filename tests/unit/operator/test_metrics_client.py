@@ -1,0 +1,121 @@
+"""Parsing a worker's Prometheus metrics."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from lmoperator.metrics_client import WorkerMetrics, parse_worker_metrics, rank0_metrics
+
+SCRAPE = """\
+# HELP elasticlm_train_step Optimizer steps completed.
+# TYPE elasticlm_train_step gauge
+elasticlm_train_step 120.0
+# TYPE elasticlm_train_loss gauge
+elasticlm_train_loss 3.25
+# TYPE elasticlm_train_tokens_per_second gauge
+elasticlm_train_tokens_per_second 4096.5
+# TYPE elasticlm_train_step_seconds histogram
+elasticlm_train_step_seconds_bucket{le="0.5"} 3.0
+elasticlm_train_step_seconds_bucket{le="+Inf"} 4.0
+elasticlm_train_step_seconds_count 4.0
+elasticlm_train_step_seconds_sum 2.0
+# TYPE elasticlm_train_world_size gauge
+elasticlm_train_world_size 3.0
+# TYPE elasticlm_train_rank gauge
+elasticlm_train_rank 0.0
+# TYPE elasticlm_train_round gauge
+elasticlm_train_round 2.0
+# TYPE elasticlm_train_target_steps gauge
+elasticlm_train_target_steps 300.0
+# TYPE elasticlm_train_last_checkpoint_step gauge
+elasticlm_train_last_checkpoint_step 100.0
+# TYPE elasticlm_train_last_checkpoint_timestamp_seconds gauge
+elasticlm_train_last_checkpoint_timestamp_seconds 1.7e9
+# TYPE elasticlm_train_checkpoint_seconds gauge
+elasticlm_train_checkpoint_seconds 0.25
+# TYPE elasticlm_train_group_failures counter
+elasticlm_train_group_failures_total 1.0
+# TYPE python_gc_objects_collected counter
+python_gc_objects_collected_total{generation="0"} 12.0
+"""
+
+
+def test_parse_all_figures() -> None:
+    assert parse_worker_metrics(SCRAPE) == WorkerMetrics(
+        step=120,
+        loss=3.25,
+        tokens_per_second=4096.5,
+        step_seconds=0.5,
+        world_size=3,
+        rank=0,
+        round=2,
+        target_steps=300,
+        last_checkpoint_step=100,
+        last_checkpoint_time=1.7e9,
+        checkpoint_seconds=0.25,
+        group_failures=1,
+    )
+
+
+def test_missing_figures_are_none() -> None:
+    metrics = parse_worker_metrics("elasticlm_train_rank 1\nelasticlm_train_loss NaN\n")
+    assert metrics == WorkerMetrics(rank=1)
+
+
+def test_garbage_raises_value_error() -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 (the parser's message varies)
+        parse_worker_metrics("this is { not prometheus")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    bodies: dict[int, str] = {}
+
+    def do_GET(self) -> None:
+        body = self.bodies[self.server.server_address[1]].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def two_workers() -> Iterator[list[int]]:
+    servers = [HTTPServer(("127.0.0.1", 0), _Handler) for _ in range(2)]
+    ports = [s.server_address[1] for s in servers]
+    _Handler.bodies = {
+        ports[0]: "elasticlm_train_rank 1\nelasticlm_train_step 5\n",
+        ports[1]: "elasticlm_train_rank 0\nelasticlm_train_step 7\n",
+    }
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    yield ports
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def test_rank0_is_found_by_scraping(
+    two_workers: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lmoperator.metrics_client as mc
+
+    ports = iter(two_workers)
+    real = mc.scrape_worker
+    monkeypatch.setattr(mc, "scrape_worker", lambda ip: real(ip, port=next(ports)))
+    metrics = rank0_metrics(["127.0.0.1", "127.0.0.1"])
+    assert metrics is not None
+    assert metrics.step == 7
+
+
+def test_unreachable_worker_gives_none() -> None:
+    from lmoperator.metrics_client import scrape_worker
+
+    assert scrape_worker("127.0.0.1", port=1, timeout=0.5) is None
