@@ -37,6 +37,7 @@ class Demo:
         self.started = time.monotonic()
         self.last_line = ""
         self.last_print = 0.0
+        self.steps_seen: list[int] = []
 
     def say(self, text: str) -> None:
         self.out(f"[{time.monotonic() - self.started:6.1f}s] {text}")
@@ -50,9 +51,12 @@ class Demo:
 
     def progress(self, status: dict[str, Any]) -> None:
         steps = self.job["spec"].get("training", {}).get("steps", "?")
+        if status.get("step") is not None:
+            self.steps_seen.append(int(status["step"]))
+        loss = f"{status['loss']:.3f}" if status.get("loss") is not None else "-"
         line = (
             f"{status.get('phase', 'Pending'):<10} step {status.get('step', 0):>4}/{steps}"
-            f"  loss {status.get('loss', float('nan')):.3f}"
+            f"  loss {loss}"
             f"  world size {status.get('worldSize', 0)}"
             f"  {status.get('tokensPerSecond', 0):,.0f} tokens/s"
         )
@@ -86,12 +90,15 @@ class Demo:
         self.custom.patch_namespaced_custom_object_scale(
             GROUP, VERSION, self.namespace, PLURAL, self.name, {"spec": {"replicas": replicas}}
         )
-        step_at_change = self.status().get("step", 0)
+        seen_before = len(self.steps_seen)
+        highest_before = max(self.steps_seen, default=0)
         self.wait(f"world size {replicas}", lambda s: s.get("worldSize") == replicas, timeout=180)
-        status = self.status()
+        after = self.steps_seen[seen_before:] or [highest_before]
+        redone = max(0, highest_before - min(after))
         self.say(
             f"training at world size {replicas} {time.monotonic() - asked:.1f}s after the "
-            f"request (step {step_at_change} -> {status.get('step')}; nothing was redone)"
+            f"request, at step {after[-1]}; "
+            + (f"{redone} step(s) redone" if redone else "no step was redone")
         )
 
     def run(self) -> dict[str, Any]:
@@ -104,7 +111,8 @@ class Demo:
         self.wait("the first steps", lambda s: (s.get("step") or 0) >= 1, timeout=300)
         self.wait("a third of the steps", lambda s: (s.get("step") or 0) >= steps // 3, 600)
         self.scale(3)
-        target = min(steps - 10, (self.status().get("step") or 0) + steps // 4)
+        # Leave a good part of the run at world size 2 after the scale-down.
+        target = max((self.status().get("step") or 0) + 5, (steps * 3) // 5)
         self.wait(f"step {target}", lambda s: (s.get("step") or 0) >= target, timeout=600)
         self.scale(2)
         final = self.wait("completion", lambda s: s.get("phase") == "Succeeded", timeout=900)

@@ -1,0 +1,52 @@
+"""`elasticlm demo` (what `make demo` runs), on a shorter copy of the example job."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.harness import E2E
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(E2E, reason="the demo runs its own devcluster")
+
+
+def test_demo_trains_rescales_2_3_2_and_finishes(tmp_path: Path) -> None:
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    job = yaml.safe_load((ROOT / "manifests/examples/training-job.yaml").read_text())
+    job["spec"]["training"]["steps"] = 200
+    (examples / "training-job.yaml").write_text(yaml.safe_dump(job))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "lmoperator",
+            "demo",
+            "--examples",
+            str(examples),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "scaling 2 -> 3 workers" in out
+    assert "training at world size 3" in out
+    assert "scaling 3 -> 2 workers" in out
+    assert "training at world size 2" in out
+    assert "Succeeded at step 200" in out
+    assert "redone" in out
+    export = tmp_path / "state/devcluster/claims/default/tiny-lm-checkpoints/tiny-lm/export"
+    assert (export / "model.safetensors").is_file()
