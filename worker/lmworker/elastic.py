@@ -184,7 +184,7 @@ class Membership:
         return None
 
     def next_round(self, after: Round | None, give_up: threading.Event) -> Round | None:
-        """Wait for the newest round that includes this worker (or a stop round).
+        """Wait for the newest round that includes this worker.
 
         Returns None when `give_up` is set or training is done.
         """
@@ -196,7 +196,9 @@ class Membership:
                 newest = int(self.store.add("round", 0))
                 if newest > seen:
                     rnd = self._read_round(newest)
-                    if rnd.rank >= 0 or rnd.stop or self.leaving.is_set():
+                    # A round without us (a stop round included) is for others; a
+                    # worker that is leaving anyway takes it as its cue to go.
+                    if rnd.rank >= 0 or self.leaving.is_set():
                         return rnd
                     seen = newest
                 if self.store.check([f"dead/{self.slot}"]):
