@@ -32,7 +32,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -122,7 +123,7 @@ class LocalStack:
             self.operator.kill()
             self.operator.wait()
         else:
-            _stop(self.operator)
+            stop_process(self.operator)
         self.operator = None
         if self._operator_log is not None:
             self._operator_log.close()
@@ -130,15 +131,26 @@ class LocalStack:
 
 
 @contextmanager
-def devcluster_running(state_dir: Path, timeout: float = 60) -> Iterator[dict[str, Any]]:
-    """`python -m devcluster up` until the block ends; yields its info file."""
+def devcluster_running(
+    state_dir: Path, *extra_args: str, timeout: float = 60
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
+    """`python -m devcluster up` until the block ends; yields (process, its info file)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     info_file = state_dir / "devcluster.json"
     info_file.unlink(missing_ok=True)
     with (state_dir / "devcluster.log").open("ab") as log:
         # -P keeps the working directory off sys.path, so the installed packages load.
         process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "devcluster", "up", "--state-dir", str(state_dir)],
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "devcluster",
+                "up",
+                "--state-dir",
+                str(state_dir),
+                *extra_args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -152,9 +164,9 @@ def devcluster_running(state_dir: Path, timeout: float = 60) -> Iterator[dict[st
                     raise RuntimeError(f"devcluster did not start; its log:\n{output}")
                 time.sleep(0.05)
             info: dict[str, Any] = json.loads(info_file.read_text())
-            yield info
+            yield process, info
         finally:
-            _stop(process)
+            stop_process(process)
 
 
 @contextmanager
@@ -162,7 +174,7 @@ def local_stack(
     state_dir: Path, namespaces: list[str] | None = None, operator: bool = True
 ) -> Iterator[LocalStack]:
     """devcluster with the CRDs installed and (by default) the operator running."""
-    with devcluster_running(state_dir) as info:
+    with devcluster_running(state_dir) as (_, info):
         kubeconfig = Path(info["kubeconfig"])
         api = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig)

@@ -7,19 +7,17 @@ current KUBECONFIG instead, so any divergence from Kubernetes shows.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import kubernetes
+
+from lmoperator.localstack import devcluster_running
 
 E2E = os.environ.get("ELASTICLM_E2E") == "1"
 KUBECTL = shutil.which("kubectl")
@@ -74,42 +72,8 @@ class Cluster:
         return result
 
 
-@contextmanager
-def devcluster_process(
-    state_dir: Path, *extra_args: str, timeout: float = 60
-) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
-    """Run `python -m devcluster up` until the block ends; yields (process, info)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    info_file = state_dir / "devcluster.json"
-    info_file.unlink(missing_ok=True)
-    log = (state_dir / "devcluster.log").open("ab")
-    # -P keeps the cwd (the repository root) off sys.path: `devcluster` is then the
-    # installed package, never whatever devcluster/ folder the cwd holds.
-    command = [sys.executable, "-P", "-m", "devcluster", "up", "--state-dir", str(state_dir)]
-    process = subprocess.Popen(
-        [*command, *extra_args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=state_dir,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while not info_file.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = (state_dir / "devcluster.log").read_text()
-                raise RuntimeError(f"devcluster did not start; its log:\n{output}")
-            time.sleep(0.05)
-        yield process, json.loads(info_file.read_text())
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
+# Run `python -m devcluster up` for the length of a block: (process, info).
+devcluster_process = devcluster_running
 
 
 @contextmanager
