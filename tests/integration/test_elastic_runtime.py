@@ -70,21 +70,11 @@ class Cluster:
         )
         self.step_log = tmp / "steps.jsonl"
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.rdzv = self._spawn(
-            "rdzv",
-            [
-                "lmworker.rendezvous",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--min-nodes",
-                "1",
-                "--max-nodes",
-                "3",
-            ],
-            {},
-        )
+        self.rdzv = self.start_rendezvous()
+
+    def start_rendezvous(self, tag: str = "") -> subprocess.Popen[bytes]:
+        args = ["lmworker.rendezvous", "--host", "127.0.0.1", "--port", str(self.port)]
+        return self._spawn(f"rdzv{tag}", [*args, "--min-nodes", "1", "--max-nodes", "3"], {})
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with (self.tmp / f"{name}.log").open("ab") as log:
@@ -208,3 +198,22 @@ def test_everyone_leaving_saves_a_checkpoint_and_a_restart_resumes(
     steps = [r["step"] for r in c.steps()]
     assert steps[:last] == list(range(1, last + 1))
     assert steps[last] == last + 1  # continued from the checkpoint: nothing redone
+
+
+def test_a_restarted_rendezvous_costs_no_step(cluster_factory: Callable[..., Cluster]) -> None:
+    """The store only matters while a round forms: training goes on, then re-forms."""
+    c = cluster_factory(steps=300)
+    workers = [c.worker(i, expected=2) for i in range(2)]
+    c.wait("some steps", lambda s: len(s) >= 20)
+    os.killpg(c.rdzv.pid, signal.SIGKILL)
+    c.rdzv.wait()
+    before = c.last_step()
+    time.sleep(1)
+    c.rdzv = c.start_rendezvous("-again")
+    c.wait("training on", lambda s: s[-1]["step"] > before + 5)
+    assert [w.wait(timeout=120) for w in workers] == [0, 0]
+    steps = [r["step"] for r in c.steps()]
+    assert steps == list(range(1, 301))
+    # The group re-formed with the new store (whose rounds count from 1 again).
+    formed = (c.tmp / "w0.log").read_text().count("round 1 formed")
+    assert formed == 2

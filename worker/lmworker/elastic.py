@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -47,8 +48,18 @@ class StoreLostError(RuntimeError):
 
 
 def connect(host: str, port: int, timeout: float) -> Store:
+    """A store client, once the server accepts connections.
+
+    TCPStore's own connect retries hold the GIL for seconds while the server is down,
+    which would stall training in the other threads, so reachability is probed first
+    with a plain socket.
+    """
     from torch.distributed import TCPStore
 
+    try:
+        socket.create_connection((host, port), timeout=min(timeout, 1.0)).close()
+    except OSError as exc:
+        raise StoreLostError(f"rendezvous store {host}:{port} unreachable: {exc}") from exc
     return TCPStore(host, port, is_master=False, timeout=timedelta(seconds=timeout), use_libuv=True)
 
 
