@@ -52,6 +52,7 @@ from lmworker.config import (
     RDZV_ENV,
     TERMINATION_LOG_ENV,
     THREADS_ENV,
+    ModelConfig,
     WorkerConfig,
 )
 from lmworker.data import DataError, GlobalSampler, TokenSequences, plan_micro_batches, read_text
@@ -77,6 +78,15 @@ PG_TIMEOUT = timedelta(seconds=60)
 
 class ConfigError(ValueError):
     """The job's configuration cannot work; restarting will not help."""
+
+
+def hf_model_config(directory: str) -> ModelConfig:
+    from lmworker.hf_export import model_config_from_hf
+
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{directory} is not a Hugging Face model directory: no config.json")
+    return model_config_from_hf(json.loads(path.read_text()))
 
 
 def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
@@ -110,18 +120,21 @@ class Trainer:
         self.cfg = cfg
         self.device = device
         t = cfg.training
+        # A Hugging Face starting point brings its own architecture (the operator cannot
+        # read it) and, when it has one, its tokenizer.
+        self.model_config = hf_model_config(cfg.init_from_hf) if cfg.init_from_hf else cfg.model
         text = read_text(cfg.data_path)
         self.tokenizer = self._tokenizer(text)
-        if self.tokenizer.vocab_size > cfg.model.vocab_size:
+        if self.tokenizer.vocab_size > self.model_config.vocab_size:
             raise ConfigError(
                 f"the tokenizer has {self.tokenizer.vocab_size} entries but the model's "
-                f"vocabulary is {cfg.model.vocab_size}"
+                f"vocabulary is {self.model_config.vocab_size}"
             )
         tokens = self.tokenizer.encode_corpus(text)
-        sequences = TokenSequences(tokens, cfg.model.context_length)
+        sequences = TokenSequences(tokens, self.model_config.context_length)
         self.train_data, self.validation_data = sequences.split(cfg.validation_fraction)
         self.sampler = GlobalSampler(self.train_data.count, t.seed)
-        self.model = LlamaModel(cfg.model).to(device)
+        self.model = LlamaModel(self.model_config).to(device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=t.learning_rate,
@@ -142,6 +155,8 @@ class Trainer:
         cfg = self.cfg
         if cfg.tokenizer_path:
             return load_tokenizer(cfg.tokenizer_path)
+        if cfg.init_from_hf and (Path(cfg.init_from_hf) / "tokenizer.json").is_file():
+            return load_tokenizer(cfg.init_from_hf)
         shared = str(Path(cfg.checkpoint_dir) / "tokenizer") if cfg.checkpoint_dir else None
         tok = build_tokenizer(cfg.tokenizer, [text], cfg.bpe_vocab_size, shared)
         # Several workers may train one at once: everyone uses the copy that was saved.
@@ -289,7 +304,7 @@ class Trainer:
 
     def tokens_per_step(self) -> int:
         t = self.cfg.training
-        return t.global_batch_size * self.cfg.model.context_length
+        return t.global_batch_size * self.model_config.context_length
 
     @torch.no_grad()
     def average_parameters(self, world_size: int) -> None:
@@ -313,7 +328,7 @@ class Trainer:
         from lmworker.hf_export import export_hf_llama
 
         out = str(Path(self.cfg.checkpoint_dir) / "export")
-        export_hf_llama(self.model, self.cfg.model, self.tokenizer, out)
+        export_hf_llama(self.model, self.model_config, self.tokenizer, out)
         return out
 
 

@@ -13,6 +13,7 @@ import torch
 
 from lmworker.config import ModelConfig, TrainingConfig, WorkerConfig
 from lmworker.corpus import write_corpus
+from lmworker.hf_export import export_hf_llama
 from lmworker.train import Trainer, lr_at
 
 MODEL = ModelConfig(
@@ -163,3 +164,26 @@ def test_the_loss_goes_down(tmp_path: Path) -> None:
     tr.init_fresh()
     losses = [tr.train_step(tr.model, 0, 1, True).loss_sum / 6 for _ in range(30)]
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_starting_from_a_hugging_face_model_takes_its_architecture(tmp_path: Path) -> None:
+    """The operator cannot read the model directory, so its placeholder size is ignored."""
+    import dataclasses
+
+    source = Trainer(config(tmp_path), torch.device("cpu"))
+    source.init_fresh()
+    source.train_step(source.model, 0, 1, True)
+    hf_dir = tmp_path / "hf"
+    export_hf_llama(source.model, MODEL, source.tokenizer, hf_dir)
+    placeholder = dataclasses.replace(MODEL, layers=3, hidden_size=64, intermediate_size=128)
+    cfg = dataclasses.replace(
+        config(tmp_path), model=placeholder, init_from_hf=str(hf_dir), checkpoint_dir=None
+    )
+    tr = Trainer(cfg, torch.device("cpu"))
+    assert tr.restore_or_init() == f"initialised from {hf_dir}"
+    assert tr.model_config.layers == MODEL.layers
+    for (name, p), (_, q) in zip(
+        tr.model.named_parameters(), source.model.named_parameters(), strict=True
+    ):
+        assert torch.equal(p, q), name
+    tr.train_step(tr.model, 0, 1, True)
