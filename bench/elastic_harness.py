@@ -4,7 +4,8 @@ One `python -m lmworker.rendezvous` process is the job's store (and, for our run
 its membership authority). A node is either one of our workers (`python -m
 lmworker.train`) or a plain `torchrun` agent running `lmworker.train --torchrun`, with
 the rendezvous process as the external c10d store. Every node gets its own loopback
-address (127.0.0.(20+i)) because each worker serves metrics on POD_IP:9400. Rank 0
+address (127.A.B.(20+i), with A.B random per run, so that runs side by side do not
+collide) because each worker serves metrics on POD_IP:9400. Rank 0
 appends one JSON line per completed step to the step log; the benches read only that.
 
 Every process started here carries a per-run tag in its environment; `Cluster.close`
@@ -18,6 +19,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import statistics
@@ -239,6 +241,7 @@ class Cluster:
         self.step_log = self.dir / "steps.log"
         self.tag = uuid.uuid4().hex
         self.port = free_port()
+        self.net = f"127.{random.randint(100, 250)}.{random.randint(0, 250)}"
         self.config = worker_config(data, self.dir / "ckpt", checkpoint_interval, steps=100_000)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.rdzv: subprocess.Popen[bytes] | None = None
@@ -256,7 +259,7 @@ class Cluster:
                 "ELASTICLM_STEP_LOG": str(self.step_log),
                 "ELASTICLM_THREADS": "1",
                 "OMP_NUM_THREADS": "1",
-                "POD_IP": f"127.0.0.{20 + index}",
+                "POD_IP": f"{self.net}.{20 + index}",
                 "POD_NAME": pod,
                 "PYTHONUNBUFFERED": "1",
             }
@@ -307,7 +310,7 @@ class Cluster:
                 f"--rdzv-endpoint=127.0.0.1:{self.port}",
                 "--rdzv-conf=is_host=false",
                 "--rdzv-id=bench",
-                f"--local-addr=127.0.0.{20 + index}",
+                f"--local-addr={self.net}.{20 + index}",
                 # The default, 0, ends the job at the first failed worker group, and a
                 # departure fails the survivors' collectives.
                 "--max-restarts=100",

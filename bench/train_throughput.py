@@ -1,19 +1,25 @@
 """Training throughput: `lmworker.train.Trainer` vs a minimal hand-written loop.
 
-Both train the same tiny Llama (`lmworker.model.LlamaModel`: 2 layers, hidden 128,
-4 heads, context 128, Bytes vocabulary) on the same corpus with the same global batch
-(24 sequences) split the same way (micro-batches of 4, gradient accumulation, DDP with
-`no_sync` on all but the last micro-batch when there are 2 processes), AdamW with the
-same settings, gradient clipping at 1.0, fp32, gloo, one thread per process.
+All variants train the same tiny Llama (`lmworker.model.LlamaModel`: 2 layers, hidden
+128, 4 heads, context 128, Bytes vocabulary) on the same corpus with the same global
+batch (24 sequences) split the same way (micro-batches of 4, gradient accumulation, DDP
+with `no_sync` on all but the last micro-batch when there are 2 processes), AdamW with
+the same settings, gradient clipping at 1.0, fp32, gloo, one thread per process.
 
-- trainer: `Trainer.train_step` plus the one 3-float all-reduce per step that the
-  runtime's loop adds (global loss and "round changed" flag), exactly as
-  `ElasticWorker._train_round` runs it (without the step log and the metrics).
-- naive: a plain loop; the batch is a slice of one precomputed permutation.
+- trainer: exactly the runtime's per-step call, as `ElasticWorker._train_round` makes it
+  (without the step log and the metrics): `Trainer.train_step(..., agree=...)`, whose
+  agreement all-reduce of [loss, micro-batches, newer-round flag] overlaps the clipping
+  and the optimizer step; the flag callable returns 0.0; then `result.global_loss()`.
+- naive: a plain DDP loop; the batch is a slice of one precomputed permutation. Like any
+  real loop that logs its loss, it reports the global loss of each step: one synchronous
+  all-reduce of [loss sum, micro-batches] after the optimizer step. This is the peer of
+  the target ratio.
+- bare: the same loop without that all-reduce (it only looks at its local loss), as a
+  floor.
 
-Both live in the same process(es), so they share the machine's state; measurements are
-interleaved (ABBA) `--repeats` times for `--steps` steps each, after a warm-up. The
-ratio is the median of the paired trainer/naive ratios.
+All live in the same process(es), so they share the machine's state; measurements are
+interleaved `--repeats` times for `--steps` steps each, after a warm-up, cycling
+through the 6 orders of the 3 variants. Ratios are medians of the per-repeat ratios.
 
     .venv/bin/python bench/train_throughput.py [--repeats 10] [--steps 12] [--worlds 1,2]
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -108,41 +115,54 @@ def child(rank: int, world: int, port: int, data: str, repeats: int, steps: int)
 
     def run_trainer(n: int) -> None:
         for _ in range(n):
-            result = trainer.train_step(t_module, rank, world, True)
-            agree = torch.tensor([result.loss_sum, float(result.micro_batches), 0.0])
-            dist.all_reduce(agree)
-            float(agree[0] / agree[1])
+            result = trainer.train_step(t_module, rank, world, True, agree=lambda: 0.0)
+            result.global_loss()
+            if result.round_changed():
+                raise RuntimeError("no newer round exists here")
+
+    def naive_step_fn(global_loss: bool) -> None:
+        nonlocal naive_step
+        loss_sum = 0.0
+        base = (naive_step * GLOBAL_BATCH) % (count - GLOBAL_BATCH)
+        for i, which in enumerate(mine):
+            idx = perm[base + which * MICRO_BATCH : base + (which + 1) * MICRO_BATCH]
+            window = tokens[(idx * length)[:, None] + offsets[None, :]]
+            inputs, targets = window[:, :-1], window[:, 1:]
+            last = i == len(mine) - 1
+            sync = world > 1 and not last
+            ctx = n_module.no_sync() if sync else contextlib.nullcontext()  # type: ignore[operator]
+            with ctx:
+                logits = n_module(inputs)
+                loss = functional.cross_entropy(
+                    logits.view(-1, logits.size(-1)), targets.reshape(-1)
+                )
+                (loss * world / (GLOBAL_BATCH // MICRO_BATCH)).backward()  # type: ignore[no-untyped-call]
+            loss_sum += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if global_loss:
+            reported = torch.tensor([loss_sum, float(len(mine))])
+            dist.all_reduce(reported)
+            float(reported[0] / reported[1])
+        naive_step += 1
 
     def run_naive(n: int) -> None:
-        nonlocal naive_step
         for _ in range(n):
-            base = (naive_step * GLOBAL_BATCH) % (count - GLOBAL_BATCH)
-            for i, which in enumerate(mine):
-                idx = perm[base + which * MICRO_BATCH : base + (which + 1) * MICRO_BATCH]
-                window = tokens[(idx * length)[:, None] + offsets[None, :]]
-                inputs, targets = window[:, :-1], window[:, 1:]
-                last = i == len(mine) - 1
-                sync = world > 1 and not last
-                ctx = n_module.no_sync() if sync else contextlib.nullcontext()  # type: ignore[operator]
-                with ctx:
-                    logits = n_module(inputs)
-                    loss = functional.cross_entropy(
-                        logits.view(-1, logits.size(-1)), targets.reshape(-1)
-                    )
-                    (loss * world / (GLOBAL_BATCH // MICRO_BATCH)).backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            naive_step += 1
+            naive_step_fn(global_loss=True)
 
-    runs = {"trainer": run_trainer, "naive": run_naive}
+    def run_bare(n: int) -> None:
+        for _ in range(n):
+            naive_step_fn(global_loss=False)
+
+    runs = {"trainer": run_trainer, "naive": run_naive, "bare": run_bare}
+    orders = list(itertools.permutations(runs))
     for fn in runs.values():
         fn(3)  # warm-up
     figures: dict[str, list[float]] = {name: [] for name in runs}
     tokens_per_run = steps * GLOBAL_BATCH * length
     for rep in range(repeats):
-        order = ["trainer", "naive"] if rep % 2 == 0 else ["naive", "trainer"]
-        for name in order:
+        for name in orders[rep % len(orders)]:
             dist.barrier()
             t0 = time.perf_counter()
             runs[name](steps)
@@ -181,14 +201,20 @@ def measure(world: int, data: Path, repeats: int, steps: int) -> dict[str, Any]:
                 p.wait()
     raw: dict[str, list[float]] = json.loads(out.decode().strip().splitlines()[-1])
     pairs = [t / n for t, n in zip(raw["trainer"], raw["naive"], strict=True)]
+    bare_pairs = [t / b for t, b in zip(raw["trainer"], raw["bare"], strict=True)]
     return {
         "trainer_tokens_per_s": round(statistics.median(raw["trainer"]), 1),
         "naive_tokens_per_s": round(statistics.median(raw["naive"]), 1),
+        "bare_tokens_per_s": round(statistics.median(raw["bare"]), 1),
         "ratio": round(statistics.median(pairs), 3),
         "ratio_min": round(min(pairs), 3),
         "ratio_max": round(max(pairs), 3),
+        "ratio_vs_bare": round(statistics.median(bare_pairs), 3),
+        "ratio_vs_bare_min": round(min(bare_pairs), 3),
+        "ratio_vs_bare_max": round(max(bare_pairs), 3),
         "trainer_runs": [round(x, 1) for x in raw["trainer"]],
         "naive_runs": [round(x, 1) for x in raw["naive"]],
+        "bare_runs": [round(x, 1) for x in raw["bare"]],
     }
 
 
