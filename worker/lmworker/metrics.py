@@ -25,6 +25,9 @@ class TrainMetrics:
         self.step = gauge("step", "Optimizer steps completed.")
         self.target_steps = gauge("target_steps", "Steps the job trains for.")
         self.loss = gauge("loss", "Training loss (nats per token) of the latest step.")
+        self.validation_loss = gauge(
+            "validation_loss", "Loss on the held-out text, measured at each checkpoint."
+        )
         self.tokens_per_second = gauge(
             "tokens_per_second", "Tokens per second across all workers, latest step."
         )

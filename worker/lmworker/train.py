@@ -302,6 +302,30 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
+    @torch.no_grad()
+    def validation_loss(self, max_sequences: int = 64) -> float | None:
+        """Mean loss on the held-out text (its first sequences, always the same ones)."""
+        data = self.validation_data
+        if data is None:
+            return None
+        n = min(max_sequences, data.count)
+        batch = self.cfg.training.micro_batch_size
+        self.model.eval()
+        total = 0.0
+        try:
+            for first in range(0, n, batch):
+                idx = torch.arange(first, min(first + batch, n))
+                inputs, targets = data.batch(idx)
+                with self._autocast():
+                    logits = self.model(inputs.to(self.device))
+                loss = functional.cross_entropy(
+                    logits.view(-1, logits.size(-1)), targets.to(self.device).reshape(-1)
+                )
+                total += float(loss) * len(idx)
+        finally:
+            self.model.train()
+        return total / n
+
     def tokens_per_step(self) -> int:
         t = self.cfg.training
         return t.global_batch_size * self.model_config.context_length
@@ -344,7 +368,15 @@ class Reporter:
         self.metrics = metrics
         self.step_log = os.environ.get(STEP_LOG_ENV)
         self._last_progress = 0.0
+        self.last_validation: float | None = None
         metrics.target_steps.set(trainer.cfg.training.steps)
+
+    def validation(self, loss: float | None) -> None:
+        if loss is None:
+            return
+        self.last_validation = loss
+        self.metrics.validation_loss.set(loss)
+        log.info("step %d validation loss %.4f", self.trainer.step, loss)
 
     def step(self, loss: float, seconds: float, rank: int, world_size: int, rnd: int) -> None:
         m = self.metrics
@@ -381,6 +413,7 @@ class Reporter:
             self._last_progress = now
             last = tr.checkpointer.last if tr.checkpointer else None
             record["target_steps"] = tr.cfg.training.steps
+            record["validation_loss"] = self.last_validation
             record["last_checkpoint_step"] = last.step if last else None
             _write_atomically(Path(tr.cfg.checkpoint_dir) / "progress.json", json.dumps(record))
         if tr.step % 10 == 0 or tr.step == tr.cfg.training.steps:
@@ -586,6 +619,7 @@ class ElasticWorker:
         if not local_sgd_averaged:
             self.trainer.average_parameters(rnd.world_size)
         if rnd.rank == 0:
+            self.reporter.validation(self.trainer.validation_loss())
             self.trainer.save_checkpoint(
                 {"round": rnd.number, "epoch": rnd.epoch, "world_size": rnd.world_size}
             )
@@ -628,6 +662,10 @@ class ElasticWorker:
             tr.average_parameters(rnd.world_size)
         info: dict[str, Any] = {"completed": True, "step": tr.step, "loss": round(loss, 6)}
         if rnd.rank == 0:
+            validation = tr.validation_loss()
+            self.reporter.validation(validation)
+            if validation is not None:
+                info["validationLoss"] = round(validation, 6)
             tr.save_checkpoint({"round": rnd.number, "epoch": rnd.epoch, "final": True}, wait=True)
             exported = tr.export()
             if exported:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -187,3 +188,21 @@ def test_starting_from_a_hugging_face_model_takes_its_architecture(tmp_path: Pat
     ):
         assert torch.equal(p, q), name
     tr.train_step(tr.model, 0, 1, True)
+
+
+def test_validation_loss_on_held_out_text(tmp_path: Path) -> None:
+    import dataclasses
+
+    assert Trainer(config(tmp_path), torch.device("cpu")).validation_loss() is None
+    cfg = dataclasses.replace(config(tmp_path), validation_fraction=0.1)
+    tr = Trainer(cfg, torch.device("cpu"))
+    tr.init_fresh()
+    before = tr.validation_loss()
+    assert before is not None
+    assert before == pytest.approx(math.log(257), rel=0.05)  # untrained: near uniform
+    for _ in range(20):
+        tr.train_step(tr.model, 0, 1, True)
+    after = tr.validation_loss()
+    assert after is not None
+    assert after < before
+    assert tr.validation_loss() == after  # the same sequences every time
