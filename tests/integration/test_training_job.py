@@ -195,7 +195,6 @@ def test_two_workers_train_to_completion_and_learn(job: Job) -> None:
     job.create(replicas=2, steps=120)
     status = job.succeeded()
     assert status["step"] == 120
-    assert status["worldSize"] == 2 or status["worldSize"] == 0
     unigram = job.corpus["unigram_entropy_nats_per_byte"]
     assert status["loss"] < 0.6 * unigram, (status["loss"], unigram)
     assert job.condition("Succeeded")["status"] == "True"
