@@ -168,7 +168,7 @@ class Job:
             lines.append("operator log tail:\n" + "\n".join(log.read_text().splitlines()[-30:]))
         for pod_dir in sorted((self.stack.state_dir / "pods").glob(f"{self.ns}_*")):
             for f in sorted((pod_dir / "logs").glob("*.log")):
-                tail = "\n".join(f.read_text(errors="replace").splitlines()[-8:])
+                tail = "\n".join(f.read_text(errors="replace").splitlines()[-40:])
                 lines.append(f"--- {pod_dir.name}/{f.name}\n{tail}")
         return "\n".join(lines)
 

@@ -16,6 +16,7 @@ The configuration comes from `ELASTICLM_CONFIG` (see `lmworker.config`).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
 import io
 import json
@@ -69,6 +70,7 @@ STEP_LOG_ENV = "ELASTICLM_STEP_LOG"
 LEAVE_TIMEOUT_ENV = "ELASTICLM_LEAVE_TIMEOUT"
 # Consecutive rounds that fail before a single step completes: then the error is ours.
 MAX_BARREN_ROUNDS = 5
+EXIT_WATCHDOG_SECONDS = 15
 # The model's only buffer (RoPE frequencies) is derived from the config, so DDP must
 # not broadcast it before every forward; torch 2.13 warns that the switch for that is
 # deprecated, with no replacement yet.
@@ -769,6 +771,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: worker.request_leave())
         info = worker.run()
         worker.membership.close()
+    # From here on nothing may block: a worker that does not exit holds its pod, and the
+    # job, open. faulthandler's watchdog runs without the GIL, so even a C++ call holding
+    # it cannot stop it from printing every thread's stack and exiting.
+    faulthandler.dump_traceback_later(EXIT_WATCHDOG_SECONDS, exit=True)
     write_termination_message(info)
     log.info("exiting: %s", json.dumps(info))
     return 0
@@ -779,8 +785,7 @@ if __name__ == "__main__":
     code = main()
     # Everything that matters is on disk and in the termination message. Skip the
     # interpreter's teardown: destroying process groups and stores whose peers are gone
-    # can block, and a worker that never exits holds its pod (and the job) open.
-    logging.shutdown()
+    # can block.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
