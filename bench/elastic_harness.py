@@ -213,6 +213,20 @@ class Change:
         return self.last_old.step - self.first_new.step + 1
 
 
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure, the median over the repeats (None where no repeat measured it)."""
+    out: dict[str, Any] = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs if r[key] is not None]
+        out[key] = round(statistics.median(values), 3) if values else None
+    return out
+
+
+def bulky_files(_dir: str, names: list[str]) -> list[str]:
+    """What `--keep-logs` leaves out: checkpoints and the corpus."""
+    return [n for n in names if n in ("ckpt", "corpus.txt")]
+
+
 def find_change(steps: list[Step], old: int, new: int, since: float) -> Change | None:
     first_new = next((s for s in steps if s.world_size == new and s.t > since), None)
     if first_new is None:

@@ -28,7 +28,6 @@ import argparse
 import json
 import shutil
 import signal
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -36,11 +35,13 @@ from typing import Any
 
 from elastic_harness import (
     Cluster,
+    bulky_files,
     find_change,
     install_signal_cleanup,
     log,
     make_corpus,
     median,
+    medians,
     step_seconds,
     torch_version,
 )
@@ -99,18 +100,6 @@ def scenario(runtime: str, workdir: Path, data: Path, steady: int, interval: int
         cluster.close()
 
 
-def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in runs[0]:
-        values = [r[key] for r in runs if r[key] is not None]
-        out[key] = round(statistics.median(values), 3) if values else None
-    return out
-
-
-def _bulky(_dir: str, names: list[str]) -> list[str]:
-    return [n for n in names if n in ("ckpt", "corpus.txt")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -138,7 +127,7 @@ def main() -> None:
                     )
         finally:
             if args.keep_logs:
-                shutil.copytree(tmp, args.keep_logs, dirs_exist_ok=True, ignore=_bulky)
+                shutil.copytree(tmp, args.keep_logs, dirs_exist_ok=True, ignore=bulky_files)
     figures: dict[str, Any] = {"bench": "rescale"}
     for runtime in runtimes:
         figures[runtime] = medians(results[runtime])
