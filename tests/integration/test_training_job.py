@@ -199,6 +199,11 @@ def test_two_workers_train_to_completion_and_learn(job: Job) -> None:
     assert status["loss"] < 0.6 * unigram, (status["loss"], unigram)
     assert job.condition("Succeeded")["status"] == "True"
     assert job.condition("Succeeded")["reason"] == "TrainingCompleted"
+    # What users see first: the printer columns.
+    table = job.stack_kubectl("get", "lmtj", job.name).splitlines()
+    assert table[0].split()[:2] == ["NAME", "PHASE"]
+    assert table[1].split()[:2] == [job.name, "Succeeded"]
+    assert "120" in table[1].split()
     # The final checkpoint and the Hugging Face export lie on the checkpoint claim.
     assert (job.checkpoint_dir / "step-00000120").is_dir()
     assert (job.checkpoint_dir / "export" / "config.json").is_file()
