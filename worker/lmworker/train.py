@@ -773,8 +773,12 @@ def main(argv: list[str] | None = None) -> int:
         worker.membership.close()
     # From here on nothing may block: a worker that does not exit holds its pod, and the
     # job, open. faulthandler's watchdog runs without the GIL, so even a C++ call holding
-    # it cannot stop it from printing every thread's stack and exiting.
-    faulthandler.dump_traceback_later(EXIT_WATCHDOG_SECONDS, exit=True)
+    # it cannot stop it from printing every thread's stack; a moment later a timer exits
+    # with the right code (if the GIL is free; else the kubelet's SIGKILL after grace).
+    faulthandler.dump_traceback_later(EXIT_WATCHDOG_SECONDS)
+    timer = threading.Timer(EXIT_WATCHDOG_SECONDS + 1, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()
     write_termination_message(info)
     log.info("exiting: %s", json.dumps(info))
     return 0

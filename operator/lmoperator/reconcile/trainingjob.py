@@ -392,7 +392,9 @@ class _Pass:
         """Why training is complete, or None."""
         steps = job.spec.training.steps
         for pod in self.workers:
-            step = _completed_step(pod.termination_message) if pod.phase == "Succeeded" else None
+            # The report is the truth, whatever the exit code: a worker writes it only
+            # once training reached its steps (and may be killed while exiting).
+            step = _completed_step(pod.termination_message) if pod.finished else None
             if step is not None and step >= steps:
                 self.status["step"] = max(step, int(self.status.get("step") or 0))
                 return f"{pod.name} reported training complete at step {step} of {steps}"

@@ -335,6 +335,16 @@ def test_success_from_the_termination_message() -> None:
     assert [e.reason for e in plan.events] == ["TrainingCompleted"]
 
 
+def test_completion_report_counts_even_if_the_exit_failed() -> None:
+    """A worker killed while exiting (after its report) still finished the training."""
+    job = make_job(runPolicy={"restartPolicy": "ExitCode"})
+    status = settle(job, running()).status
+    report = json.dumps({"completed": True, "step": 300})
+    plan = run(job, status, [RDZV, worker(0, "Failed", exit_code=1, message=report), worker(1)])
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status.get("restarts", 0) == 0
+
+
 def test_early_completion_report_is_not_success() -> None:
     job = make_job()
     status = settle(job, running()).status
