@@ -15,18 +15,22 @@ their own and are orphaned when their agent dies), plus every tree it started.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +110,8 @@ def signal_pids(pids: list[int], sig: int) -> None:
 # -- configuration ----------------------------------------------------------------------
 
 
-def worker_config(data: Path, ckpt_dir: Path, checkpoint_interval: int, steps: int) -> str:
+def worker_config(data: Path, ckpt_dir: Path | None, checkpoint_interval: int, steps: int) -> str:
+    """The benches' job: the tiny model, global batch 24 in micro-batches of 4."""
     from lmworker.config import (
         ModelConfig,
         TrainingConfig,
@@ -142,7 +147,7 @@ def worker_config(data: Path, ckpt_dir: Path, checkpoint_interval: int, steps: i
         model=model,
         training=training,
         data_path=str(data),
-        checkpoint_dir=str(ckpt_dir),
+        checkpoint_dir=str(ckpt_dir) if ckpt_dir else None,
         checkpoint_interval_steps=checkpoint_interval,
         min_replicas=1,
         max_replicas=3,
@@ -220,6 +225,39 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in runs if r[key] is not None]
         out[key] = round(statistics.median(values), 3) if values else None
     return out
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, steady_help: str) -> None:
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steady", type=int, default=12, help=steady_help)
+    parser.add_argument("--checkpoint-interval", type=int, default=5)
+    parser.add_argument(
+        "--runtimes", default="ours,torchrun", help="comma-separated: ours, torchrun"
+    )
+    parser.add_argument("--keep-logs", help="copy every process' log and step log here")
+
+
+def run_repeats(
+    name: str,
+    args: argparse.Namespace,
+    scenario: Callable[[str, Path, Path], dict[str, Any]],
+) -> dict[str, list[dict[str, Any]]]:
+    """`scenario(runtime, workdir, corpus)` for each repeat and runtime, alternating."""
+    install_signal_cleanup()
+    runtimes = args.runtimes.split(",")
+    results: dict[str, list[dict[str, Any]]] = {r: [] for r in runtimes}
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        data = Path(tmp) / "corpus.txt"
+        make_corpus(data)
+        try:
+            for i in range(args.repeats):
+                for runtime in runtimes:
+                    log(f"repeat {i + 1}/{args.repeats}: {runtime}")
+                    results[runtime].append(scenario(runtime, Path(tmp) / f"{runtime}-{i}", data))
+        finally:
+            if args.keep_logs:
+                shutil.copytree(tmp, args.keep_logs, dirs_exist_ok=True, ignore=bulky_files)
+    return results
 
 
 def bulky_files(_dir: str, names: list[str]) -> list[str]:

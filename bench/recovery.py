@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,13 +32,12 @@ from typing import Any
 from elastic_harness import (
     Cluster,
     Step,
-    bulky_files,
+    add_common_arguments,
     find_change,
-    install_signal_cleanup,
     log,
-    make_corpus,
     median,
     medians,
+    run_repeats,
     step_seconds,
     torch_version,
 )
@@ -103,40 +100,18 @@ def scenario(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, choices=[2, 3])
-    parser.add_argument("--steady", type=int, default=12, help="steps before the kill")
-    parser.add_argument("--checkpoint-interval", type=int, default=5)
-    parser.add_argument(
-        "--runtimes", default="ours,torchrun", help="comma-separated: ours, torchrun"
-    )
-    parser.add_argument("--keep-logs", help="copy every process' log and step log here")
+    add_common_arguments(parser, steady_help="steps before the kill")
     args = parser.parse_args()
-    install_signal_cleanup()
-    runtimes = args.runtimes.split(",")
-    results: dict[str, list[dict[str, Any]]] = {r: [] for r in runtimes}
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
-        data = Path(tmp) / "corpus.txt"
-        make_corpus(data)
-        try:
-            for i in range(args.repeats):
-                for runtime in runtimes:
-                    log(f"repeat {i + 1}/{args.repeats}: {runtime}")
-                    workdir = Path(tmp) / f"{runtime}-{i}"
-                    results[runtime].append(
-                        scenario(
-                            runtime,
-                            workdir,
-                            data,
-                            args.workers,
-                            args.steady,
-                            args.checkpoint_interval,
-                        )
-                    )
-        finally:
-            if args.keep_logs:
-                shutil.copytree(tmp, args.keep_logs, dirs_exist_ok=True, ignore=bulky_files)
+    results = run_repeats(
+        "recovery",
+        args,
+        lambda runtime, workdir, data: scenario(
+            runtime, workdir, data, args.workers, args.steady, args.checkpoint_interval
+        ),
+    )
+    runtimes = list(results)
     figures: dict[str, Any] = {"bench": "recovery", "workers": args.workers}
     for runtime in runtimes:
         figures[runtime] = medians(results[runtime])

@@ -26,22 +26,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from elastic_harness import (
     Cluster,
-    bulky_files,
+    add_common_arguments,
     find_change,
-    install_signal_cleanup,
     log,
-    make_corpus,
     median,
     medians,
+    run_repeats,
     step_seconds,
     torch_version,
 )
@@ -102,32 +99,17 @@ def scenario(runtime: str, workdir: Path, data: Path, steady: int, interval: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--steady", type=int, default=12, help="steps at each world size")
-    parser.add_argument("--checkpoint-interval", type=int, default=5)
-    parser.add_argument(
-        "--runtimes", default="ours,torchrun", help="comma-separated: ours, torchrun"
-    )
-    parser.add_argument("--keep-logs", help="copy every process' log and step log here")
+    add_common_arguments(parser, steady_help="steps at each world size")
     args = parser.parse_args()
-    install_signal_cleanup()
-    runtimes = args.runtimes.split(",")
-    results: dict[str, list[dict[str, Any]]] = {r: [] for r in runtimes}
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-rescale-") as tmp:
-        data = Path(tmp) / "corpus.txt"
-        make_corpus(data)
-        try:
-            for i in range(args.repeats):
-                for runtime in runtimes:
-                    log(f"repeat {i + 1}/{args.repeats}: {runtime}")
-                    workdir = Path(tmp) / f"{runtime}-{i}"
-                    results[runtime].append(
-                        scenario(runtime, workdir, data, args.steady, args.checkpoint_interval)
-                    )
-        finally:
-            if args.keep_logs:
-                shutil.copytree(tmp, args.keep_logs, dirs_exist_ok=True, ignore=bulky_files)
+    results = run_repeats(
+        "rescale",
+        args,
+        lambda runtime, workdir, data: scenario(
+            runtime, workdir, data, args.steady, args.checkpoint_interval
+        ),
+    )
+    runtimes = list(results)
     figures: dict[str, Any] = {"bench": "rescale"}
     for runtime in runtimes:
         figures[runtime] = medians(results[runtime])

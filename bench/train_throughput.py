@@ -40,40 +40,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from elastic_harness import free_port, install_signal_cleanup, log, make_corpus, torch_version
+from elastic_harness import (
+    free_port,
+    install_signal_cleanup,
+    log,
+    make_corpus,
+    torch_version,
+    worker_config,
+)
 
 GLOBAL_BATCH = 24
 MICRO_BATCH = 4
 
 
 def config(data: str) -> Any:
-    from lmworker.config import ModelConfig, TrainingConfig, WorkerConfig, default_intermediate_size
+    """The benches' tiny job, without checkpoints (nothing is saved here)."""
+    from lmworker.config import WorkerConfig
 
-    model = ModelConfig(
-        vocab_size=257,
-        layers=2,
-        hidden_size=128,
-        heads=4,
-        kv_heads=4,
-        intermediate_size=default_intermediate_size(128),
-        context_length=128,
+    cfg = WorkerConfig.from_json(worker_config(Path(data), None, 100, steps=100_000))
+    assert (cfg.training.global_batch_size, cfg.training.micro_batch_size) == (
+        GLOBAL_BATCH,
+        MICRO_BATCH,
     )
-    training = TrainingConfig(
-        steps=100_000,
-        global_batch_size=GLOBAL_BATCH,
-        micro_batch_size=MICRO_BATCH,
-        learning_rate=1e-3,
-        warmup_steps=10,
-        weight_decay=0.1,
-        grad_clip=1.0,
-        precision="fp32",
-        sync="DDP",
-        local_sgd_sync_steps=8,
-        seed=1,
-    )
-    return WorkerConfig(
-        job="bench", namespace="default", model=model, training=training, data_path=data
-    )
+    return cfg
 
 
 def child(rank: int, world: int, port: int, data: str, repeats: int, steps: int) -> None:
