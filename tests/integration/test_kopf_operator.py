@@ -13,6 +13,7 @@ from typing import Any
 import kubernetes
 import pytest
 
+from lmoperator.localstack import stop_process
 from tests.crd_builder import simple_crd
 from tests.integration.harness import Cluster
 
@@ -97,12 +98,7 @@ def kopf_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[
     try:
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=20)
         log.close()
     assert process.returncode in (0, -15), (tmp_path / "kopf.log").read_text()
 

@@ -20,6 +20,7 @@ import kubernetes
 import pytest
 import yaml
 
+from lmoperator.localstack import stop_process
 from tests.integration.harness import E2E, Cluster, devcluster_process
 from tests.integration.test_kopf_operator import wait_for
 
@@ -72,12 +73,7 @@ def operator_process(cluster: Cluster, namespace: str, log: Path) -> Iterator[No
         try:
             yield
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout=20)
     assert process.returncode in (0, -15), log.read_text()
 
 
