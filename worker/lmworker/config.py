@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 CONFIG_ENV = "ELASTICLM_CONFIG"
 # The rendezvous Service's address ("host:port"); the worker's pod IP; its index.
@@ -95,7 +94,6 @@ class WorkerConfig:
     checkpoint_keep: int = 3
     min_replicas: int = 1
     max_replicas: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

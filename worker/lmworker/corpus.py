@@ -25,15 +25,15 @@ import math
 import os
 import random
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from lmworker.files import write_atomically
 
 # (singular, plural)
 _ANIMALS = [
@@ -339,16 +339,7 @@ def write_corpus(
     """Write a corpus atomically (parents created) and return a summary of it."""
     text = generate_corpus(n_sentences=n_sentences, n_bytes=n_bytes, seed=seed)
     data = text.encode("ascii")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = write_atomically(path, data)
     return {
         "path": str(target),
         "bytes": len(data),

@@ -183,7 +183,6 @@ class Coordinator:
             "indexes": indexes,
             "stop": decision.stop,
             "reason": decision.reason,
-            "known": max(self.tracked, default=0),
         }
         self.store.set(f"round/{self.round}", json.dumps(body))
         self.store.add("round", 1)

@@ -57,6 +57,7 @@ from lmworker.config import (
     WorkerConfig,
 )
 from lmworker.data import DataError, GlobalSampler, TokenSequences, plan_micro_batches, read_text
+from lmworker.files import write_atomically
 from lmworker.metrics import TrainMetrics
 from lmworker.metrics import serve as serve_metrics
 from lmworker.model import LlamaModel, init_weights
@@ -417,7 +418,7 @@ class Reporter:
             record["target_steps"] = tr.cfg.training.steps
             record["validation_loss"] = self.last_validation
             record["last_checkpoint_step"] = last.step if last else None
-            _write_atomically(Path(tr.cfg.checkpoint_dir) / "progress.json", json.dumps(record))
+            write_atomically(Path(tr.cfg.checkpoint_dir) / "progress.json", json.dumps(record))
         if tr.step % 10 == 0 or tr.step == tr.cfg.training.steps:
             log.info(
                 "step %d/%d loss %.4f %.0f tokens/s world size %d",
@@ -427,13 +428,6 @@ class Reporter:
                 tps,
                 world_size,
             )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_termination_message(info: dict[str, Any]) -> None:
