@@ -189,6 +189,8 @@ class Trainer:
         return "initialised fresh weights"
 
     def checkpoint_state(self) -> dict[str, Any]:
+        """The whole training state; optimizer state keyed by parameter name (DCP's form,
+        which loads at any world size). Checkpoints and the hand-over both use it."""
         model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
         return {
             "model": model_sd,
@@ -198,8 +200,7 @@ class Trainer:
             "rng": torch.get_rng_state(),
         }
 
-    def load_checkpoint(self, path: Path) -> None:
-        state = ckpt.load(path, self.checkpoint_state())
+    def apply_state(self, state: dict[str, Any]) -> None:
         set_state_dict(
             self.model,
             self.optimizer,
@@ -211,28 +212,16 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         self.step = int(state["step"])
 
+    def load_checkpoint(self, path: Path) -> None:
+        self.apply_state(ckpt.load(path, self.checkpoint_state()))
+
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        torch.save(
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler else {},
-                "step": self.step,
-                "rng": torch.get_rng_state(),
-            },
-            buf,
-        )
+        torch.save(self.checkpoint_state(), buf)
         return buf.getvalue()
 
     def from_bytes(self, data: bytes) -> None:
-        state = torch.load(io.BytesIO(data), weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        self.step = int(state["step"])
+        self.apply_state(torch.load(io.BytesIO(data), weights_only=True))
 
     # -- one optimizer step -----------------------------------------------------------
 
