@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: all install demo test lint typecheck crds-check unit clean crds
+.PHONY: all install demo test lint typecheck imports crds-check unit clean crds
 
 all: test
 
@@ -34,6 +34,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The layering contracts of .importlinter.
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
 crds-check: $(STAMP)
 	$(BIN)/elasticlm crds --check
 
@@ -43,7 +47,7 @@ unit: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
-test: lint typecheck crds-check unit
+test: lint typecheck imports crds-check unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

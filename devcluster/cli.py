@@ -117,8 +117,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="devcluster", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "devcluster") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(commands)
     args = parser.parse_args(argv)

@@ -11,7 +11,6 @@ from typing import Any, TextIO
 import yaml
 
 import lmoperator
-from devcluster.cli import add_commands as add_local_commands
 from lmoperator.api import InvalidResourceError, parse_resource
 from lmoperator.api.generate import generated_drift, write_generated
 
@@ -191,24 +190,39 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         demo.set_defaults(func=cmd_demo)
 
         local = commands.add_parser(
-            "local", help="run devcluster, the embedded Kubernetes stand-in, on this machine"
+            "local",
+            help="run devcluster, the embedded Kubernetes stand-in, on this machine "
+            "(`local up|down --help`)",
+            add_help=False,
         )
-        local_commands = local.add_subparsers(
-            dest="local_command", required=True, metavar="COMMAND"
-        )
-        add_local_commands(local_commands)
+        local.add_argument("arguments", nargs=argparse.REMAINDER)
+        local.set_defaults(func=lambda args: cmd_local(args.arguments, prog))
     return parser
 
 
+def cmd_local(arguments: Sequence[str], prog: str) -> int:
+    """`local up|down`: devcluster's own command line (imported only here: the operator
+    itself never needs devcluster)."""
+    from devcluster.cli import main as devcluster_main
+
+    return devcluster_main(list(arguments), prog=f"{prog} local")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser("elasticlm").parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["local"]:  # options after `local` are devcluster's
+        return cmd_local(arguments[1:], "elasticlm")
+    args = _parser("elasticlm").parse_args(arguments)
     result: int = args.func(args)
     return result
 
 
 def kubectl_plugin_main(argv: Sequence[str] | None = None) -> int:
     """`kubectl lm ...`: kubectl runs the `kubectl-lm` executable found on PATH."""
-    args = _parser("kubectl lm").parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["local"]:
+        return cmd_local(arguments[1:], "kubectl lm")
+    args = _parser("kubectl lm").parse_args(arguments)
     result: int = args.func(args)
     return result
 

@@ -15,10 +15,10 @@ from typing import Any
 import kubernetes
 import yaml
 
-from lmoperator.api.trainingjob import GROUP, VERSION
+from lmoperator.api.kinds import GROUP, TRAINING_JOB, VERSION
 from lmoperator.localstack import LocalStack, local_stack
 
-PLURAL = "lmtrainingjobs"
+PLURAL = TRAINING_JOB.plural
 CORPUS_BYTES = 2_000_000
 
 

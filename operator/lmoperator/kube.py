@@ -1,8 +1,10 @@
 """The only module that talks to the Kubernetes API (the official `kubernetes` client).
 
-Calls are synchronous: kopf runs sync handlers in its thread pool. Objects travel as
-plain dicts in the API's own (camelCase) shape. Creating what already exists and
-deleting what is already gone both succeed, so every call is safe to repeat.
+`KubeApi` is the seam: the handlers use nothing else, and the tests' fake implements
+it. Calls are synchronous (kopf runs sync handlers in its thread pool) and generic over
+the kinds of `lmoperator.api.kinds`: the REST path comes from the registry, objects
+travel as plain dicts in the API's own camelCase shape. Creating what already exists
+and deleting what is already gone both succeed, so every call is safe to repeat.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import json
 import socket
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import kubernetes
-from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient
 from kubernetes.config import ConfigException
 
-from lmoperator.api.trainingjob import GROUP, VERSION
+from lmoperator.api import kinds
 
-TRAINING_JOBS = "lmtrainingjobs"
 COMPONENT = "elasticlm-operator"
 REQUEST_TIMEOUT_SECONDS = 15
+MERGE_PATCH = "application/merge-patch+json"
+
+Subresource = Literal["", "scale", "status"]
 
 
 class KubeError(Exception):
@@ -33,6 +37,48 @@ class KubeError(Exception):
         super().__init__(f"{what} failed: {status} {detail}".strip())
 
 
+class KubeApi(Protocol):
+    """What the handlers need from the API server."""
+
+    def get(self, kind: kinds.ResourceKind, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def list(
+        self, kind: kinds.ResourceKind, namespace: str, selector: str
+    ) -> list[dict[str, Any]]: ...
+
+    def create(
+        self, kind: kinds.ResourceKind, namespace: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The created object; None when one of that name already existed."""
+        ...
+
+    def patch(
+        self,
+        kind: kinds.ResourceKind,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+        subresource: Subresource = "",
+    ) -> dict[str, Any] | None:
+        """A JSON merge patch (null removes a field); the object after it, or None when
+        it is gone."""
+        ...
+
+    def delete(
+        self,
+        kind: kinds.ResourceKind,
+        namespace: str,
+        name: str,
+        grace_seconds: int | None = None,
+    ) -> bool:
+        """True when the deletion was requested, False when the object was already gone."""
+        ...
+
+    def create_event(
+        self, involved: Mapping[str, str], reason: str, message: str, type_: str = "Normal"
+    ) -> None: ...
+
+
 def load_config() -> None:
     """In-cluster configuration (service account), else the kubeconfig (KUBECONFIG)."""
     try:
@@ -41,130 +87,115 @@ def load_config() -> None:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
-def _error(what: str, exc: Exception) -> KubeError:
-    if isinstance(exc, ApiException):
-        detail = str(exc.reason or "")
-        with contextlib.suppress(ValueError, AttributeError):
-            detail = json.loads(exc.body or "{}").get("message") or detail
-        return KubeError(what, int(exc.status or 0), detail)
-    return KubeError(what, 0, f"{type(exc).__name__}: {exc}")
-
-
-def _json(response: Any) -> Any:
-    return json.loads(response.data or b"null")
-
-
 class Kube:
-    """API calls on behalf of the operator."""
+    """KubeApi over the `kubernetes` client's connection pool, configuration and auth."""
 
     def __init__(self, api_client: ApiClient | None = None) -> None:
         self.api_client = api_client or ApiClient()
-        self.core = CoreV1Api(self.api_client)
-        self.custom = CustomObjectsApi(self.api_client)
         self.instance = socket.gethostname()
 
-    def _call(self, what: str, fn: Any, *args: Any, ok: tuple[int, ...] = (), **kw: Any) -> Any:
-        """fn(*args), raw JSON back; statuses in `ok` (409, 404) answer None."""
+    def _request(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        missing_ok: tuple[int, ...] = (),
+    ) -> Any:
+        """The decoded JSON answer; None for a status in `missing_ok` (404, 409)."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
-            response = fn(
-                *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_SECONDS, **kw
+            request = self.api_client.param_serialize(
+                method,
+                path,
+                query_params=[(k, v) for k, v in (query or {}).items()],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
             )
-        except ApiException as exc:
-            if exc.status in ok:
-                return None
-            raise _error(what, exc) from exc
+            response = self.api_client.call_api(*request, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+            data = response.read()  # type: ignore[no-untyped-call]
         except Exception as exc:  # urllib3 and socket errors: the server was not reached
-            raise _error(what, exc) from exc
-        return _json(response)
+            raise KubeError(what, 0, f"{type(exc).__name__}: {exc}") from exc
+        status = int(response.status)
+        if status in missing_ok:
+            return None
+        if not 200 <= status < 300:
+            detail = str(response.reason or "")
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                detail = json.loads(data or b"{}").get("message") or detail
+            raise KubeError(what, status, detail)
+        return json.loads(data or b"null")
 
-    # -- reading ----------------------------------------------------------------------
-
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        result = self._call(
-            "list pods", self.core.list_namespaced_pod, namespace, label_selector=selector
-        )
-        return list(result.get("items") or [])
-
-    def list_services(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        result = self._call(
-            "list services", self.core.list_namespaced_service, namespace, label_selector=selector
-        )
-        return list(result.get("items") or [])
-
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The LMTrainingJob as stored now, or None when it is gone."""
-        result = self._call(
-            f"get {TRAINING_JOBS}/{name}",
-            self.custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            TRAINING_JOBS,
-            name,
-            ok=(404,),
+    def get(self, kind: kinds.ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
+        result = self._request(
+            f"get {kind.plural}/{name}", "GET", kind.path(namespace, name), missing_ok=(404,)
         )
         return dict(result) if isinstance(result, dict) else None
 
-    # -- children ---------------------------------------------------------------------
-
-    def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> bool:
-        """True when created, False when a pod of that name already existed."""
-        name = manifest["metadata"]["name"]
-        created = self._call(
-            f"create pod {name}", self.core.create_namespaced_pod, namespace, manifest, ok=(409,)
+    def list(self, kind: kinds.ResourceKind, namespace: str, selector: str) -> list[dict[str, Any]]:
+        result = self._request(
+            f"list {kind.plural}",
+            "GET",
+            kind.path(namespace),
+            query={"labelSelector": selector} if selector else None,
         )
-        return created is not None
+        return list((result or {}).get("items") or [])
 
-    def create_service(self, namespace: str, manifest: Mapping[str, Any]) -> bool:
+    def create(
+        self, kind: kinds.ResourceKind, namespace: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
         name = manifest["metadata"]["name"]
-        created = self._call(
-            f"create service {name}",
-            self.core.create_namespaced_service,
-            namespace,
-            manifest,
-            ok=(409,),
+        result = self._request(
+            f"create {kind.singular} {name}",
+            "POST",
+            kind.path(namespace),
+            body=dict(manifest),
+            missing_ok=(409,),
         )
-        return created is not None
+        return dict(result) if isinstance(result, dict) else None
 
-    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> bool:
-        """True when the deletion was requested, False when the pod was already gone."""
-        kw: dict[str, Any] = {"propagation_policy": "Background"}
+    def patch(
+        self,
+        kind: kinds.ResourceKind,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+        subresource: Subresource = "",
+    ) -> dict[str, Any] | None:
+        path = kind.path(namespace, name) + (f"/{subresource}" if subresource else "")
+        target = f"{subresource} of " if subresource else ""
+        result = self._request(
+            f"patch {target}{kind.plural}/{name}",
+            "PATCH",
+            path,
+            body=dict(patch),
+            content_type=MERGE_PATCH,
+            missing_ok=(404,),
+        )
+        return dict(result) if isinstance(result, dict) else None
+
+    def delete(
+        self,
+        kind: kinds.ResourceKind,
+        namespace: str,
+        name: str,
+        grace_seconds: int | None = None,
+    ) -> bool:
+        options: dict[str, Any] = {"propagationPolicy": "Background"}
         if grace_seconds is not None:
-            kw["grace_period_seconds"] = grace_seconds
-        result = self._call(
-            f"delete pod {name}", self.core.delete_namespaced_pod, name, namespace, ok=(404,), **kw
+            options["gracePeriodSeconds"] = grace_seconds
+        result = self._request(
+            f"delete {kind.singular} {name}",
+            "DELETE",
+            kind.path(namespace, name),
+            body=options,
+            missing_ok=(404,),
         )
         return result is not None
-
-    # -- the custom resource ----------------------------------------------------------
-
-    def patch_job_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        """A JSON merge patch of the status subresource (null removes a field)."""
-        self._call(
-            f"patch status of {TRAINING_JOBS}/{name}",
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            TRAINING_JOBS,
-            name,
-            {"status": dict(patch)},
-            ok=(404,),
-            _content_type="application/merge-patch+json",
-        )
-
-    def delete_job(self, namespace: str, name: str) -> None:
-        self._call(
-            f"delete {TRAINING_JOBS}/{name}",
-            self.custom.delete_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            TRAINING_JOBS,
-            name,
-            ok=(404,),
-            propagation_policy="Background",
-        )
 
     def create_event(
         self,
@@ -185,10 +216,10 @@ class Kube:
             "message": message[:1024],
             "type": type_,
             "source": {"component": COMPONENT},
-            "reportingComponent": f"{GROUP}/operator",
+            "reportingComponent": f"{kinds.GROUP}/operator",
             "reportingInstance": self.instance,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
         }
-        self._call("create event", self.core.create_namespaced_event, namespace, event)
+        self._request("create event", "POST", kinds.EVENT.path(namespace), body=event)

@@ -13,9 +13,12 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-import lmoperator.handlers.trainingjob  # noqa: F401 (registers the handlers)
-from lmoperator.api.trainingjob import GROUP
+import lmoperator.handlers.children
+import lmoperator.handlers.trainingjob
+from lmoperator.api.kinds import GROUP
+from lmoperator.builders.pods import ROLE_LABEL
 from lmoperator.kube import Kube, load_config
+from lmoperator.scrape import Scraper
 
 FINALIZER = f"{GROUP}/finalizer"
 DEFAULT_METRICS_PORT = 8080
@@ -38,12 +41,24 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_
     # The handlers post their own Events; kopf's are for warnings and errors only.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 16
+    # Children are watched with a server-side label selector: only what we made (the
+    # handlers of lmoperator.handlers.children filter the same way).
+    for child in lmoperator.handlers.children.WATCHED_CHILD_KINDS:
+        settings.watching.label_selectors[child.version, child.plural] = ROLE_LABEL
     load_config()
     memo.kube = Kube()
+    memo.scraper = Scraper()
     port = getattr(memo, "metrics_port", DEFAULT_METRICS_PORT)
     if port:
         start_http_server(int(port))
         logger.info(f"Serving metrics port={port}")
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    scraper = getattr(memo, "scraper", None)
+    if isinstance(scraper, Scraper):
+        await scraper.close()
 
 
 def run(

@@ -13,11 +13,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from lmoperator.api.errors import InvalidResourceError, describe_validation_error
+from lmoperator.api.kinds import API_VERSION, GROUP, SERVICE, TRAINING_JOB, VERSION
 from lmoperator.api.service import LMService, LMServiceSpec, LMServiceStatus
 from lmoperator.api.trainingjob import (
-    API_VERSION,
-    GROUP,
-    VERSION,
     LMTrainingJob,
     LMTrainingJobSpec,
     LMTrainingJobStatus,
@@ -26,10 +24,10 @@ from lmoperator.api.trainingjob import (
 Resource = LMTrainingJob | LMService
 
 RESOURCE_TYPES: dict[str, type[LMTrainingJob] | type[LMService]] = {
-    "LMTrainingJob": LMTrainingJob,
-    "LMService": LMService,
+    TRAINING_JOB.kind: LMTrainingJob,
+    SERVICE.kind: LMService,
 }
-SHORT_NAMES = {"LMTrainingJob": "lmtj", "LMService": "lms"}
+SHORT_NAMES = {k.kind: k.short_name for k in (TRAINING_JOB, SERVICE)}
 
 
 # Free-form fields keep their nulls: in a strategic-merge patch, null deletes a key.

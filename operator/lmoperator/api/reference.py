@@ -81,7 +81,7 @@ def _section(resource: ResourceKind) -> list[str]:
     lines = [
         f"## {resource.kind}",
         "",
-        f"{resource.description} Short name `{resource.short_name}`; "
+        f"{resource.description} Short name `{resource.identity.short_name}`; "
         "`kubectl scale` drives `spec.replicas`.",
         "",
     ]

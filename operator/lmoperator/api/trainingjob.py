@@ -21,10 +21,6 @@ from lmoperator.api.common import (
     dotdot_problem,
 )
 
-GROUP = "elasticlm.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-
 
 class ElasticSpec(ApiModel):
     """The range of world sizes the job may run at without a full restart."""

@@ -9,20 +9,22 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import lmoperator
+from lmoperator.api import kinds
 from lmoperator.api.common import ResourceRequirements, StorageLocation
 from lmoperator.api.trainingjob import (
-    API_VERSION,
     MODEL_PRESETS,
     LMTrainingJob,
     ModelPreset,
     TokenizerType,
     effective_max_replicas,
 )
+from lmoperator.builders import pods
 from lmoperator.builders.merge import merge_pod
+from lmoperator.builders.pods import INDEX_LABEL, ROLE_LABEL
 from lmworker.config import (
     CONFIG_ENV,
     EXPECTED_REPLICAS_ENV,
@@ -40,13 +42,10 @@ from lmworker.config import (
     default_intermediate_size,
 )
 
-KIND = "LMTrainingJob"
+KIND = kinds.TRAINING_JOB.kind
 DEFAULT_WORKER_IMAGE = f"ghcr.io/elasticlm/worker:{lmoperator.__version__}"
 
 JOB_LABEL = "elasticlm.io/job"
-ROLE_LABEL = "elasticlm.io/role"
-INDEX_LABEL = "elasticlm.io/index"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 ROLE_WORKER = "worker"
 ROLE_RDZV = "rdzv"
 WORKER_CONTAINER = "worker"
@@ -62,7 +61,6 @@ TMP_MOUNT = "/tmp"
 BYTES_VOCAB_SIZE = 257
 DEFAULT_BPE_VOCAB_SIZE = 4096
 WORKER_GRACE_SECONDS = 60
-NON_ROOT_ID = 1000
 
 # Read by lmworker.train but not (yet) in lmworker.config: where the worker writes its
 # termination message (the operator reads completion from it), and its torch threads.
@@ -72,6 +70,15 @@ RESERVED_ENV = frozenset(
     {POD_IP_ENV, "POD_NAME", CONFIG_ENV, RDZV_ENV, INDEX_ENV, EXPECTED_REPLICAS_ENV}
 )
 TEMPLATE_PATH = "spec.worker.podTemplate"
+WORKER_POD_RULES = pods.PodRules(
+    container=WORKER_CONTAINER,
+    template_path=TEMPLATE_PATH,
+    reserved_env=RESERVED_ENV,
+    restart_policy="Never",
+    restart_policy_hint=(
+        "the operator replaces failed workers itself (set spec.runPolicy.restartPolicy instead)"
+    ),
+)
 
 
 class InvalidPodError(ValueError):
@@ -107,17 +114,6 @@ def children_selector(job: str) -> str:
     return f"{JOB_LABEL}={job}"
 
 
-def owner_reference(job: LMTrainingJob, uid: str) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": _name(job),
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def _name(job: LMTrainingJob) -> str:
     if not job.metadata.name:
         raise ValueError("the job has no metadata.name")
@@ -125,14 +121,9 @@ def _name(job: LMTrainingJob) -> str:
 
 
 def _metadata(job: LMTrainingJob, uid: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "labels": labels,
-        "ownerReferences": [owner_reference(job, uid)],
-    }
-    if job.metadata.namespace:
-        meta["namespace"] = job.metadata.namespace
-    return meta
+    return pods.child_metadata(
+        kinds.TRAINING_JOB, _name(job), uid, job.metadata.namespace, name, labels
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -254,49 +245,22 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def _pod_security() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": NON_ROOT_ID,
-        "runAsGroup": NON_ROOT_ID,
-        "fsGroup": NON_ROOT_ID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _container_security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-
-
 def _scheduling(job: LMTrainingJob, pod: dict[str, Any]) -> None:
     """Scheduler, priority, queue, node selection: shared by the workers and the store."""
-    worker = job.spec.worker
     scheduling = job.spec.run_policy.scheduling
-    spec = pod["spec"]
-    if worker.service_account_name:
-        spec["serviceAccountName"] = worker.service_account_name
-    if worker.node_selector:
-        spec["nodeSelector"] = dict(worker.node_selector)
-    if worker.tolerations:
-        spec["tolerations"] = [
-            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in worker.tolerations
-        ]
-    if scheduling.scheduler_name:
-        spec["schedulerName"] = scheduling.scheduler_name
-    if scheduling.priority_class_name:
-        spec["priorityClassName"] = scheduling.priority_class_name
-    if scheduling.queue:
-        pod["metadata"]["labels"][QUEUE_LABEL] = scheduling.queue
+    pods.apply_scheduling(
+        pod,
+        job.spec.worker,
+        pods.Scheduling(
+            scheduler_name=scheduling.scheduler_name,
+            priority_class_name=scheduling.priority_class_name,
+            queue=scheduling.queue,
+        ),
+    )
 
 
 def _image(job: LMTrainingJob, container: dict[str, Any]) -> None:
-    container["image"] = job.spec.worker.image or DEFAULT_WORKER_IMAGE
-    if job.spec.worker.image_pull_policy is not None:
-        container["imagePullPolicy"] = job.spec.worker.image_pull_policy.value
+    pods.set_image(container, job.spec.worker, DEFAULT_WORKER_IMAGE)
 
 
 def rdzv_service(job: LMTrainingJob, uid: str) -> dict[str, Any]:
@@ -342,7 +306,7 @@ def rdzv_pod(job: LMTrainingJob, uid: str) -> dict[str, Any]:
         ],
         "readinessProbe": {"tcpSocket": {"port": RDZV_PORT}, "periodSeconds": 1},
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
-        "securityContext": _container_security(),
+        "securityContext": pods.container_security(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -353,7 +317,7 @@ def rdzv_pod(job: LMTrainingJob, uid: str) -> dict[str, Any]:
         "metadata": _metadata(job, uid, rdzv_name(name), job_labels(name, ROLE_RDZV)),
         "spec": {
             "restartPolicy": "Always",
-            "securityContext": _pod_security(),
+            "securityContext": pods.pod_security(),
             "containers": [container],
         },
     }
@@ -414,7 +378,7 @@ def worker_pod(job: LMTrainingJob, uid: str, index: int, rdzv_address: str) -> d
             "periodSeconds": 1,
         },
         "volumeMounts": mounts,
-        "securityContext": _container_security(),
+        "securityContext": pods.container_security(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -431,7 +395,7 @@ def worker_pod(job: LMTrainingJob, uid: str, index: int, rdzv_address: str) -> d
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": WORKER_GRACE_SECONDS,
-            "securityContext": _pod_security(),
+            "securityContext": pods.pod_security(),
             "containers": [container],
             "volumes": volumes,
         },
@@ -439,7 +403,7 @@ def worker_pod(job: LMTrainingJob, uid: str, index: int, rdzv_address: str) -> d
     _scheduling(job, pod)
     template = spec.worker.pod_template
     merged = merge_pod(pod, template) if template else pod
-    problems = list(pod_problems(pod, merged, template or {}))
+    problems = list(pods.pod_problems(pod, merged, template or {}, WORKER_POD_RULES))
     problems += [
         f"spec.worker.env[{i}].name: {e.name} is set by the operator; remove it"
         for i, e in enumerate(spec.worker.env or [])
@@ -457,78 +421,3 @@ def validate_worker_pod(job: LMTrainingJob) -> list[str]:
     except InvalidPodError as exc:
         return exc.problems
     return []
-
-
-# --------------------------------------------------------------------------------------
-# What a pod template may not do (the CRD's free-form podTemplate cannot say it)
-
-
-def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    for field in ("initContainers", "containers"):
-        for item in spec.get(field) or []:
-            if isinstance(item, Mapping):
-                yield f"spec.{field}[{item.get('name')}]", item
-
-
-def pod_problems(
-    generated: Mapping[str, Any], merged: Mapping[str, Any], template: Mapping[str, Any]
-) -> Iterator[str]:
-    """Why `merged` (the generated pod with the template applied) is not allowed."""
-    at = TEMPLATE_PATH
-    spec = merged.get("spec") or {}
-    meta = merged.get("metadata") or {}
-    gen_meta = generated["metadata"]
-    for field in ("name", "namespace", "generateName", "ownerReferences"):
-        if field in (template.get("metadata") or {}):
-            yield f"{at}.metadata.{field}: is set by the operator; remove it"
-    labels = meta.get("labels") or {}
-    for key, value in gen_meta["labels"].items():
-        if labels.get(key) != value:
-            yield f"{at}.metadata.labels.{key}: is set by the operator; remove it"
-    for field in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(field):
-            yield f"{at}.spec.{field}: sharing the node's namespaces is not allowed"
-    if spec.get("restartPolicy") != "Never":
-        yield (
-            f"{at}.spec.restartPolicy: must stay Never: the operator replaces failed workers "
-            "itself (set spec.runPolicy.restartPolicy instead)"
-        )
-    pod_security = spec.get("securityContext") or {}
-    if pod_security.get("runAsUser") == 0:
-        yield f"{at}.spec.securityContext.runAsUser: running as root (0) is not allowed"
-    worker = None
-    for where, container in _containers(spec):
-        security = container.get("securityContext") or {}
-        if security.get("privileged"):
-            yield f"{at}.{where}.securityContext.privileged: privileged containers are not allowed"
-        if security.get("runAsUser") == 0:
-            yield f"{at}.{where}.securityContext.runAsUser: running as root (0) is not allowed"
-        if container.get("name") == WORKER_CONTAINER and where.startswith("spec.containers"):
-            worker = container
-    for volume in spec.get("volumes") or []:
-        if isinstance(volume, Mapping) and "hostPath" in volume:
-            yield (
-                f"{at}.spec.volumes[{volume.get('name')}].hostPath: node directories are not "
-                "allowed; use a PersistentVolumeClaim"
-            )
-    generated_worker = generated["spec"]["containers"][0]
-    if worker is None:
-        yield f"{at}.spec.containers[{WORKER_CONTAINER}]: the worker container must not be removed"
-        return
-    for field in ("command", "args"):
-        if worker.get(field) != generated_worker.get(field):
-            yield (
-                f"{at}.spec.containers[{WORKER_CONTAINER}].{field}: the worker's command is set "
-                "by the operator; remove it"
-            )
-    for item in worker.get("env") or []:
-        # spec.worker.env is in the generated list already (and checked on its own).
-        if (
-            isinstance(item, Mapping)
-            and item.get("name") in RESERVED_ENV
-            and item not in generated_worker["env"]
-        ):
-            yield (
-                f"{at}.spec.containers[{WORKER_CONTAINER}].env[{item.get('name')}]: "
-                "is set by the operator; remove it"
-            )

@@ -1,65 +1,54 @@
-"""kopf handlers of LMTrainingJob: every event and a 1 s timer run the same reconcile_job.
+"""kopf handlers of LMTrainingJob: every trigger runs the same pass, `reconcile_job`.
 
-reconcile_job reads the job and its children through kube.py, scrapes rank 0's metrics,
-asks the pure core (lmoperator.reconcile.trainingjob) for a plan, then writes the status,
-applies the actions and posts the events. Bad input never raises out of it except as
-kopf's own errors: an invalid spec becomes a Failed/Invalid status, API failures a
-TemporaryError (kopf retries).
+Triggers: the job's creation, a change of its spec, the operator's start (resume), an
+event of one of its children (handlers/children.py), a timer while the job is not
+finished (it scrapes rank 0's metrics first, outside the job's lock), and, for a
+finished job with ttlSecondsAfterFinished, one sleeping daemon that wakes when the TTL
+ends. A finished job without a TTL costs no API request at all.
+
+A pass takes the job's lock, then reads the job and its children from kopf's indexes
+(no GET, no LIST), asks the pure core (reconcile/trainingjob.py) for a plan, writes the
+status (progress at most every PROGRESS_WRITE_SECONDS) and carries the plan out. An
+invalid spec becomes a Failed/Invalid status; API failures a kopf.TemporaryError.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 
-from lmoperator.api import InvalidResourceError, LMTrainingJob, parse_resource
-from lmoperator.api.trainingjob import API_VERSION, GROUP, VERSION
-from lmoperator.builders.trainingjob import KIND, ROLE_WORKER, children_selector
-from lmoperator.kube import TRAINING_JOBS, Kube, KubeError
-from lmoperator.metrics_client import WorkerMetrics, rank0_metrics
-from lmoperator.operator_metrics import (
-    CHILDREN_CREATED,
-    CHILDREN_DELETED,
-    RECONCILE_DURATION,
-    RECONCILE_TOTAL,
-    SCALING_ACTIONS,
-)
+from lmoperator.api import InvalidResourceError, LMTrainingJob, kinds, parse_resource
+from lmoperator.builders.trainingjob import ROLE_WORKER
+from lmoperator.handlers import common
+from lmoperator.handlers.children import PODS_INDEX, SERVICES_INDEX, register_owner_pass
+from lmoperator.kube import KubeApi, KubeError
+from lmoperator.operator_metrics import RECONCILE_DURATION, RECONCILE_TOTAL, SCALING_ACTIONS
+from lmoperator.reconcile import children
+from lmoperator.reconcile.children import Plan
+from lmoperator.reconcile.conditions import parse_time
 from lmoperator.reconcile.trainingjob import (
+    PROGRESS_FIELDS,
     REASON_INVALID,
     TERMINAL_PHASES,
-    CreatePod,
-    CreateService,
-    DeleteJob,
-    DeletePod,
-    JobRef,
     Observed,
-    ObservedPod,
-    Plan,
-    observe_pod,
-    observe_service,
+    job_ref,
+    observe_job_pod,
     reconcile,
 )
+from lmoperator.worker_metrics import WorkerMetrics
 
-TIMER_INTERVAL_SECONDS = 1.0
-RETRY_DELAY_SECONDS = 2.0
-Scraper = Callable[[Iterable[str]], WorkerMetrics | None]
-# What kopf passes as `logger`.
-Logger = logging.Logger | logging.LoggerAdapter[Any]
-
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def _lock(uid: str) -> threading.Lock:
-    """One pass at a time per job: the timer and the event handlers may overlap."""
-    with _locks_guard:
-        return _locks.setdefault(uid, threading.Lock())
+KIND = kinds.TRAINING_JOB
+# How often a running job's metrics are scraped. status.step then trails the workers by
+# at most about this (plus one write interval of reconcile/status.py, 4 s), within the
+# 10 s promised; activeDeadlineSeconds is checked as often. Everything else (children,
+# failures, scaling) is event-driven and does not wait for it.
+TIMER_INTERVAL_SECONDS = 5.0
+JOBS_INDEX = "lmtrainingjob_bodies"
 
 
 def parse_job(body: Mapping[str, Any]) -> LMTrainingJob | InvalidResourceError:
@@ -75,118 +64,90 @@ def parse_job(body: Mapping[str, Any]) -> LMTrainingJob | InvalidResourceError:
     except InvalidResourceError as exc:
         return exc
     if not isinstance(resource, LMTrainingJob):
-        return InvalidResourceError(KIND, [f"kind: must be {KIND}"])
+        return InvalidResourceError(KIND.kind, [f"kind: must be {KIND.kind}"])
     return resource
 
 
-def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch turning status `old` into `new` (null removes a field)."""
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
-    patch.update({k: None for k in old if k not in new})
-    return patch
-
-
-def _owned(objects: list[dict[str, Any]], uid: str) -> list[dict[str, Any]]:
-    """Only children this job controls: the operator never touches what it does not own."""
-    return [
-        o
-        for o in objects
-        if any(
-            ref.get("uid") == uid and ref.get("controller")
-            for ref in (o.get("metadata") or {}).get("ownerReferences") or []
-        )
-    ]
-
-
-def _metrics_of(pods: list[ObservedPod], scrape: Scraper) -> WorkerMetrics | None:
+def ready_worker_ips(pods: list[dict[str, Any]]) -> list[str]:
+    """Ready workers' pod IPs in index order (rank 0 is first there, nearly always)."""
+    observed = [observe_job_pod(p) for p in pods]
     ready = sorted(
-        (p for p in pods if p.role == ROLE_WORKER and p.ready and p.ip and not p.deleting),
+        (p for p in observed if p.role == ROLE_WORKER and p.ready and p.ip and not p.deleting),
         key=lambda p: p.index or 0,
     )
-    return scrape([p.ip for p in ready if p.ip]) if ready else None
-
-
-def _apply(kube: Kube, ref: JobRef, plan: Plan, logger: Logger) -> list[str]:
-    """Carry out the plan's actions; the failures, as messages."""
-    failures: list[str] = []
-    involved = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": ref.name,
-        "namespace": ref.namespace,
-        "uid": ref.uid,
-    }
-    notes: list[tuple[str, str, str]] = []
-    for action in plan.actions:
-        try:
-            if isinstance(action, CreateService):
-                if kube.create_service(ref.namespace, action.manifest):
-                    CHILDREN_CREATED.labels("Service", "rdzv").inc()
-                    notes.append(("SuccessfulCreateService", f"Created service {action.name}", ""))
-            elif isinstance(action, CreatePod):
-                if kube.create_pod(ref.namespace, action.manifest):
-                    CHILDREN_CREATED.labels("Pod", action.role).inc()
-                    notes.append(("SuccessfulCreatePod", f"Created pod {action.name}", ""))
-            elif isinstance(action, DeletePod):
-                if kube.delete_pod(ref.namespace, action.name, action.grace_seconds):
-                    CHILDREN_DELETED.labels("Pod", action.role).inc()
-                    notes.append(
-                        ("SuccessfulDeletePod", f"Deleted pod {action.name}", action.reason)
-                    )
-            elif isinstance(action, DeleteJob):
-                logger.info(f"Deleting the job: {action.reason}")
-                kube.delete_job(ref.namespace, ref.name)
-        except KubeError as exc:
-            failures.append(str(exc))
-    for reason, message, why in notes:
-        logger.info(f"{message}" + (f" reason={why}" if why else ""))
-        _post(kube, involved, reason, message + (f" ({why})" if why else ""), "Normal", logger)
-    for event in plan.events:
-        _post(kube, involved, event.reason, event.message, event.type, logger)
-    return failures
-
-
-def _post(
-    kube: Kube,
-    involved: Mapping[str, str],
-    reason: str,
-    message: str,
-    type_: str,
-    logger: Logger,
-) -> None:
-    try:
-        kube.create_event(involved, reason, message, type_)
-    except KubeError as exc:  # events are best effort
-        logger.debug(f"Could not post event reason={reason}: {exc}")
+    return [p.ip for p in ready if p.ip]
 
 
 def reconcile_job(
-    kube: Kube,
+    kube: KubeApi,
     namespace: str,
     name: str,
-    logger: Logger,
+    indexes: Mapping[str, Any],
+    logger: common.Logger,
+    *,
+    wait: bool = True,
+    metrics: WorkerMetrics | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    scrape: Scraper = rank0_metrics,
 ) -> Plan | None:
-    """One level-based pass over one job; None when the job is gone or being deleted.
+    """One level-based pass over one job; None when the job is gone or being deleted, or
+    (wait=False) when a pass already under way will cover this one.
 
+    `indexes` holds kopf's indexes by name (the job's and its children's). `metrics`,
+    when given, is a fresh scrape of rank 0; otherwise the last one is used.
     Raises kopf.TemporaryError when the API fails (kopf retries after a delay).
     """
+    body = common.latest(indexes[JOBS_INDEX], (namespace, KIND.kind, name))
+    uid = str((body.get("metadata") or {}).get("uid") or "")
+    if not uid:
+        return None
+    state = common.STATES.get(uid)
+    if metrics is not None:
+        state.metrics = metrics
+
+    def one_pass() -> Plan | None:
+        return _pass(kube, namespace, name, indexes, state, logger, now)
+
+    return common.run_exclusive(state, one_pass, wait)
+
+
+def _pass(
+    kube: KubeApi,
+    namespace: str,
+    name: str,
+    indexes: Mapping[str, Any],
+    state: common.ObjectState,
+    logger: common.Logger,
+    now: Callable[[], datetime],
+) -> Plan | None:
     started = time.monotonic()
     result = "error"
     try:
-        body = kube.get_job(namespace, name)
-        meta = (body or {}).get("metadata") or {}
-        if body is None or meta.get("deletionTimestamp"):
+        # Read under the lock: a pass that waited for it sees what the last one wrote.
+        body = common.latest(indexes[JOBS_INDEX], (namespace, KIND.kind, name))
+        meta = body.get("metadata") or {}
+        if not body or meta.get("deletionTimestamp"):
             result = "skipped"
             return None
-        ref = JobRef(name, namespace, str(meta.get("uid", "")), int(meta.get("generation") or 0))
-        with _lock(ref.uid):
-            plan = _pass(kube, ref, body, logger, now, scrape)
-            if any(isinstance(a, CreateService) for a in plan.actions):
-                # The new Service's cluster IP is what the workers need: go on at once.
-                body = kube.get_job(namespace, name) or body
-                plan = _pass(kube, ref, body, logger, now, scrape)
+        ref = job_ref(name, namespace, str(meta.get("uid", "")), int(meta.get("generation") or 0))
+        if state.status is None:
+            state.status = dict(body.get("status") or {})
+        status = dict(state.status)
+        pods = common.children_of(ref, state, kinds.POD, indexes[PODS_INDEX])
+        services = common.children_of(ref, state, kinds.K8S_SERVICE, indexes[SERVICES_INDEX])
+        job = parse_job(body)
+        running = isinstance(job, LMTrainingJob) and status.get("phase") not in TERMINAL_PHASES
+        observed = Observed(
+            pods=[observe_job_pod(p) for p in pods],
+            services=[children.observe_service(s) for s in services],
+            metrics=state.metrics if running else None,
+        )
+        plan = reconcile(ref, job, status, observed, now())
+        # Status first: a failure counted here is never counted again, even if an action
+        # below fails and the pass is retried.
+        common.write_status(kube, ref, state, status, plan.status, PROGRESS_FIELDS)
+        if plan.scaled:
+            SCALING_ACTIONS.labels(plan.scaled).inc()
+        common.apply_plan(kube, ref, state, plan, logger)
         invalid = plan.status.get("phase") == "Failed" and any(
             c.get("type") == "Failed" and c.get("reason") == REASON_INVALID
             for c in plan.status.get("conditions") or []
@@ -194,80 +155,121 @@ def reconcile_job(
         result = "invalid" if invalid else "success"
         return plan
     except KubeError as exc:
-        raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
+        raise kopf.TemporaryError(str(exc), delay=common.RETRY_DELAY_SECONDS) from exc
     finally:
-        RECONCILE_TOTAL.labels(KIND, result).inc()
-        RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
+        RECONCILE_TOTAL.labels(KIND.kind, result).inc()
+        RECONCILE_DURATION.labels(KIND.kind).observe(time.monotonic() - started)
 
 
-def _pass(
-    kube: Kube,
-    ref: JobRef,
-    body: Mapping[str, Any],
-    logger: Logger,
-    now: Callable[[], datetime],
-    scrape: Scraper,
-) -> Plan:
-    selector = children_selector(ref.name)
-    pods = [observe_pod(p) for p in _owned(kube.list_pods(ref.namespace, selector), ref.uid)]
-    services = [
-        observe_service(s) for s in _owned(kube.list_services(ref.namespace, selector), ref.uid)
-    ]
-    status = dict(body.get("status") or {})
-    job = parse_job(body)
-    metrics = None
-    if isinstance(job, LMTrainingJob) and status.get("phase") not in TERMINAL_PHASES:
-        metrics = _metrics_of(pods, scrape)
-    plan = reconcile(ref, job, status, Observed(pods, services, metrics), now())
-    patch = status_patch(status, plan.status)
-    if patch:
-        # Status first: a failure counted here is never counted again, even if an action
-        # below fails and the pass is retried.
-        kube.patch_job_status(ref.namespace, ref.name, patch)
-    if plan.scaled:
-        SCALING_ACTIONS.labels(plan.scaled).inc()
-    failures = _apply(kube, ref, plan, logger)
-    if failures:
-        raise KubeError("; ".join(failures), 0, "")
-    return plan
+def _child_event_pass(
+    memo: Any, namespace: str, name: str, kwargs: Mapping[str, Any], logger: common.Logger
+) -> None:
+    try:
+        reconcile_job(common.kube_of(memo), namespace, name, kwargs, logger, wait=False)
+    except kopf.TemporaryError as exc:
+        # Event handlers are not retried: the job's own timer or next event will be.
+        logger.warning(f"Reconciling {KIND.singular} {name} after a child's event failed: {exc}")
 
 
-def _kube(memo: Any) -> Kube:
-    kube = getattr(memo, "kube", None)
-    if not isinstance(kube, Kube):
-        raise kopf.TemporaryError("the API client is not configured yet", delay=1)
-    return kube
+register_owner_pass(KIND, _child_event_pass)
 
 
-def _on_change(memo: Any, namespace: str, name: str, logger: Logger) -> None:
+# --------------------------------------------------------------------------------------
+# The handlers
+
+
+def _is_running(status: Mapping[str, Any], **_: Any) -> bool:
+    return status.get("phase") not in TERMINAL_PHASES
+
+
+def _expires(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
+    run_policy = spec.get("runPolicy") or {}
+    return (
+        status.get("phase") in TERMINAL_PHASES
+        and run_policy.get("ttlSecondsAfterFinished") is not None
+    )
+
+
+def _on_change(memo: Any, namespace: str, name: str, kwargs: Mapping[str, Any]) -> None:
     """Reconcile at once; an invalid spec also fails the handler (kopf logs it)."""
-    plan = reconcile_job(_kube(memo), namespace, name, logger)
-    if plan is None:
-        return
-    if plan.status.get("phase") != "Failed":
+    plan = reconcile_job(common.kube_of(memo), namespace, name, kwargs, kwargs["logger"])
+    if plan is None or plan.status.get("phase") != "Failed":
         return
     for condition in plan.status.get("conditions") or []:
         if condition.get("type") == "Failed" and condition.get("reason") == REASON_INVALID:
             raise kopf.PermanentError(f"The spec is invalid: {condition.get('message')}")
 
 
-@kopf.on.create(GROUP, VERSION, TRAINING_JOBS)
-def created(memo: Any, namespace: str | None, name: str, logger: Logger, **_: Any) -> None:
-    _on_change(memo, namespace or "default", name, logger)
+@kopf.index(KIND.group, KIND.version, KIND.plural)
+def lmtrainingjob_bodies(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[common.OwnerKey, dict[str, Any]]:
+    return common.owner_index_entry(KIND, namespace, name, body)
 
 
-@kopf.on.resume(GROUP, VERSION, TRAINING_JOBS)
-def resumed(memo: Any, namespace: str | None, name: str, logger: Logger, **_: Any) -> None:
+@kopf.on.create(KIND.group, KIND.version, KIND.plural)
+def created(memo: Any, namespace: str | None, name: str, **kwargs: Any) -> None:
+    _on_change(memo, namespace or "default", name, kwargs)
+
+
+@kopf.on.update(KIND.group, KIND.version, KIND.plural, field="spec")
+def updated(memo: Any, namespace: str | None, name: str, **kwargs: Any) -> None:
+    _on_change(memo, namespace or "default", name, kwargs)
+
+
+@kopf.on.resume(KIND.group, KIND.version, KIND.plural)
+def resumed(memo: Any, namespace: str | None, name: str, **kwargs: Any) -> None:
     # No PermanentError here: an invalid job was reported when it was created or changed.
-    reconcile_job(_kube(memo), namespace or "default", name, logger)
+    reconcile_job(common.kube_of(memo), namespace or "default", name, kwargs, kwargs["logger"])
 
 
-@kopf.on.update(GROUP, VERSION, TRAINING_JOBS, field="spec")
-def updated(memo: Any, namespace: str | None, name: str, logger: Logger, **_: Any) -> None:
-    _on_change(memo, namespace or "default", name, logger)
+@kopf.on.event(KIND.group, KIND.version, KIND.plural)
+def forget_deleted(event: Mapping[str, Any], uid: str | None, **_: Any) -> None:
+    """The operator's memory of a job goes with the job."""
+    if event.get("type") == "DELETED" and uid:
+        common.STATES.forget(uid)
 
 
-@kopf.timer(GROUP, VERSION, TRAINING_JOBS, interval=TIMER_INTERVAL_SECONDS, sharp=False)
-def tick(memo: Any, namespace: str | None, name: str, logger: Logger, **_: Any) -> None:
-    """Level-based resync: children's changes, metrics, deadlines and TTLs."""
-    reconcile_job(_kube(memo), namespace or "default", name, logger)
+@kopf.timer(
+    KIND.group,
+    KIND.version,
+    KIND.plural,
+    interval=TIMER_INTERVAL_SECONDS,
+    sharp=False,
+    when=_is_running,
+)
+async def tick(memo: Any, namespace: str | None, name: str, **kwargs: Any) -> None:
+    """Metrics and deadlines of a job that has not finished."""
+    namespace = namespace or "default"
+    kube = common.kube_of(memo)
+    pods = common.latest_children(kwargs[PODS_INDEX], (namespace, KIND.kind, name))
+    metrics = await memo.scraper.rank0(ready_worker_ips(pods))
+    await asyncio.to_thread(
+        reconcile_job, kube, namespace, name, kwargs, kwargs["logger"], metrics=metrics
+    )
+
+
+@kopf.daemon(KIND.group, KIND.version, KIND.plural, when=_expires, cancellation_timeout=1.0)
+async def delete_after_ttl(
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    namespace: str | None,
+    name: str,
+    **kwargs: Any,
+) -> None:
+    """Sleep until ttlSecondsAfterFinished has passed, then let a pass delete the job."""
+    namespace = namespace or "default"
+    while not stopped:
+        body = common.latest(kwargs[JOBS_INDEX], (namespace, KIND.kind, name))
+        ttl = ((body.get("spec") or {}).get("runPolicy") or {}).get("ttlSecondsAfterFinished")
+        completed = parse_time((body.get("status") or {}).get("completionTime"))
+        if not isinstance(ttl, int) or completed is None:
+            return
+        due = completed + timedelta(seconds=ttl)
+        wait = (due - datetime.now(UTC)).total_seconds()
+        if wait > 0:
+            await stopped.wait(wait + 0.5)  # completionTime has whole seconds
+            continue
+        kube = common.kube_of(memo)
+        await asyncio.to_thread(reconcile_job, kube, namespace, name, kwargs, kwargs["logger"])
+        await stopped.wait(common.RETRY_DELAY_SECONDS)

@@ -11,12 +11,13 @@ recorded in status when its restart is counted, so no failure is counted twice.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from lmoperator.api import InvalidResourceError
+from lmoperator.api import InvalidResourceError, kinds
 from lmoperator.api.common import MAX_SCALING_HISTORY
 from lmoperator.api.trainingjob import (
     MAX_COUNTED_FAILURES,
@@ -27,8 +28,6 @@ from lmoperator.api.trainingjob import (
     TrainingPhase,
 )
 from lmoperator.builders.trainingjob import (
-    INDEX_LABEL,
-    ROLE_LABEL,
     ROLE_RDZV,
     ROLE_WORKER,
     WORKER_CONTAINER,
@@ -41,8 +40,17 @@ from lmoperator.builders.trainingjob import (
     worker_pod,
     worker_selector,
 )
-from lmoperator.metrics_client import WorkerMetrics
+from lmoperator.reconcile.children import (
+    CreateObject,
+    DeleteObject,
+    ObservedPod,
+    ObservedService,
+    OwnerRef,
+    Plan,
+    observe_pod,
+)
 from lmoperator.reconcile.conditions import Conditions, parse_time, rfc3339
+from lmoperator.worker_metrics import WorkerMetrics
 from lmworker.config import EXIT_PERMANENT, RDZV_PORT
 
 Cond = TrainingConditionType
@@ -55,46 +63,16 @@ REASON_WORKER_FAILED = "WorkerFailed"
 REASON_BACKOFF = "BackoffLimitExceeded"
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_COMPLETED = "TrainingCompleted"
-MAX_MESSAGE = 1024
+# Status fields that move while a job trains: their writes may wait (reconcile/status.py).
+PROGRESS_FIELDS = frozenset({"step", "loss", "tokensPerSecond", "lastCheckpoint"})
 
 
 # --------------------------------------------------------------------------------------
 # Inputs
 
 
-@dataclass(frozen=True)
-class JobRef:
-    """Who the job is, known even when its spec does not parse."""
-
-    name: str
-    namespace: str
-    uid: str
-    generation: int = 0
-
-
-@dataclass(frozen=True)
-class ObservedPod:
-    name: str
-    uid: str
-    role: str
-    index: int | None
-    phase: str  # Pending | Running | Succeeded | Failed | Unknown
-    ready: bool = False
-    deleting: bool = False
-    exit_code: int | None = None
-    termination_message: str | None = None
-    restart_count: int = 0
-    ip: str | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
-
-
-@dataclass(frozen=True)
-class ObservedService:
-    name: str
-    cluster_ip: str | None
+def job_ref(name: str, namespace: str, uid: str, generation: int = 0) -> OwnerRef:
+    return OwnerRef(kinds.TRAINING_JOB, name, namespace, uid, generation)
 
 
 @dataclass(frozen=True)
@@ -104,110 +82,18 @@ class Observed:
     metrics: WorkerMetrics | None = None
 
 
-def observe_pod(pod: Mapping[str, Any]) -> ObservedPod:
-    """The facts the reconciler needs from a pod manifest (as the API returns it)."""
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    status = pod.get("status") or {}
-    try:
-        index: int | None = int(labels[INDEX_LABEL])
-    except (KeyError, TypeError, ValueError):
-        index = None
-    statuses = [s for s in status.get("containerStatuses") or [] if isinstance(s, Mapping)]
-    main = next((s for s in statuses if s.get("name") == WORKER_CONTAINER), None)
-    main = main or (statuses[0] if statuses else {})
-    terminated = (main.get("state") or {}).get("terminated") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-        if isinstance(c, Mapping)
-    )
-    exit_code = terminated.get("exitCode")
-    return ObservedPod(
-        name=str(meta.get("name", "")),
-        uid=str(meta.get("uid", "")),
-        role=str(labels.get(ROLE_LABEL, "")),
-        index=index,
-        phase=str(status.get("phase") or "Pending"),
-        ready=ready,
-        deleting=bool(meta.get("deletionTimestamp")),
-        exit_code=exit_code if isinstance(exit_code, int) else None,
-        termination_message=terminated.get("message"),
-        restart_count=int(main.get("restartCount") or 0),
-        ip=status.get("podIP") or None,
-    )
-
-
-def observe_service(service: Mapping[str, Any]) -> ObservedService:
-    ip = (service.get("spec") or {}).get("clusterIP")
-    return ObservedService(
-        name=str((service.get("metadata") or {}).get("name", "")),
-        cluster_ip=ip if ip and ip != "None" else None,
-    )
-
-
-# --------------------------------------------------------------------------------------
-# Outputs
-
-
-@dataclass(frozen=True)
-class CreateService:
-    manifest: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return str(self.manifest["metadata"]["name"])
-
-
-@dataclass(frozen=True)
-class CreatePod:
-    manifest: dict[str, Any]
-    role: str
-
-    @property
-    def name(self) -> str:
-        return str(self.manifest["metadata"]["name"])
-
-
-@dataclass(frozen=True)
-class DeletePod:
-    name: str
-    role: str
-    reason: str
-    # None: the pod's own terminationGracePeriodSeconds (the worker saves a checkpoint).
-    grace_seconds: int | None = None
-
-
-@dataclass(frozen=True)
-class DeleteJob:
-    reason: str
-
-
-Action = CreateService | CreatePod | DeletePod | DeleteJob
-
-
-@dataclass(frozen=True)
-class Event:
-    reason: str
-    message: str
-    type: Literal["Normal", "Warning"] = "Normal"
-
-
-@dataclass
-class Plan:
-    actions: list[Action] = field(default_factory=list)
-    status: dict[str, Any] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
-    # "up" or "down" when this pass decided a rescale.
-    scaled: Literal["up", "down"] | None = None
+def observe_job_pod(pod: Mapping[str, Any]) -> ObservedPod:
+    """A worker or rendezvous pod, read through its main container."""
+    return observe_pod(pod, WORKER_CONTAINER)
 
 
 # --------------------------------------------------------------------------------------
 # Decisions
 
 
-def _completed_step(message: str | None) -> int | None:
-    """The step of a worker's completion report ({"completed": true, "step": N})."""
+def _completion_report(message: str | None) -> tuple[int, float | None] | None:
+    """(step, final loss) of a worker's completion report ({"completed": true, "step": N,
+    "loss": x}), or None when the message is not one."""
     if not message:
         return None
     try:
@@ -215,9 +101,11 @@ def _completed_step(message: str | None) -> int | None:
     except ValueError:
         return None
     if isinstance(report, dict) and report.get("completed") is True:
-        step = report.get("step")
+        step, loss = report.get("step"), report.get("loss")
         if isinstance(step, int) and not isinstance(step, bool):
-            return step
+            if isinstance(loss, int | float) and math.isfinite(loss):
+                return step, float(loss)
+            return step, None
     return None
 
 
@@ -246,15 +134,11 @@ def _failure_text(pod: ObservedPod) -> str:
     return f"{pod.name} failed ({code})" + (f": {detail}" if detail else "")
 
 
-def _clip(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
-
-
 class _Pass:
     """One reconciliation pass: accumulates the plan."""
 
     def __init__(
-        self, ref: JobRef, status: Mapping[str, Any], observed: Observed, now: datetime
+        self, ref: OwnerRef, status: Mapping[str, Any], observed: Observed, now: datetime
     ) -> None:
         self.ref = ref
         self.old = dict(status)
@@ -272,13 +156,11 @@ class _Pass:
     # -- helpers ----------------------------------------------------------------------
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
-        self.plan.events.append(Event(reason, _clip(message), "Warning" if warning else "Normal"))
+        self.plan.event(reason, message, warning)
 
     def delete(self, pod: ObservedPod, reason: str, grace: int | None = None) -> None:
-        if not pod.deleting and not any(
-            isinstance(a, DeletePod) and a.name == pod.name for a in self.plan.actions
-        ):
-            self.plan.actions.append(DeletePod(pod.name, pod.role, reason, grace))
+        if not pod.deleting:
+            self.plan.delete(kinds.POD, pod.name, pod.role, reason, grace, pod.uid)
 
     def observe(self) -> None:
         """Status fields that only report what exists."""
@@ -343,7 +225,14 @@ class _Pass:
             and completed is not None
             and self.now >= completed + timedelta(seconds=ttl)
         ):
-            self.plan.actions.append(DeleteJob(f"ttlSecondsAfterFinished ({ttl} s) passed"))
+            self.plan.actions.append(
+                DeleteObject(
+                    kinds.TRAINING_JOB,
+                    self.ref.name,
+                    "",
+                    f"ttlSecondsAfterFinished ({ttl} s) passed",
+                )
+            )
 
     # -- the running job ----------------------------------------------------------------
 
@@ -394,9 +283,14 @@ class _Pass:
         for pod in self.workers:
             # The report is the truth, whatever the exit code: a worker writes it only
             # once training reached its steps (and may be killed while exiting).
-            step = _completed_step(pod.termination_message) if pod.finished else None
-            if step is not None and step >= steps:
+            report = _completion_report(pod.termination_message) if pod.finished else None
+            if report is not None and report[0] >= steps:
+                step, loss = report
+                # The report's figures are the final ones, however short the run was
+                # next to the metrics interval.
                 self.status["step"] = max(step, int(self.status.get("step") or 0))
+                if loss is not None:
+                    self.status["loss"] = loss
                 return f"{pod.name} reported training complete at step {step} of {steps}"
         known = [self.status.get("step"), self.observed.metrics and self.observed.metrics.step]
         step = max((s for s in known if isinstance(s, int)), default=0)
@@ -452,17 +346,19 @@ class _Pass:
                 self.delete(pod, "RendezvousFailed", grace=0)
         service = next((s for s in self.observed.services if s.name == rdzv_name(name)), None)
         if service is None:
-            self.plan.actions.append(CreateService(rdzv_service(job, self.ref.uid)))
+            manifest = rdzv_service(job, self.ref.uid)
+            self.plan.actions.append(CreateObject(kinds.K8S_SERVICE, manifest, ROLE_RDZV))
             return False
         if service.cluster_ip is None:
             return False
         if rdzv_name(name) not in self.pods:
-            self.plan.actions.append(CreatePod(rdzv_pod(job, self.ref.uid), ROLE_RDZV))
+            manifest = rdzv_pod(job, self.ref.uid)
+            self.plan.actions.append(CreateObject(kinds.POD, manifest, ROLE_RDZV))
         address = f"{service.cluster_ip}:{RDZV_PORT}"
         for index in range(replicas):
             if worker_name(name, index) not in self.pods:
                 manifest = worker_pod(job, self.ref.uid, index, address)
-                self.plan.actions.append(CreatePod(manifest, ROLE_WORKER))
+                self.plan.actions.append(CreateObject(kinds.POD, manifest, ROLE_WORKER))
         members = {p.index: p for p in self.workers if not p.deleting}
         return not beyond and all(
             index in members and members[index].ready and not members[index].finished
@@ -558,7 +454,7 @@ def _may_retry_validation(p: _Pass) -> bool:
 
 
 def reconcile(
-    ref: JobRef,
+    ref: OwnerRef,
     job: LMTrainingJob | InvalidResourceError,
     status: Mapping[str, Any] | None,
     observed: Observed,

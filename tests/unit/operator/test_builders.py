@@ -245,7 +245,7 @@ def test_pod_template_is_strategically_merged() -> None:
 
 
 def test_merge_null_deletes_and_patch_delete_removes_items() -> None:
-    pod = {
+    pod: dict[str, Any] = {
         "metadata": {"labels": {"a": "1"}},
         "spec": {
             "nodeSelector": {"x": "y"},

@@ -1,83 +1,145 @@
-"""reconcile_job, the handlers' one function, against an in-memory stand-in for kube.py."""
+"""reconcile_job, the handlers' one pass, against an in-memory KubeApi and kopf-like indexes.
+
+`FakeCluster` holds the objects and records every API call; `indexes()` is what kopf's
+watches would have indexed from them by now, so a test decides when "the watch event
+arrives" by rebuilding the indexes (or not).
+"""
 
 from __future__ import annotations
 
 import copy
 import logging
-from datetime import UTC, datetime
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 import pytest
 
-from lmoperator.api import InvalidResourceError, LMTrainingJob
-from lmoperator.handlers.trainingjob import parse_job, reconcile_job, status_patch
-from lmoperator.kube import KubeError
+from lmoperator.api import InvalidResourceError, LMTrainingJob, kinds
+from lmoperator.handlers import common
+from lmoperator.handlers.children import PODS_INDEX, SERVICES_INDEX
+from lmoperator.handlers.trainingjob import JOBS_INDEX, parse_job, reconcile_job
+from lmoperator.kube import KubeApi, KubeError, Subresource
+from lmoperator.reconcile.children import Plan
+from lmoperator.reconcile.status import PROGRESS_WRITE_SECONDS, should_write, status_patch
+from lmoperator.reconcile.trainingjob import PROGRESS_FIELDS
+from lmoperator.worker_metrics import WorkerMetrics
 from tests.unit.operator.helpers import job_doc
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 LOG = logging.getLogger("test")
+KEY = ("ns", "LMTrainingJob", "tiny-lm")
 
 
-class FakeKube:
-    """Just enough of lmoperator.kube.Kube: objects in dicts, calls recorded in order."""
+class FakeCluster:
+    """Just enough of an API server: objects in dicts, calls recorded in order."""
 
     def __init__(self, job: dict[str, Any]) -> None:
         self.job: dict[str, Any] | None = job
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.services: dict[str, dict[str, Any]] = {}
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # (plural, name)
         self.calls: list[str] = []
         self.events: list[tuple[str, str]] = []
         self.fail_on: str | None = None
+        self._uids = iter(range(1000))
 
     def _record(self, call: str) -> None:
         self.calls.append(call)
         if self.fail_on and call.startswith(self.fail_on):
             raise KubeError(call, 500, "boom")
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.job)
+    # -- KubeApi --------------------------------------------------------------------
 
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return list(self.pods.values())
+    def get(self, kind: kinds.ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
+        self._record(f"get {kind.singular} {name}")
+        return copy.deepcopy(self.objects.get((kind.plural, name)))
 
-    def list_services(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return list(self.services.values())
+    def list(self, kind: kinds.ResourceKind, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self._record(f"list {kind.plural}")
+        return [copy.deepcopy(o) for (p, _), o in self.objects.items() if p == kind.plural]
 
-    def create_service(self, namespace: str, manifest: dict[str, Any]) -> bool:
-        self._record(f"create service {manifest['metadata']['name']}")
-        service = copy.deepcopy(manifest)
-        service["spec"]["clusterIP"] = "127.96.0.1"
-        self.services[manifest["metadata"]["name"]] = service
-        return True
+    def create(
+        self, kind: kinds.ResourceKind, namespace: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        name = manifest["metadata"]["name"]
+        self._record(f"create {kind.singular} {name}")
+        if (kind.plural, name) in self.objects:
+            return None
+        created = copy.deepcopy(dict(manifest))
+        created["metadata"]["uid"] = f"uid-{next(self._uids)}"
+        if kind == kinds.K8S_SERVICE:
+            created["spec"]["clusterIP"] = "127.96.0.1"
+        if kind == kinds.POD:
+            created["status"] = {"phase": "Pending"}
+        self.objects[(kind.plural, name)] = created
+        return copy.deepcopy(created)
 
-    def create_pod(self, namespace: str, manifest: dict[str, Any]) -> bool:
-        self._record(f"create pod {manifest['metadata']['name']}")
-        pod = copy.deepcopy(manifest)
-        pod["metadata"]["uid"] = f"uid-{len(self.pods)}"
-        pod["status"] = {"phase": "Pending"}
-        self.pods[manifest["metadata"]["name"]] = pod
-        return True
-
-    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> bool:
-        self._record(f"delete pod {name}")
-        return self.pods.pop(name, None) is not None
-
-    def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self._record("patch status")
-        assert self.job is not None
+    def patch(
+        self,
+        kind: kinds.ResourceKind,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+        subresource: Subresource = "",
+    ) -> dict[str, Any] | None:
+        self._record(f"patch {subresource or kind.singular}")
+        assert kind == kinds.TRAINING_JOB
+        assert subresource == "status"
+        if self.job is None:
+            return None
         status = self.job.setdefault("status", {})
-        for key, value in patch.items():
+        for key, value in patch["status"].items():
             if value is None:
                 status.pop(key, None)
             else:
                 status[key] = value
+        return copy.deepcopy(self.job)
 
-    def delete_job(self, namespace: str, name: str) -> None:
-        self._record("delete job")
+    def delete(
+        self,
+        kind: kinds.ResourceKind,
+        namespace: str,
+        name: str,
+        grace_seconds: int | None = None,
+    ) -> bool:
+        self._record(f"delete {kind.singular} {name}")
+        if kind == kinds.TRAINING_JOB:
+            gone, self.job = self.job is not None, None
+            return gone
+        return self.objects.pop((kind.plural, name), None) is not None
 
-    def create_event(self, involved: Any, reason: str, message: str, type_: str = "Normal") -> None:
+    def create_event(
+        self, involved: Mapping[str, str], reason: str, message: str, type_: str = "Normal"
+    ) -> None:
         self.events.append((reason, type_))
+
+    # -- what kopf's watches would show -------------------------------------------------
+
+    def indexes(self) -> dict[str, Any]:
+        children: dict[str, dict[Any, list[dict[str, Any]]]] = {
+            PODS_INDEX: {},
+            SERVICES_INDEX: {},
+        }
+        for (plural, _), obj in self.objects.items():
+            index = PODS_INDEX if plural == "pods" else SERVICES_INDEX
+            for key, value in common.child_index_entry("ns", obj).items():
+                children[index].setdefault(key, []).append(copy.deepcopy(value))
+        jobs = {KEY: [copy.deepcopy(self.job)]} if self.job is not None else {}
+        return {JOBS_INDEX: jobs, **children}
+
+    def set_pod(self, name: str, **status: Any) -> None:
+        self.objects[("pods", name)]["status"].update(status)
+
+
+def _typed(fake: FakeCluster) -> KubeApi:
+    return fake  # the fake satisfies the Protocol: mypy checks it here
+
+
+@pytest.fixture(autouse=True)
+def fresh_memory() -> Iterator[None]:
+    yield
+    common.STATES.forget("job-uid")
 
 
 def stored_job(**spec: Any) -> dict[str, Any]:
@@ -87,8 +149,21 @@ def stored_job(**spec: Any) -> dict[str, Any]:
     return doc
 
 
-def reconcile(kube: FakeKube) -> Any:
-    return reconcile_job(kube, "ns", "tiny-lm", LOG, now=lambda: NOW, scrape=lambda ips: None)  # type: ignore[arg-type]
+def reconcile(
+    fake: FakeCluster,
+    indexes: dict[str, Any] | None = None,
+    now: datetime = NOW,
+    metrics: WorkerMetrics | None = None,
+) -> Plan | None:
+    return reconcile_job(
+        _typed(fake),
+        "ns",
+        "tiny-lm",
+        indexes if indexes is not None else fake.indexes(),
+        LOG,
+        now=lambda: now,
+        metrics=metrics,
+    )
 
 
 def test_parse_job_ignores_status_and_server_fields() -> None:
@@ -108,71 +183,220 @@ def test_status_patch_sets_changes_and_removes_fields() -> None:
     assert status_patch(new, new) == {}
 
 
-def test_first_pass_creates_everything_status_first() -> None:
-    kube = FakeKube(stored_job())
-    plan = reconcile(kube)
+def test_progress_alone_waits_other_changes_do_not() -> None:
+    progress = {"step": 4, "loss": 2.5}
+    assert should_write(progress, PROGRESS_FIELDS, None)  # never written: at once
+    assert not should_write(progress, PROGRESS_FIELDS, PROGRESS_WRITE_SECONDS / 2)
+    assert should_write(progress, PROGRESS_FIELDS, PROGRESS_WRITE_SECONDS)
+    assert should_write({**progress, "phase": "Scaling"}, PROGRESS_FIELDS, 0.0)
+    assert not should_write({}, PROGRESS_FIELDS, None)
+
+
+def test_first_passes_create_everything_status_first_and_no_reads() -> None:
+    fake = FakeCluster(stored_job())
+    plan = reconcile(fake)
     assert plan is not None
-    assert kube.calls == [
-        "patch status",
-        "create service tiny-lm-rdzv",
-        # a second pass at once, with the new Service's cluster IP (the status is unchanged)
+    assert fake.calls == ["patch status", "create service tiny-lm-rdzv"]
+    assert fake.job is not None
+    assert fake.job["status"]["phase"] == "Pending"
+    # The Service's event runs the next pass: its cluster IP lets the pods be made.
+    reconcile(fake)
+    assert fake.calls[2:] == [
         "create pod tiny-lm-rdzv",
         "create pod tiny-lm-worker-0",
         "create pod tiny-lm-worker-1",
     ]
-    assert kube.job is not None
-    assert kube.job["status"]["phase"] == "Pending"
-    assert ("SuccessfulCreatePod", "Normal") in kube.events
-    # The next pass sees the pods and records them; then nothing changes, nothing is written.
-    kube.calls.clear()
-    reconcile(kube)
-    assert kube.calls == ["patch status"]
-    assert kube.job["status"]["replicas"] == 2
-    kube.calls.clear()
-    reconcile(kube)
-    assert kube.calls == []
+    assert ("SuccessfulCreatePod", "Normal") in fake.events
+    # The pods' events: the pass records them; then nothing changes, nothing is written.
+    fake.calls.clear()
+    reconcile(fake)
+    assert fake.calls == ["patch status"]
+    assert fake.job["status"]["replicas"] == 2
+    fake.calls.clear()
+    reconcile(fake)
+    assert fake.calls == []
+    assert not any(c.startswith(("get", "list")) for c in fake.calls)
+
+
+def test_children_made_by_a_pass_count_before_their_watch_events_arrive() -> None:
+    fake = FakeCluster(stored_job())
+    stale = fake.indexes()  # no children: the watch has shown nothing yet
+    reconcile(fake, stale)
+    reconcile(fake, stale)  # the Service is known from its creation
+    fake.calls.clear()
+    plan = reconcile(fake, stale)
+    assert plan is not None
+    assert fake.calls == ["patch status"]  # nothing created twice; replicas recorded
+    assert plan.status["replicas"] == 2
+
+
+def test_a_deleted_child_counts_as_deleting_until_its_event_arrives() -> None:
+    fake = FakeCluster(stored_job(replicas=2))
+    for _ in range(3):
+        reconcile(fake)
+    assert fake.job is not None
+    fake.job["spec"]["replicas"] = 1
+    fake.job["metadata"]["generation"] = 2
+    before = fake.indexes()
+    reconcile(fake, before)
+    assert "delete pod tiny-lm-worker-1" in fake.calls
+    fake.calls.clear()
+    plan = reconcile(fake, before)  # the index still shows the pod, not deleting
+    assert plan is not None
+    assert not any(call.startswith("delete") for call in fake.calls)  # not deleted twice
+    assert plan.status["replicas"] == 1
 
 
 def test_children_of_others_are_never_touched() -> None:
-    kube = FakeKube(stored_job(replicas=1))
-    stranger = {
+    fake = FakeCluster(stored_job(replicas=1))
+    fake.objects[("pods", "tiny-lm-worker-5")] = {
         "metadata": {
             "name": "tiny-lm-worker-5",
             "uid": "x",
             "labels": {"elasticlm.io/job": "tiny-lm", "elasticlm.io/role": "worker",
                        "elasticlm.io/index": "5"},
-            "ownerReferences": [{"uid": "someone-else", "controller": True}],
+            "ownerReferences": [{"apiVersion": "elasticlm.io/v1alpha1", "kind": "LMTrainingJob",
+                                 "name": "tiny-lm", "uid": "someone-else", "controller": True}],
         },
         "status": {"phase": "Running"},
     }  # fmt: skip
-    kube.pods["tiny-lm-worker-5"] = stranger
-    reconcile(kube)
-    assert "delete pod tiny-lm-worker-5" not in kube.calls
+    for _ in range(3):
+        reconcile(fake)
+    assert "delete pod tiny-lm-worker-5" not in fake.calls
 
 
-def test_api_errors_become_temporary_errors() -> None:
-    kube = FakeKube(stored_job())
-    kube.fail_on = "create service"
+def test_api_errors_become_temporary_errors_and_the_next_pass_retries() -> None:
+    fake = FakeCluster(stored_job())
+    fake.fail_on = "create service"
     with pytest.raises(kopf.TemporaryError):
-        reconcile(kube)
+        reconcile(fake)
+    fake.fail_on = None
+    reconcile(fake)
+    assert ("services", "tiny-lm-rdzv") in fake.objects
 
 
 def test_deleted_or_deleting_jobs_are_left_alone() -> None:
-    kube = FakeKube(stored_job())
-    assert kube.job is not None
-    kube.job["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
-    assert reconcile(kube) is None
-    kube.job = None
-    assert reconcile(kube) is None
-    assert kube.calls == []
+    fake = FakeCluster(stored_job())
+    assert fake.job is not None
+    fake.job["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    assert reconcile(fake) is None
+    fake.job = None
+    assert reconcile(fake) is None
+    assert fake.calls == []
 
 
 def test_invalid_spec_is_reported_not_raised() -> None:
     doc = stored_job()
     doc["spec"]["replicas"] = 0
-    kube = FakeKube(doc)
-    plan = reconcile(kube)
+    fake = FakeCluster(doc)
+    plan = reconcile(fake)
     assert plan is not None
     assert plan.status["phase"] == "Failed"
-    assert kube.calls == ["patch status"]
-    assert ("Invalid", "Warning") in kube.events
+    assert fake.calls == ["patch status"]
+    assert ("Invalid", "Warning") in fake.events
+
+
+def _running(fake: FakeCluster) -> None:
+    for _ in range(3):
+        reconcile(fake)
+    for name in ("tiny-lm-rdzv", "tiny-lm-worker-0", "tiny-lm-worker-1"):
+        fake.set_pod(name, phase="Running", conditions=[{"type": "Ready", "status": "True"}])
+    reconcile(fake)
+
+
+def test_training_progress_is_written_at_most_every_few_seconds() -> None:
+    fake = FakeCluster(stored_job())
+    _running(fake)
+    fake.calls.clear()
+    reconcile(fake, metrics=WorkerMetrics(step=10, loss=3.0, world_size=2, rank=0))
+    assert fake.calls == ["patch status"]  # worldSize and phase moved: at once
+    reconcile(fake, metrics=WorkerMetrics(step=11, loss=2.9, world_size=2, rank=0))
+    assert fake.calls == ["patch status"]  # only progress, just written: it waits
+    assert fake.job is not None
+    assert fake.job["status"]["step"] == 10
+    state = common.STATES.get("job-uid")
+    assert state.last_progress_write is not None
+    state.last_progress_write -= PROGRESS_WRITE_SECONDS
+    reconcile(fake, metrics=WorkerMetrics(step=12, loss=2.8, world_size=2, rank=0))
+    assert fake.calls == ["patch status", "patch status"]
+    assert fake.job["status"]["step"] == 12
+
+
+def _finish(fake: FakeCluster) -> Plan | None:
+    _running(fake)
+    for name in ("tiny-lm-worker-0", "tiny-lm-worker-1"):
+        fake.set_pod(
+            name,
+            phase="Succeeded",
+            conditions=[],
+            containerStatuses=[
+                {
+                    "name": "worker",
+                    "state": {
+                        "terminated": {"exitCode": 0, "message": '{"completed": true, "step": 300}'}
+                    },
+                }
+            ],
+        )
+    return reconcile(fake)
+
+
+def test_a_finished_job_costs_no_requests() -> None:
+    fake = FakeCluster(stored_job())
+    plan = _finish(fake)
+    assert plan is not None
+    assert plan.status["phase"] == "Succeeded"
+    fake.calls.clear()
+    for later in (1, 60, 3600):
+        reconcile(fake, now=NOW + timedelta(seconds=later))
+    assert fake.calls == []
+
+
+def test_the_ttl_deletes_the_job_once_due() -> None:
+    fake = FakeCluster(stored_job(runPolicy={"ttlSecondsAfterFinished": 30}))
+    _finish(fake)
+    fake.calls.clear()
+    reconcile(fake, now=NOW + timedelta(seconds=29))
+    assert fake.calls == []
+    reconcile(fake, now=NOW + timedelta(seconds=30))
+    assert fake.calls == ["delete lmtrainingjob tiny-lm"]
+
+
+def test_a_pass_waiting_for_the_lock_reads_what_the_last_one_wrote() -> None:
+    fake = FakeCluster(stored_job())
+    stale = fake.indexes()  # taken before the first pass wrote its status
+    state = common.STATES.get("job-uid")
+    with state.lock:
+        waiting = threading.Thread(target=reconcile, args=(fake, stale))
+        waiting.start()
+        waiting.join(0.2)
+        assert waiting.is_alive()  # it waits for the lock, before reading anything
+    waiting.join()
+    fake.calls.clear()
+    reconcile(fake, stale)
+    # Created, Pending, the Service: all known from the write, not from `stale`.
+    assert "patch status" not in fake.calls
+
+
+def test_child_events_coalesce_while_a_pass_runs() -> None:
+    runs: list[int] = []
+    state = common.ObjectState()
+    started, release = threading.Event(), threading.Event()
+
+    def slow_pass() -> int:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            started.set()
+            release.wait(5)
+        return len(runs)
+
+    holder = threading.Thread(target=common.run_exclusive, args=(state, slow_pass, True))
+    holder.start()
+    assert started.wait(5)
+    # Three child events while the pass runs: none blocks, one more pass covers them all.
+    for _ in range(3):
+        assert common.run_exclusive(state, slow_pass, False) is None
+    release.set()
+    holder.join(5)
+    assert runs == [0, 1]
+    assert not state.dirty

@@ -9,30 +9,49 @@ from typing import Any
 
 import pytest
 
-from lmoperator.api import InvalidResourceError, LMTrainingJob
+from lmoperator.api import InvalidResourceError, LMTrainingJob, kinds
 from lmoperator.api.trainingjob import LMTrainingJobStatus, RestartPolicy
-from lmoperator.metrics_client import WorkerMetrics
-from lmoperator.reconcile.trainingjob import (
+from lmoperator.reconcile.children import (
     Action,
-    CreatePod,
-    CreateService,
-    DeleteJob,
-    DeletePod,
-    JobRef,
-    Observed,
+    CreateObject,
+    DeleteObject,
     ObservedPod,
     ObservedService,
+    OwnerRef,
     Plan,
-    is_permanent_failure,
-    observe_pod,
     observe_service,
+)
+from lmoperator.reconcile.trainingjob import (
+    Observed,
+    is_permanent_failure,
+    job_ref,
+    observe_job_pod,
     reconcile,
 )
+from lmoperator.worker_metrics import WorkerMetrics
 from lmworker.config import WorkerConfig
 from tests.unit.operator.helpers import make_job
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
-REF = JobRef("tiny-lm", "ns", "job-uid", generation=1)
+REF = job_ref("tiny-lm", "ns", "job-uid", generation=1)
+
+# What an action does to which kind of object.
+ActionKind = tuple[type[CreateObject] | type[DeleteObject], kinds.ResourceKind]
+CreatePod: ActionKind = (CreateObject, kinds.POD)
+CreateService: ActionKind = (CreateObject, kinds.K8S_SERVICE)
+DeletePod: ActionKind = (DeleteObject, kinds.POD)
+DeleteJob: ActionKind = (DeleteObject, kinds.TRAINING_JOB)
+
+
+def is_(action: Action, what: ActionKind) -> bool:
+    cls, kind = what
+    return isinstance(action, cls) and action.kind == kind
+
+
+def kinds_of(actions: Sequence[Action]) -> list[ActionKind]:
+    return [(type(a), a.kind) for a in actions if isinstance(a, CreateObject | DeleteObject)]
+
+
 SERVICE = ObservedService("tiny-lm-rdzv", "127.96.0.9")
 
 
@@ -73,7 +92,7 @@ def run(
     services: Sequence[ObservedService] = (SERVICE,),
     metrics: WorkerMetrics | None = None,
     now: datetime = NOW,
-    ref: JobRef = REF,
+    ref: OwnerRef = REF,
 ) -> Plan:
     plan = reconcile(
         ref, job if job is not None else make_job(), status, Observed(pods, services, metrics), now
@@ -91,8 +110,8 @@ def settle(job: LMTrainingJob, pods: Sequence[ObservedPod], passes: int = 1) -> 
     return plan
 
 
-def names(actions: Sequence[Action], kind: type) -> list[str]:
-    return [a.name for a in actions if isinstance(a, kind)]  # type: ignore[attr-defined]
+def names(actions: Sequence[Action], what: ActionKind) -> list[str]:
+    return [a.name for a in actions if is_(a, what)]
 
 
 def condition(plan: Plan, type_: str) -> dict[str, Any]:
@@ -107,7 +126,7 @@ def test_creates_the_service_first_and_nothing_else() -> None:
     plan = run(services=())
     assert len(plan.actions) == 1
     (action,) = plan.actions
-    assert isinstance(action, CreateService)
+    assert is_(action, CreateService)
     assert action.name == "tiny-lm-rdzv"
     assert plan.status["phase"] == "Pending"
     assert condition(plan, "Created")["status"] == "True"
@@ -128,7 +147,7 @@ def test_creates_rdzv_pod_then_workers_in_order() -> None:
         "tiny-lm-worker-0",
         "tiny-lm-worker-1",
     ]
-    assert all(isinstance(a, CreatePod) for a in plan.actions)
+    assert all(is_(a, CreatePod) for a in plan.actions)
     worker_manifest = plan.actions[2].manifest  # type: ignore[union-attr]
     env = {e["name"]: e.get("value") for e in worker_manifest["spec"]["containers"][0]["env"]}
     assert env["ELASTICLM_RDZV_ADDR"] == "127.96.0.9:29400"
@@ -196,12 +215,12 @@ def test_scale_down_deletes_highest_indexes_first_with_grace() -> None:
     pods = [RDZV, *(worker(i) for i in range(3))]
     status = settle(make_job(replicas=3), pods).status
     plan = run(make_job(replicas=1), status, pods)
-    deletes = [a for a in plan.actions if isinstance(a, DeletePod)]
+    deletes = [a for a in plan.actions if isinstance(a, DeleteObject) and a.kind == kinds.POD]
     assert [d.name for d in deletes] == ["tiny-lm-worker-2", "tiny-lm-worker-1"]
     assert all(d.grace_seconds is None and d.reason == "ScaleDown" for d in deletes)
     assert condition(plan, "Scaling")["reason"] == "ScalingDown"
     assert plan.scaled == "down"
-    assert not any(isinstance(a, CreatePod) for a in plan.actions)
+    assert not any(is_(a, CreatePod) for a in plan.actions)
 
 
 def test_scaled_down_worker_exiting_is_not_a_failure() -> None:
@@ -221,7 +240,8 @@ def test_failed_worker_is_replaced_and_counted_once() -> None:
     failed = [RDZV, worker(0), worker(1, phase="Failed", exit_code=137)]
     plan = run(job, status, failed)
     (delete,) = plan.actions
-    assert isinstance(delete, DeletePod)
+    assert isinstance(delete, DeleteObject)
+    assert delete.kind == kinds.POD
     assert delete.name == "tiny-lm-worker-1"
     assert delete.grace_seconds == 0
     assert plan.status["restarts"] == 1
@@ -400,11 +420,11 @@ def test_ttl_after_finished_deletes_the_job() -> None:
     job = make_job(runPolicy={"ttlSecondsAfterFinished": 60})
     status = settle(job, running()).status
     done = run(job, status, [RDZV, completed(0), worker(1)])
-    assert not any(isinstance(a, DeleteJob) for a in done.actions)
+    assert not any(is_(a, DeleteJob) for a in done.actions)
     early = run(job, done.status, [], now=NOW + timedelta(seconds=59))
     assert early.actions == []
     late = run(job, done.status, [], now=NOW + timedelta(seconds=60))
-    assert [type(a) for a in late.actions] == [DeleteJob]
+    assert kinds_of(late.actions) == [DeleteJob]
 
 
 # -- suspend, deadline ----------------------------------------------------------------------
@@ -489,8 +509,8 @@ def test_unparseable_job_fails_with_the_field() -> None:
 def test_a_job_invalid_from_the_start_is_rechecked_after_a_fix() -> None:
     error = InvalidResourceError("LMTrainingJob/tiny-lm", ["spec.replicas: must be >= 1 (got 0)"])
     failed = run(error, {}, services=())
-    fixed = run(make_job(), failed.status, services=(), ref=JobRef("tiny-lm", "ns", "job-uid", 2))
-    assert [type(a) for a in fixed.actions] == [CreateService]
+    fixed = run(make_job(), failed.status, services=(), ref=job_ref("tiny-lm", "ns", "job-uid", 2))
+    assert kinds_of(fixed.actions) == [CreateService]
     assert condition(fixed, "Failed")["status"] == "False"
     assert fixed.status["phase"] == "Pending"
     assert "completionTime" not in fixed.status
@@ -538,7 +558,7 @@ def test_observe_pod_and_service_from_manifests() -> None:
             ],
         },
     }
-    assert observe_pod(pod) == ObservedPod(
+    assert observe_job_pod(pod) == ObservedPod(
         name="tiny-lm-worker-1",
         uid="u",
         role="worker",

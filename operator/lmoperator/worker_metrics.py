@@ -1,4 +1,4 @@
-"""Reading a training worker's Prometheus metrics: the parser is pure, the scrape is one GET.
+"""A training worker's Prometheus metrics, parsed (pure; `scrape.py` fetches them).
 
 The worker serves them at http://<podIP>:9400/metrics (lmworker.config.METRICS_PORT);
 rank 0's figures become the job's status.
@@ -7,14 +7,9 @@ rank 0's figures become the job's status.
 from __future__ import annotations
 
 import math
-import urllib.error
-import urllib.request
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
-
-from lmworker.config import METRICS_PORT
 
 # The worker's metric names (the contract with lmworker).
 STEP = "elasticlm_train_step"
@@ -29,9 +24,6 @@ LAST_CHECKPOINT_STEP = "elasticlm_train_last_checkpoint_step"
 LAST_CHECKPOINT_TIME = "elasticlm_train_last_checkpoint_timestamp_seconds"
 CHECKPOINT_SECONDS = "elasticlm_train_checkpoint_seconds"
 GROUP_FAILURES = "elasticlm_train_group_failures_total"
-
-SCRAPE_TIMEOUT_SECONDS = 1.0
-MAX_SCRAPE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -95,25 +87,3 @@ def parse_worker_metrics(text: str) -> WorkerMetrics:
         checkpoint_seconds=values.get(CHECKPOINT_SECONDS),
         group_failures=integer(GROUP_FAILURES),
     )
-
-
-def scrape_worker(
-    pod_ip: str, port: int = METRICS_PORT, timeout: float = SCRAPE_TIMEOUT_SECONDS
-) -> WorkerMetrics | None:
-    """One worker's metrics, or None when it cannot be reached or answers nonsense."""
-    url = f"http://{pod_ip}:{port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            text = response.read(MAX_SCRAPE_BYTES).decode("utf-8", errors="replace")
-        return parse_worker_metrics(text)
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
-
-
-def rank0_metrics(pod_ips: Iterable[str]) -> WorkerMetrics | None:
-    """The metrics of the first worker (in the given order) that reports rank 0."""
-    for ip in pod_ips:
-        metrics = scrape_worker(ip)
-        if metrics is not None and metrics.rank == 0:
-            return metrics
-    return None

@@ -1,4 +1,4 @@
-"""Parsing a worker's Prometheus metrics."""
+"""Parsing a worker's Prometheus metrics, and scraping them over HTTP."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from lmoperator.metrics_client import WorkerMetrics, parse_worker_metrics, rank0_metrics
+from lmoperator.scrape import Scraper
+from lmoperator.worker_metrics import WorkerMetrics, parse_worker_metrics
 
 SCRAPE = """\
 # HELP elasticlm_train_step Optimizer steps completed.
@@ -72,10 +73,11 @@ def test_garbage_raises_value_error() -> None:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    bodies: dict[int, str] = {}
+    bodies: dict[str, str] = {}
 
     def do_GET(self) -> None:
-        body = self.bodies[self.server.server_address[1]].encode()
+        host, _ = self.connection.getsockname()
+        body = self.bodies[host].encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -86,36 +88,40 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def two_workers() -> Iterator[list[int]]:
-    servers = [HTTPServer(("127.0.0.1", 0), _Handler) for _ in range(2)]
-    ports = [s.server_address[1] for s in servers]
+def two_workers() -> Iterator[int]:
+    """Two workers on two loopback addresses and one port, as pods have: rank 1 first."""
+    first = HTTPServer(("127.0.0.1", 0), _Handler)
+    port = first.server_address[1]
+    servers = [first, HTTPServer(("127.0.0.2", port), _Handler)]
     _Handler.bodies = {
-        ports[0]: "elasticlm_train_rank 1\nelasticlm_train_step 5\n",
-        ports[1]: "elasticlm_train_rank 0\nelasticlm_train_step 7\n",
+        "127.0.0.1": "elasticlm_train_rank 1\nelasticlm_train_step 5\n",
+        "127.0.0.2": "elasticlm_train_rank 0\nelasticlm_train_step 7\n",
     }
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for t in threads:
         t.start()
-    yield ports
+    yield port
     for s in servers:
         s.shutdown()
         s.server_close()
 
 
-def test_rank0_is_found_by_scraping(
-    two_workers: list[int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import lmoperator.metrics_client as mc
+async def test_rank0_is_found_by_scraping(two_workers: int) -> None:
+    scraper = Scraper(port=two_workers)
+    try:
+        metrics = await scraper.rank0(["127.0.0.1", "127.0.0.2"])
+        assert metrics is not None
+        assert metrics.step == 7
+        # The first worker is rank 1: asked alone, it is not taken for rank 0.
+        assert await scraper.rank0(["127.0.0.1"]) is None
+        assert await scraper.rank0([]) is None
+    finally:
+        await scraper.close()
 
-    ports = iter(two_workers)
-    real = mc.scrape_worker
-    monkeypatch.setattr(mc, "scrape_worker", lambda ip: real(ip, port=next(ports)))
-    metrics = rank0_metrics(["127.0.0.1", "127.0.0.1"])
-    assert metrics is not None
-    assert metrics.step == 7
 
-
-def test_unreachable_worker_gives_none() -> None:
-    from lmoperator.metrics_client import scrape_worker
-
-    assert scrape_worker("127.0.0.1", port=1, timeout=0.5) is None
+async def test_unreachable_worker_gives_none() -> None:
+    scraper = Scraper(port=1, timeout=0.5)
+    try:
+        assert await scraper.worker("127.0.0.1") is None
+    finally:
+        await scraper.close()

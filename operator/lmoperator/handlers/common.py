@@ -1,0 +1,309 @@
+"""What the handlers of every kind share: one pass at a time per object, the children
+seen through kopf's indexes, status writes, carrying out a plan, events.
+
+A kind's handler module (e.g. `handlers/trainingjob.py`) reads its owner and children
+through these helpers, asks its pure reconciler for a `Plan`, and hands the plan back
+here. Nothing in this module knows a kind's spec.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+import kopf
+
+from lmoperator.api import kinds
+from lmoperator.kube import KubeApi, KubeError
+from lmoperator.operator_metrics import CHILDREN_CREATED, CHILDREN_DELETED
+from lmoperator.reconcile import status as status_rules
+from lmoperator.reconcile.children import (
+    CreateObject,
+    DeleteObject,
+    OwnerRef,
+    PatchObject,
+    Plan,
+    controller_of,
+    is_controlled_by,
+)
+
+# What kopf passes as `logger`.
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+# The key of the owner and child indexes: (namespace, owner kind, owner name).
+OwnerKey = tuple[str, str, str]
+# A child created or deleted by a pass is trusted over the index for this long, until
+# the watch event that shows it arrives (the "expectations" of Kubernetes controllers).
+EXPECTATION_SECONDS = 30.0
+RETRY_DELAY_SECONDS = 2.0
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------
+# Per-object memory
+
+
+@dataclass
+class ObjectState:
+    """What the operator remembers of one object between passes (lost on restart,
+    which is fine: a pass is level-based and rebuilds it from the cluster)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # A pass was asked for: a child's event that found the lock taken sets it, and the
+    # pass holding the lock runs once more.
+    dirty: bool = False
+    # The status as the operator last wrote it. It is the operator's own subresource, so
+    # this is never older than what the watch shows, and it is newer until the watch
+    # event of the write arrives.
+    status: dict[str, Any] | None = None
+    last_progress_write: float | None = None  # time.monotonic()
+    # The kind's latest scrape of its workers (the timer refreshes it).
+    metrics: Any = None
+    # Children this process created or deleted, by (plural, name), until the index shows it.
+    created: dict[tuple[str, str], tuple[dict[str, Any], float]] = field(default_factory=dict)
+    deleted: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+
+
+class ObjectStates:
+    """ObjectState by uid; forgotten when the object is deleted."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, ObjectState] = {}
+        self._guard = threading.Lock()
+
+    def get(self, uid: str) -> ObjectState:
+        with self._guard:
+            return self._states.setdefault(uid, ObjectState())
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._states.pop(uid, None)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+STATES = ObjectStates()
+
+
+def run_exclusive(state: ObjectState, one_pass: Callable[[], T], wait: bool) -> T | None:
+    """Run `one_pass` under the object's lock; passes asked for meanwhile coalesce.
+
+    wait=True (create, update, timer): block for the lock and run a pass whose result
+    is returned. wait=False (a child's event): when another pass holds the lock, leave a
+    note that makes it run once more, and return at once (None).
+    """
+    result: T | None = None
+    state.dirty = True
+    if wait:
+        with state.lock:
+            state.dirty = False
+            result = _guarded(state, one_pass)
+    while state.dirty:
+        if not state.lock.acquire(blocking=False):
+            return result  # the holder sees `dirty` after it releases, and runs again
+        try:
+            if not state.dirty:
+                break
+            state.dirty = False
+            outcome = _guarded(state, one_pass)
+            result = outcome if not wait else result
+        finally:
+            state.lock.release()
+    return result
+
+
+def _guarded(state: ObjectState, one_pass: Callable[[], T]) -> T:
+    try:
+        return one_pass()
+    except BaseException:
+        state.dirty = True  # the next caller tries again
+        raise
+
+
+# --------------------------------------------------------------------------------------
+# Reading the owner and its children from kopf's indexes
+
+
+def owner_index_entry(
+    kind: kinds.ResourceKind, namespace: str | None, name: str, body: Mapping[str, Any]
+) -> dict[OwnerKey, dict[str, Any]]:
+    """An owner's value in its kind's index: a copy of its body at the latest event."""
+    return {(namespace or "", kind.kind, name): copy.deepcopy(dict(body))}
+
+
+def child_index_entry(
+    namespace: str | None, body: Mapping[str, Any]
+) -> dict[OwnerKey, dict[str, Any]]:
+    """A child's value in the children index, keyed by its controller (none: {})."""
+    controller = controller_of(body)
+    if controller is None:
+        return {}
+    api_version, kind, name = controller
+    if kinds.kind_of(api_version, kind) is None:
+        return {}
+    return {(namespace or "", kind, name): copy.deepcopy(dict(body))}
+
+
+def latest(index: Mapping[OwnerKey, Iterable[dict[str, Any]]], key: OwnerKey) -> dict[str, Any]:
+    """The one value of `key` in an index of owners; {} when it is not there."""
+    values = list(index.get(key, ()))
+    return values[-1] if values else {}
+
+
+def latest_children(
+    index: Mapping[OwnerKey, Iterable[dict[str, Any]]], key: OwnerKey
+) -> list[dict[str, Any]]:
+    """Every child indexed under an owner (of any kind that index holds)."""
+    return list(index.get(key, ()))
+
+
+def children_of(
+    ref: OwnerRef,
+    state: ObjectState,
+    kind: kinds.ResourceKind,
+    index: Mapping[OwnerKey, Iterable[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """The owner's children of `kind`: the index, corrected by this process's own
+    recent creations and deletions that the watch has not shown yet."""
+    now = time.monotonic()
+    seen = {
+        str((c.get("metadata") or {}).get("name")): c
+        for c in index.get((ref.namespace, ref.kind.kind, ref.name), ())
+        if c.get("kind", kind.kind) == kind.kind and is_controlled_by(c, ref.uid)
+    }
+    for (plural, name), (created, since) in list(state.created.items()):
+        if plural != kind.plural:
+            continue
+        if name in seen or now - since > EXPECTATION_SECONDS:
+            del state.created[(plural, name)]
+        else:
+            seen[name] = created
+    for (plural, name), (uid, since) in list(state.deleted.items()):
+        if plural != kind.plural:
+            continue
+        child = seen.get(name)
+        child_meta = (child or {}).get("metadata") or {}
+        if (
+            child is None
+            or child_meta.get("uid") != uid
+            or child_meta.get("deletionTimestamp")
+            or now - since > EXPECTATION_SECONDS
+        ):
+            del state.deleted[(plural, name)]
+        else:
+            marked = copy.deepcopy(child)
+            marked["metadata"]["deletionTimestamp"] = "deleting"
+            seen[name] = marked
+    return list(seen.values())
+
+
+# --------------------------------------------------------------------------------------
+# Writing: status, actions, events
+
+
+def write_status(
+    kube: KubeApi,
+    ref: OwnerRef,
+    state: ObjectState,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    progress_fields: frozenset[str],
+) -> bool:
+    """Write the status change (progress alone may wait); True when written."""
+    patch = status_rules.status_patch(old, new)
+    since = (
+        None if state.last_progress_write is None else time.monotonic() - state.last_progress_write
+    )
+    if not status_rules.should_write(patch, progress_fields, since):
+        return False
+    try:
+        written = kube.patch(ref.kind, ref.namespace, ref.name, {"status": patch}, "status")
+    except KubeError:
+        state.status = None  # not known any more: the next pass reads the watch's copy
+        raise
+    state.last_progress_write = time.monotonic()
+    if written is not None:
+        state.status = dict(written.get("status") or {})
+    return True
+
+
+def apply_plan(
+    kube: KubeApi, ref: OwnerRef, state: ObjectState, plan: Plan, logger: Logger
+) -> None:
+    """Carry out the plan's actions, then post its events.
+
+    Every action is tried; the failures are raised together at the end as one
+    KubeError, so that the caller retries the pass (all actions are safe to repeat).
+    """
+    failures: list[str] = []
+    notes: list[tuple[str, str, str]] = []
+    for action in plan.actions:
+        try:
+            note = _apply(kube, ref, state, action, logger)
+        except KubeError as exc:
+            failures.append(str(exc))
+            continue
+        if note is not None:
+            notes.append(note)
+    for reason, message, why in notes:
+        logger.info(message + (f" reason={why}" if why else ""))
+        post_event(kube, ref, reason, message + (f" ({why})" if why else ""), "Normal", logger)
+    for event in plan.events:
+        post_event(kube, ref, event.reason, event.message, event.type, logger)
+    if failures:
+        raise KubeError("; ".join(failures), 0, "")
+
+
+def _apply(
+    kube: KubeApi, ref: OwnerRef, state: ObjectState, action: Any, logger: Logger
+) -> tuple[str, str, str] | None:
+    """One action; the (event reason, message, why) to report, if any."""
+    kind = action.kind
+    if isinstance(action, CreateObject):
+        created = kube.create(kind, ref.namespace, action.manifest)
+        if created is None:
+            return None
+        state.created[(kind.plural, action.name)] = (created, time.monotonic())
+        CHILDREN_CREATED.labels(kind.kind, action.role).inc()
+        return (f"SuccessfulCreate{kind.kind}", f"Created {kind.singular} {action.name}", "")
+    if isinstance(action, PatchObject):
+        kube.patch(kind, ref.namespace, action.name, action.patch, action.subresource)
+        return (f"SuccessfulPatch{kind.kind}", f"Patched {kind.singular} {action.name}", "")
+    if isinstance(action, DeleteObject):
+        if kind == ref.kind and action.name == ref.name:
+            logger.info(f"Deleting the {kind.singular}: {action.reason}")
+            kube.delete(kind, ref.namespace, ref.name)
+            return None
+        if not kube.delete(kind, ref.namespace, action.name, action.grace_seconds):
+            return None
+        if action.uid:
+            state.deleted[(kind.plural, action.name)] = (action.uid, time.monotonic())
+        CHILDREN_DELETED.labels(kind.kind, action.role).inc()
+        return (
+            f"SuccessfulDelete{kind.kind}",
+            f"Deleted {kind.singular} {action.name}",
+            action.reason,
+        )
+    raise TypeError(f"unknown action {action!r}")
+
+
+def post_event(
+    kube: KubeApi, ref: OwnerRef, reason: str, message: str, type_: str, logger: Logger
+) -> None:
+    try:
+        kube.create_event(ref.involved_object(), reason, message, type_)
+    except KubeError as exc:  # events are best effort
+        logger.debug(f"Could not post event reason={reason}: {exc}")
+
+
+def kube_of(memo: Any) -> KubeApi:
+    kube = getattr(memo, "kube", None)
+    if kube is None:
+        raise kopf.TemporaryError("the API client is not configured yet", delay=1)
+    return cast(KubeApi, kube)

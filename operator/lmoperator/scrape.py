@@ -1,0 +1,60 @@
+"""Fetching workers' /metrics over HTTP (asyncio): many jobs' scrapes run concurrently,
+each bounded by a timeout, and never while a job's lock is held."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import aiohttp
+
+from lmoperator.worker_metrics import WorkerMetrics, parse_worker_metrics
+from lmworker.config import METRICS_PORT
+
+SCRAPE_TIMEOUT_SECONDS = 1.0
+MAX_SCRAPE_BYTES = 1 << 20
+
+
+class Scraper:
+    """One HTTP connection pool for every scrape the operator makes."""
+
+    def __init__(self, port: int = METRICS_PORT, timeout: float = SCRAPE_TIMEOUT_SECONDS):
+        self.port = port
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # No proxies from the environment: pod IPs are reached directly.
+            self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def worker(self, pod_ip: str) -> WorkerMetrics | None:
+        """One worker's metrics, or None when it cannot be reached or answers nonsense."""
+        url = f"http://{pod_ip}:{self.port}/metrics"
+        try:
+            async with self._client().get(url) as response:
+                if response.status != 200:
+                    return None
+                body = await response.content.read(MAX_SCRAPE_BYTES)
+            return parse_worker_metrics(body.decode("utf-8", errors="replace"))
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            return None
+
+    async def rank0(self, pod_ips: Sequence[str]) -> WorkerMetrics | None:
+        """The metrics of the first worker (in the given order) that reports rank 0.
+
+        Rank 0 is nearly always the first pod in index order, so that one is asked
+        alone first; the others only when it is not (all at once).
+        """
+        if not pod_ips:
+            return None
+        first = await self.worker(pod_ips[0])
+        if first is not None and first.rank == 0:
+            return first
+        rest = await asyncio.gather(*(self.worker(ip) for ip in pod_ips[1:]))
+        return next((m for m in rest if m is not None and m.rank == 0), None)
