@@ -39,6 +39,9 @@ OwnerKey = tuple[str, str, str]
 # A child created or deleted by a pass is trusted over the index for this long, until
 # the watch event that shows it arrives (the "expectations" of Kubernetes controllers).
 EXPECTATION_SECONDS = 30.0
+# The status a pass wrote is trusted over the watch's copy for this long at most; the
+# watch event of the write normally arrives within milliseconds.
+WRITTEN_STATUS_SECONDS = 10.0
 RETRY_DELAY_SECONDS = 2.0
 
 T = TypeVar("T")
@@ -57,10 +60,10 @@ class ObjectState:
     # A pass was asked for: a child's event that found the lock taken sets it, and the
     # pass holding the lock runs once more.
     dirty: bool = False
-    # The status as the operator last wrote it. It is the operator's own subresource, so
-    # this is never older than what the watch shows, and it is newer until the watch
-    # event of the write arrives.
+    # The status as the operator last wrote it: newer than the watch's copy until the
+    # watch event of the write arrives (see `current_status`).
     status: dict[str, Any] | None = None
+    status_written_at: float | None = None  # time.monotonic()
     last_progress_write: float | None = None  # time.monotonic()
     # The kind's latest scrape of its workers (the timer refreshes it).
     metrics: Any = None
@@ -128,6 +131,21 @@ def _guarded(state: ObjectState, one_pass: Callable[[], T]) -> T:
 
 # --------------------------------------------------------------------------------------
 # Reading the owner and its children from kopf's indexes
+
+
+def current_status(state: ObjectState, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The owner's status: what this process last wrote while the watch has not shown
+    it yet, else the watch's copy (which also covers writes by another operator
+    replica that was active meanwhile)."""
+    watched = dict(body.get("status") or {})
+    written, since = state.status, state.status_written_at
+    if written is None or since is None or written == watched:
+        state.status = state.status_written_at = None
+        return watched
+    if time.monotonic() - since > WRITTEN_STATUS_SECONDS:
+        state.status = state.status_written_at = None
+        return watched
+    return dict(written)
 
 
 def owner_index_entry(
@@ -230,6 +248,7 @@ def write_status(
     state.last_progress_write = time.monotonic()
     if written is not None:
         state.status = dict(written.get("status") or {})
+        state.status_written_at = state.last_progress_write
     return True
 
 

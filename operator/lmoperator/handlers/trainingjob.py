@@ -129,9 +129,7 @@ def _pass(
             result = "skipped"
             return None
         ref = job_ref(name, namespace, str(meta.get("uid", "")), int(meta.get("generation") or 0))
-        if state.status is None:
-            state.status = dict(body.get("status") or {})
-        status = dict(state.status)
+        status = common.current_status(state, body)
         pods = common.children_of(ref, state, kinds.POD, indexes[PODS_INDEX])
         services = common.children_of(ref, state, kinds.K8S_SERVICE, indexes[SERVICES_INDEX])
         job = parse_job(body)

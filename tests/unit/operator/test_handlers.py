@@ -400,3 +400,17 @@ def test_child_events_coalesce_while_a_pass_runs() -> None:
     holder.join(5)
     assert runs == [0, 1]
     assert not state.dirty
+
+
+def test_the_written_status_is_trusted_only_until_the_watch_shows_it() -> None:
+    state = common.ObjectState()
+    assert common.current_status(state, {"status": {"phase": "Pending"}}) == {"phase": "Pending"}
+    state.status, state.status_written_at = {"phase": "Running"}, 1e18  # just written
+    old = {"status": {"phase": "Pending"}}
+    assert common.current_status(state, old) == {"phase": "Running"}  # the watch lags
+    assert common.current_status(state, {"status": {"phase": "Running"}}) == {"phase": "Running"}
+    assert state.status is None  # caught up: the watch's copy from now on
+    state.status = {"phase": "Running"}
+    state.status_written_at = -common.WRITTEN_STATUS_SECONDS * 2  # long ago
+    # Someone else (another operator replica, active meanwhile) wrote since: theirs wins.
+    assert common.current_status(state, {"status": {"phase": "Failed"}}) == {"phase": "Failed"}
