@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -203,6 +204,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 def cmd_local(arguments: Sequence[str], prog: str) -> int:
     """`local up|down`: devcluster's own command line (imported only here: the operator
     itself never needs devcluster)."""
+    missing = [m for m in ("celpy", "re2") if importlib.util.find_spec(m) is None]
+    if missing and "--help" not in arguments and "-h" not in arguments:
+        print(
+            f"error: devcluster needs {', '.join(missing)} (it checks CRD rules as the API "
+            "server does); install them with: pip install 'elasticlm[devcluster]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from devcluster.cli import main as devcluster_main
 
     return devcluster_main(list(arguments), prog=f"{prog} local")

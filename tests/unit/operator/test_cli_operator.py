@@ -46,3 +46,16 @@ def test_handlers_are_registered() -> None:
     ids = {h.id for h in registry._changing.get_all_handlers()}
     assert {"created", "resumed", "updated/spec"} <= ids
     assert {h.id for h in registry._spawning.get_all_handlers()} >= {"tick"}
+
+
+def test_local_without_the_devcluster_extra_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "re2" else real(name, *a)
+    )
+    assert main(["local", "up"]) == 2
+    assert "pip install 'elasticlm[devcluster]'" in capsys.readouterr().err
