@@ -63,7 +63,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from devcluster import DEFAULT_KUBERNETES_VERSION, paths
+from devcluster import DEFAULT_KUBERNETES_VERSION, paths, requestmetrics
 from devcluster import patch as patching
 from devcluster import selectors as sel
 from devcluster.protobuf import decode_protobuf
@@ -1448,6 +1448,7 @@ class APIServer:
 
     def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self.middleware], client_max_size=MAX_BODY + 1024)
+        requestmetrics.install(app)  # GET /metrics; before the catch-all route below
         app.router.add_get("/version", self.get_version)
         app.router.add_get("/version/", self.get_version)
         for path in ("/healthz", "/readyz", "/livez"):

@@ -1372,7 +1372,9 @@ class Kubelet:
             if n:
                 log.warning("killed %d processes left behind by a previous kubelet", n)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=60)
+            connector=aiohttp.TCPConnector(limit=64),
+            timeout=aiohttp.ClientTimeout(total=60),
+            headers={"User-Agent": "kubelet/devcluster"},  # the `client` of /metrics
         )
         self._probe_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=True)
