@@ -15,6 +15,8 @@ invalid spec becomes a Failed/Invalid status; API failures a kopf.TemporaryError
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -38,6 +40,7 @@ from lmoperator.reconcile.trainingjob import (
     Observed,
     job_ref,
     observe_job_pod,
+    problems_of,
     reconcile,
 )
 from lmoperator.worker_metrics import WorkerMetrics
@@ -53,12 +56,29 @@ JOBS_INDEX = "lmtrainingjob_bodies"
 
 def parse_job(body: Mapping[str, Any]) -> LMTrainingJob | InvalidResourceError:
     """The typed job, or why it is invalid. The status is the operator's, not validated."""
+    return _parsed(_model_input(body))[0]
+
+
+def _model_input(body: Mapping[str, Any]) -> str:
     doc = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
     meta = dict(doc.get("metadata") or {})
     # Only what the model reads; server-set fields (managedFields, ...) stay out of it.
     doc["metadata"] = {
         k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta
     }
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parsed(text: str) -> tuple[LMTrainingJob | InvalidResourceError, list[str]]:
+    """The typed job and its problems, once per distinct spec: most passes see the same
+    spec again, and parsing and checking it is most of a pass's work. Nothing mutates
+    the cached model."""
+    job = _parse(json.loads(text))
+    return job, problems_of(job)
+
+
+def _parse(doc: Mapping[str, Any]) -> LMTrainingJob | InvalidResourceError:
     try:
         resource = parse_resource(doc)
     except InvalidResourceError as exc:
@@ -132,14 +152,14 @@ def _pass(
         status = common.current_status(state, body)
         pods = common.children_of(ref, state, kinds.POD, indexes[PODS_INDEX])
         services = common.children_of(ref, state, kinds.K8S_SERVICE, indexes[SERVICES_INDEX])
-        job = parse_job(body)
+        job, problems = _parsed(_model_input(body))
         running = isinstance(job, LMTrainingJob) and status.get("phase") not in TERMINAL_PHASES
         observed = Observed(
             pods=[observe_job_pod(p) for p in pods],
             services=[children.observe_service(s) for s in services],
             metrics=state.metrics if running else None,
         )
-        plan = reconcile(ref, job, status, observed, now())
+        plan = reconcile(ref, job, status, observed, now(), list(problems))
         # Status first: a failure counted here is never counted again, even if an action
         # below fails and the pass is retried.
         common.write_status(kube, ref, state, status, plan.status, PROGRESS_FIELDS)
@@ -221,7 +241,12 @@ def resumed(memo: Any, namespace: str | None, name: str, **kwargs: Any) -> None:
     reconcile_job(common.kube_of(memo), namespace or "default", name, kwargs, kwargs["logger"])
 
 
-@kopf.on.event(KIND.group, KIND.version, KIND.plural)
+def _is_deletion(event: Mapping[str, Any], **_: Any) -> bool:
+    return event.get("type") == "DELETED"
+
+
+# `when` keeps the other events (every status write) from reaching a handler at all.
+@kopf.on.event(KIND.group, KIND.version, KIND.plural, when=_is_deletion)
 def forget_deleted(event: Mapping[str, Any], uid: str | None, **_: Any) -> None:
     """The operator's memory of a job goes with the job."""
     if event.get("type") == "DELETED" and uid:

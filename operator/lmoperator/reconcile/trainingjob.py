@@ -422,7 +422,8 @@ class _Pass:
             self.status["phase"] = Phase.PENDING.value
 
 
-def _problems(job: LMTrainingJob | InvalidResourceError) -> list[str]:
+def problems_of(job: LMTrainingJob | InvalidResourceError) -> list[str]:
+    """Why the job cannot run: its validation errors, or what its pods may not do."""
     if isinstance(job, InvalidResourceError):
         return job.problems
     return validate_worker_pod(job)
@@ -459,12 +460,17 @@ def reconcile(
     status: Mapping[str, Any] | None,
     observed: Observed,
     now: datetime,
+    problems: list[str] | None = None,
 ) -> Plan:
-    """The plan for one job: what to create and delete, its new status, the events."""
+    """The plan for one job: what to create and delete, its new status, the events.
+
+    `problems` is `problems_of(job)` when the caller has it already (it depends on the
+    spec only, and building the pods to check them is most of a pass's work).
+    """
     p = _Pass(ref, status or {}, observed, now)
     p.observe()
     typed = job if isinstance(job, LMTrainingJob) else None
-    problems = _problems(job)
+    problems = problems_of(job) if problems is None else problems
     if p.old.get("phase") in TERMINAL_PHASES and not (not problems and _may_retry_validation(p)):
         p.clean_up(typed)
         return p.finish()

@@ -125,3 +125,29 @@ async def test_unreachable_worker_gives_none() -> None:
         assert await scraper.worker("127.0.0.1") is None
     finally:
         await scraper.close()
+
+
+def test_the_line_parser_reads_what_prometheus_client_writes() -> None:
+    """Every kind of line a worker's registry writes, read as prometheus_client reads it."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    registry = CollectorRegistry()
+    Gauge("elasticlm_train_step", "Steps.", registry=registry).set(42)
+    Gauge("elasticlm_train_loss", "Loss.", registry=registry).set(float("nan"))
+    failures = Counter("elasticlm_train_group_failures", "Failures.", ["reason"], registry=registry)
+    failures.labels('odd } "label" value').inc(3)
+    step = Histogram("elasticlm_train_step_seconds", "Step time.", registry=registry)
+    for seconds in (0.1, 0.3):
+        step.observe(seconds)
+    text = generate_latest(registry).decode()
+    expected: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name not in expected and sample.value == sample.value:
+                expected[sample.name] = sample.value
+    metrics = parse_worker_metrics(text)
+    assert metrics.step == expected["elasticlm_train_step"] == 42
+    assert metrics.loss is None  # NaN is no figure
+    assert metrics.group_failures == expected["elasticlm_train_group_failures_total"] == 3
+    assert metrics.step_seconds == pytest.approx(0.2)
