@@ -98,6 +98,7 @@ from devcluster.store import (
     status_object,
     success_status,
 )
+from devcluster.values import as_dict, as_list
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +117,6 @@ ORPHAN_FINALIZER = "orphan"
 FOREGROUND_FINALIZER = "foregroundDeletion"
 NAMESPACE_FINALIZER = "kubernetes"
 CREATE_ON_UPDATE = frozenset({("", "events"), ("", "endpoints"), ("coordination.k8s.io", "leases")})
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def dumps(obj: Any) -> bytes:
@@ -361,7 +354,7 @@ class Cluster:
             raise bad_request(str(exc)) from exc
 
         def matches(obj: Obj) -> bool:
-            if labels is not None and not labels.matches(_dict(obj["metadata"].get("labels"))):
+            if labels is not None and not labels.matches(as_dict(obj["metadata"].get("labels"))):
                 return False
             return fields is None or bool(fields.matches(obj))
 
@@ -408,10 +401,10 @@ class Cluster:
                 "json: cannot unmarshal into Go struct field ObjectMeta.metadata.ownerReferences"
             )
         causes: list[Cause] = []
-        causes += check_labels(_dict(m.get("labels")))
-        for key in _dict(m.get("annotations")):
+        causes += check_labels(as_dict(m.get("labels")))
+        for key in as_dict(m.get("annotations")):
             causes += check_qualified_name("metadata.annotations", key)
-        size = sum(len(k) + len(v) for k, v in _dict(m.get("annotations")).items())
+        size = sum(len(k) + len(v) for k, v in as_dict(m.get("annotations")).items())
         if size > 256 * 1024:
             causes.append(
                 Cause(
@@ -420,19 +413,19 @@ class Cluster:
                     "Too long: must have at most 262144 bytes",
                 )
             )
-        for i, ref in enumerate(_list(m.get("ownerReferences"))):
+        for i, ref in enumerate(as_list(m.get("ownerReferences"))):
             if not isinstance(ref, dict):
                 causes.append(invalid(f"metadata.ownerReferences[{i}]", ref, "must be an object"))
                 continue
             for key in ("apiVersion", "kind", "name", "uid"):
                 if not ref.get(key):
                     causes.append(required(f"metadata.ownerReferences[{i}].{key}"))
-        controllers = [r for r in _list(m.get("ownerReferences")) if _dict(r).get("controller")]
+        controllers = [r for r in as_list(m.get("ownerReferences")) if as_dict(r).get("controller")]
         if len(controllers) > 1:
             causes.append(
                 invalid(
                     "metadata.ownerReferences",
-                    [str(_dict(r).get("name")) for r in controllers],
+                    [str(as_dict(r).get("name")) for r in controllers],
                     "Only one reference can have Controller set to true",
                 )
             )
@@ -469,7 +462,7 @@ class Cluster:
     def _comparable(obj: Obj) -> Obj:
         result = dict(obj)
         result["metadata"] = {
-            k: v for k, v in _dict(obj.get("metadata")).items() if k != "resourceVersion"
+            k: v for k, v in as_dict(obj.get("metadata")).items() if k != "resourceVersion"
         }
         return result
 
@@ -702,7 +695,9 @@ class Cluster:
                 new.pop("status", None)
         normalize_times(rt, new)
         if om.get("deletionTimestamp"):
-            added = [f for f in _list(m.get("finalizers")) if f not in _list(om.get("finalizers"))]
+            added = [
+                f for f in as_list(m.get("finalizers")) if f not in as_list(om.get("finalizers"))
+            ]
             if added:
                 causes.append(
                     forbidden(
@@ -749,9 +744,9 @@ class Cluster:
 
     def _finalizers_done(self, rt: ResourceType, obj: Obj) -> bool:
         m = obj["metadata"]
-        if _list(m.get("finalizers")):
+        if as_list(m.get("finalizers")):
             return False
-        if rt.gr == ("", "namespaces") and _list(_dict(obj.get("spec")).get("finalizers")):
+        if rt.gr == ("", "namespaces") and as_list(as_dict(obj.get("spec")).get("finalizers")):
             return False
         return not m.get("deletionGracePeriodSeconds")
 
@@ -783,8 +778,8 @@ class Cluster:
     def _after_remove(self, rt: ResourceType, gone: Obj) -> None:
         if rt.gr == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self.registry.unregister_crd(gone["metadata"]["name"])
-            spec = _dict(gone.get("spec"))
-            plural = _dict(spec.get("names")).get("plural")
+            spec = as_dict(gone.get("spec"))
+            plural = as_dict(spec.get("names")).get("plural")
             if spec.get("group") and plural:
                 self.store.close_watchers((str(spec["group"]), str(plural)))
 
@@ -910,7 +905,7 @@ class Cluster:
                 "invalid object type: apiVersion and kind must be set in an apply patch"
             )
         self._check_kind(rt, applied)
-        m = _dict(applied.get("metadata"))
+        m = as_dict(applied.get("metadata"))
         if m.get("name") and m["name"] != name:
             raise bad_request(
                 f"the name of the object ({m['name']}) does not match the name on the URL ({name})"
@@ -983,7 +978,7 @@ class Cluster:
             raise rt.forbidden(name, "this namespace may not be deleted")
         obj = copy.deepcopy(stored)
         m = obj["metadata"]
-        finalizers = list(_list(m.get("finalizers")))
+        finalizers = list(as_list(m.get("finalizers")))
         policy = options.propagation
         if policy == "Orphan":
             finalizers = [f for f in finalizers if f != FOREGROUND_FINALIZER]
@@ -1004,7 +999,7 @@ class Cluster:
         is_pod = rt.gr == ("", "pods")
         grace = 0
         if is_pod and not self.simulate:
-            spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
+            spec, status = as_dict(obj.get("spec")), as_dict(obj.get("status"))
             default = spec.get("terminationGracePeriodSeconds", 30)
             grace = options.grace_period if options.grace_period is not None else int(default or 0)
             if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
@@ -1116,8 +1111,8 @@ class Cluster:
                 f"the API version in the data ({body.get('apiVersion')}) does not match the "
                 "expected API version (autoscaling/v1)"
             )
-        replicas = _dict(body.get("spec")).get("replicas", 0)
-        m = _dict(body.get("metadata"))
+        replicas = as_dict(body.get("spec")).get("replicas", 0)
+        m = as_dict(body.get("metadata"))
         if m.get("name") and m["name"] != name:
             raise bad_request(
                 f"the name of the object ({m['name']}) does not match the name on the URL ({name})"
@@ -1180,7 +1175,7 @@ class Cluster:
         kind = MERGE_PATCH if content_type == STRATEGIC_PATCH else content_type
         scale_type = ResourceType("autoscaling", "v1", "scale", "scale", "Scale", True)
         patched = self._apply_patch(scale_type, current, kind, document)
-        if _dict(patched.get("metadata")).get("resourceVersion") == current["metadata"].get(
+        if as_dict(patched.get("metadata")).get("resourceVersion") == current["metadata"].get(
             "resourceVersion"
         ):
             patched.setdefault("metadata", {}).pop("resourceVersion", None)
@@ -1738,7 +1733,7 @@ class APIServer:
         raise not_found_path()
 
     def finalize_namespace(self, rt: ResourceType, name: str, body: Any, ctx: Ctx) -> Obj:
-        wanted = _list(_dict(_dict(body).get("spec")).get("finalizers"))
+        wanted = as_list(as_dict(as_dict(body).get("spec")).get("finalizers"))
 
         def change(obj: Obj) -> None:
             obj.setdefault("spec", {})["finalizers"] = wanted
@@ -1786,10 +1781,10 @@ class APIServer:
         if policy is None and orphan is not None:
             policy = "Orphan" if orphan else "Background"
         options.propagation = policy
-        preconditions = _dict(body.get("preconditions"))
+        preconditions = as_dict(body.get("preconditions"))
         options.precondition_uid = preconditions.get("uid")
         options.precondition_rv = preconditions.get("resourceVersion")
-        dry_run = list(q.getall("dryRun", [])) + list(_list(body.get("dryRun")))
+        dry_run = list(q.getall("dryRun", [])) + list(as_list(body.get("dryRun")))
         options.dry_run = "All" in dry_run
         return options
 
@@ -2025,12 +2020,12 @@ class APIServer:
     ) -> web.StreamResponse:
         q = request.query
         pod = self.cluster.get(rt, namespace, name)
-        spec = _dict(pod.get("spec"))
-        containers = [str(_dict(c).get("name")) for c in _list(spec.get("containers"))]
-        init = [str(_dict(c).get("name")) for c in _list(spec.get("initContainers"))]
+        spec = as_dict(pod.get("spec"))
+        containers = [str(as_dict(c).get("name")) for c in as_list(spec.get("containers"))]
+        init = [str(as_dict(c).get("name")) for c in as_list(spec.get("initContainers"))]
         container = q.get("container")
         if not container:
-            default = _dict(pod["metadata"].get("annotations")).get(
+            default = as_dict(pod["metadata"].get("annotations")).get(
                 "kubectl.kubernetes.io/default-container"
             )
             if len(containers) == 1:
@@ -2062,13 +2057,13 @@ class APIServer:
             path = paths.container_log_file(state_dir, namespace, name, uid, container)
             if not path.exists():
                 reason = "ContainerCreating"
-                for status in _list(_dict(pod.get("status")).get("containerStatuses")) + _list(
-                    _dict(pod.get("status")).get("initContainerStatuses")
-                ):
-                    if _dict(status).get("name") == container:
-                        waiting = _dict(_dict(status.get("state")).get("waiting"))
+                for status in as_list(
+                    as_dict(pod.get("status")).get("containerStatuses")
+                ) + as_list(as_dict(pod.get("status")).get("initContainerStatuses")):
+                    if as_dict(status).get("name") == container:
+                        waiting = as_dict(as_dict(status.get("state")).get("waiting"))
                         reason = waiting.get("reason") or reason
-                if _dict(pod.get("status")).get("phase") in ("Succeeded", "Failed"):
+                if as_dict(pod.get("status")).get("phase") in ("Succeeded", "Failed"):
                     raise bad_request(f'container "{container}" in pod "{name}" has no logs')
                 raise bad_request(
                     f'container "{container}" in pod "{name}" is waiting to start: {reason}'
@@ -2154,16 +2149,16 @@ class APIServer:
         pod = self.cluster.store.get(rt.gr, namespace, name)
         if pod is None or pod["metadata"].get("uid") != uid:
             return True
-        status = _dict(pod.get("status"))
+        status = as_dict(pod.get("status"))
         if status.get("phase") in ("Succeeded", "Failed"):
             return True
-        for entry in _list(status.get("containerStatuses")) + _list(
+        for entry in as_list(status.get("containerStatuses")) + as_list(
             status.get("initContainerStatuses")
         ):
-            if _dict(entry).get("name") == container:
-                state = _dict(entry.get("state"))
-                if "terminated" in state and not _dict(entry).get("started"):
-                    restart = _dict(pod.get("spec")).get("restartPolicy", "Always")
+            if as_dict(entry).get("name") == container:
+                state = as_dict(entry.get("state"))
+                if "terminated" in state and not as_dict(entry).get("started"):
+                    restart = as_dict(pod.get("spec")).get("restartPolicy", "Always")
                     if restart == "Never":
                         return True
         return False

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from devcluster.gofmt import go_value
+from devcluster.podspec import qos_class
 from devcluster.store import (
     APIError,
     GroupResource,
@@ -36,6 +38,7 @@ from devcluster.store import (
     rfc3339,
     rfc3339_micro,
 )
+from devcluster.values import as_dict, as_list
 
 CORE_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 SUBRESOURCE_VERBS = ("get", "patch", "update")
@@ -114,21 +117,6 @@ CONFIG_KEY_MSG = (
     "'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is "
     "'[-._a-zA-Z0-9]+')"
 )
-
-
-def go_value(value: Any) -> str:
-    """A value as Kubernetes field errors print it (Go's %#v, roughly)."""
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return "[]string{" + ", ".join(json.dumps(v) for v in value) + "}"
-    return json.dumps(value, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- field errors
@@ -455,35 +443,6 @@ class Strategy:
         return []
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def pod_qos_class(pod: Obj) -> str:
-    containers = _list(_dict(pod.get("spec")).get("containers")) + _list(
-        _dict(pod.get("spec")).get("initContainers")
-    )
-    requests_any = limits_all = False
-    guaranteed = bool(containers)
-    for c in containers:
-        res = _dict(_dict(c).get("resources"))
-        req, lim = _dict(res.get("requests")), _dict(res.get("limits"))
-        if req or lim:
-            requests_any = True
-        for resource in ("cpu", "memory"):
-            differs = resource in req and str(req[resource]) != str(lim.get(resource))
-            if resource not in lim or differs:
-                guaranteed = False
-        limits_all = limits_all or bool(lim)
-    if guaranteed and limits_all:
-        return "Guaranteed"
-    return "Burstable" if requests_any else "BestEffort"
-
-
 def _default_container(c: Obj) -> None:
     c.setdefault("terminationMessagePath", "/dev/termination-log")
     c.setdefault("terminationMessagePolicy", "File")
@@ -492,7 +451,7 @@ def _default_container(c: Obj) -> None:
     latest = "@" not in image and (":" not in tag or tag.endswith(":latest"))
     c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
     c.setdefault("resources", {})
-    for port in _list(c.get("ports")):
+    for port in as_list(c.get("ports")):
         if isinstance(port, dict):
             port.setdefault("protocol", "TCP")
 
@@ -522,14 +481,14 @@ class PodStrategy(Strategy):
         spec.setdefault("priority", 0)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
         for key in ("containers", "initContainers"):
-            for c in _list(spec.get(key)):
+            for c in as_list(spec.get(key)):
                 if isinstance(c, dict):
                     _default_container(c)
         if not spec.get("nodeName"):
             spec["nodeName"] = env.node_name  # "scheduled" to the one node
         obj["status"] = {
             "phase": "Pending",
-            "qosClass": pod_qos_class(obj),
+            "qosClass": qos_class(obj),
             "conditions": [
                 {
                     "type": "PodScheduled",
@@ -544,7 +503,7 @@ class PodStrategy(Strategy):
         spec = new.get("spec")
         if isinstance(spec, dict):
             for key in ("containers", "initContainers"):
-                for c in _list(spec.get(key)):
+                for c in as_list(spec.get(key)):
                     if isinstance(c, dict):
                         _default_container(c)
 
@@ -556,10 +515,10 @@ class PodStrategy(Strategy):
         containers = spec.get("containers")
         if not isinstance(containers, list) or not containers:
             causes.append(required("spec.containers"))
-        volumes = {str(_dict(v).get("name")) for v in _list(spec.get("volumes"))}
+        volumes = {str(as_dict(v).get("name")) for v in as_list(spec.get("volumes"))}
         seen: set[str] = set()
         for key in ("initContainers", "containers"):
-            for i, c in enumerate(_list(spec.get(key))):
+            for i, c in enumerate(as_list(spec.get(key))):
                 path = f"spec.{key}[{i}]"
                 if not isinstance(c, dict):
                     causes.append(invalid(path, c, "must be an object"))
@@ -575,8 +534,8 @@ class PodStrategy(Strategy):
                     seen.add(name)
                 if not c.get("image"):
                     causes.append(required(f"{path}.image"))
-                for j, port in enumerate(_list(c.get("ports"))):
-                    value = _dict(port).get("containerPort")
+                for j, port in enumerate(as_list(c.get("ports"))):
+                    value = as_dict(port).get("containerPort")
                     if not isinstance(value, int) or not 1 <= value <= 65535:
                         causes.append(
                             invalid(
@@ -585,8 +544,8 @@ class PodStrategy(Strategy):
                                 "must be between 1 and 65535, inclusive",
                             )
                         )
-                for j, mount in enumerate(_list(c.get("volumeMounts"))):
-                    vname = _dict(mount).get("name")
+                for j, mount in enumerate(as_list(c.get("volumeMounts"))):
+                    vname = as_dict(mount).get("name")
                     if vname not in volumes:
                         causes.append(not_found_cause(f"{path}.volumeMounts[{j}].name", vname))
         policy = spec.get("restartPolicy")
@@ -595,15 +554,15 @@ class PodStrategy(Strategy):
                 unsupported("spec.restartPolicy", policy, ("Always", "OnFailure", "Never"))
             )
         names: set[str] = set()
-        for i, volume in enumerate(_list(spec.get("volumes"))):
-            vname = _dict(volume).get("name")
+        for i, volume in enumerate(as_list(spec.get("volumes"))):
+            vname = as_dict(volume).get("name")
             if not vname:
                 causes.append(required(f"spec.volumes[{i}].name"))
             elif vname in names:
                 causes.append(duplicate(f"spec.volumes[{i}].name", vname))
             names.add(str(vname))
         if old is not None and not causes:
-            causes += self._validate_update(spec, _dict(old.get("spec")))
+            causes += self._validate_update(spec, as_dict(old.get("spec")))
         return causes
 
     @staticmethod
@@ -611,7 +570,7 @@ class PodStrategy(Strategy):
         def mutable_stripped(spec: Obj) -> Obj:
             spec = copy.deepcopy(spec)
             for key in ("containers", "initContainers"):
-                for c in _list(spec.get(key)):
+                for c in as_list(spec.get(key)):
                     if isinstance(c, dict):
                         c.pop("image", None)
             spec.pop("activeDeadlineSeconds", None)
@@ -631,8 +590,8 @@ class ServiceStrategy(Strategy):
     def _used_ips(env: Env) -> set[str]:
         used = set()
         for svc in env.store.items(("", "services")):
-            spec = _dict(svc.get("spec"))
-            for ip in _list(spec.get("clusterIPs")) or [spec.get("clusterIP")]:
+            spec = as_dict(svc.get("spec"))
+            for ip in as_list(spec.get("clusterIPs")) or [spec.get("clusterIP")]:
                 if isinstance(ip, str):
                     used.add(ip)
         return used
@@ -641,8 +600,8 @@ class ServiceStrategy(Strategy):
     def _used_node_ports(env: Env) -> set[int]:
         used = set()
         for svc in env.store.items(("", "services")):
-            for port in _list(_dict(svc.get("spec")).get("ports")):
-                value = _dict(port).get("nodePort")
+            for port in as_list(as_dict(svc.get("spec")).get("ports")):
+                value = as_dict(port).get("nodePort")
                 if isinstance(value, int):
                     used.add(value)
         return used
@@ -663,7 +622,7 @@ class ServiceStrategy(Strategy):
         spec.setdefault("sessionAffinity", "None")
         self._default_ports(spec)
         if spec["type"] != "ExternalName":
-            ip = spec.get("clusterIP") or next(iter(_list(spec.get("clusterIPs"))), None)
+            ip = spec.get("clusterIP") or next(iter(as_list(spec.get("clusterIPs"))), None)
             if not ip:
                 ip = self.allocate_ip(env)
             spec["clusterIP"] = ip
@@ -675,7 +634,7 @@ class ServiceStrategy(Strategy):
         if spec["type"] in ("NodePort", "LoadBalancer"):
             spec.setdefault("externalTrafficPolicy", "Cluster")
             used = self._used_node_ports(env)
-            for port in _list(spec.get("ports")):
+            for port in as_list(spec.get("ports")):
                 if isinstance(port, dict) and not port.get("nodePort"):
                     free = next(p for p in range(30000, 32768) if p not in used)
                     port["nodePort"] = free
@@ -684,14 +643,14 @@ class ServiceStrategy(Strategy):
 
     @staticmethod
     def _default_ports(spec: Obj) -> None:
-        for port in _list(spec.get("ports")):
+        for port in as_list(spec.get("ports")):
             if isinstance(port, dict):
                 port.setdefault("protocol", "TCP")
                 if "targetPort" not in port and "port" in port:
                     port["targetPort"] = port["port"]
 
     def prepare_update(self, env: Env, rt: ResourceType, new: Obj, old: Obj) -> None:
-        spec, old_spec = new.get("spec"), _dict(old.get("spec"))
+        spec, old_spec = new.get("spec"), as_dict(old.get("spec"))
         if not isinstance(spec, dict):
             return
         spec.setdefault("type", old_spec.get("type", "ClusterIP"))
@@ -707,10 +666,10 @@ class ServiceStrategy(Strategy):
                     spec.setdefault(key, old_spec[key])
         old_node_ports = {
             (p.get("port"), p.get("protocol")): p.get("nodePort")
-            for p in map(_dict, _list(old_spec.get("ports")))
+            for p in map(as_dict, as_list(old_spec.get("ports")))
             if p.get("nodePort")
         }
-        for port in _list(spec.get("ports")):
+        for port in as_list(spec.get("ports")):
             if isinstance(port, dict) and not port.get("nodePort"):
                 kept = old_node_ports.get((port.get("port"), port.get("protocol")))
                 if kept and spec["type"] in ("NodePort", "LoadBalancer"):
@@ -724,12 +683,12 @@ class ServiceStrategy(Strategy):
         kind = spec.get("type", "ClusterIP")
         if kind not in self.TYPES:
             causes.append(unsupported("spec.type", kind, self.TYPES))
-        ports = _list(spec.get("ports"))
+        ports = as_list(spec.get("ports"))
         if not ports and kind != "ExternalName" and spec.get("clusterIP") != "None":
             causes.append(required("spec.ports"))
         names: set[str] = set()
         for i, port in enumerate(ports):
-            port = _dict(port)
+            port = as_dict(port)
             path = f"spec.ports[{i}]"
             name = port.get("name")
             if len(ports) > 1 and not name:
@@ -762,7 +721,7 @@ class ServiceStrategy(Strategy):
                     others = [
                         s
                         for s in env.store.items(("", "services"))
-                        if _dict(s.get("spec")).get("clusterIP") == ip
+                        if as_dict(s.get("spec")).get("clusterIP") == ip
                     ]
                     if others:
                         causes.append(
@@ -773,7 +732,7 @@ class ServiceStrategy(Strategy):
                             )
                         )
         if old is not None:
-            old_ip = _dict(old.get("spec")).get("clusterIP")
+            old_ip = as_dict(old.get("spec")).get("clusterIP")
             if old_ip and ip and ip != old_ip and kind != "ExternalName":
                 causes.append(invalid("spec.clusterIPs[0]", [ip], "may not change once set"))
         return causes
@@ -808,30 +767,30 @@ class ClaimStrategy(Strategy):
         finalizers = m.setdefault("finalizers", [])
         if "kubernetes.io/pvc-protection" not in finalizers:
             finalizers.append("kubernetes.io/pvc-protection")
-        requests = _dict(_dict(spec.get("resources")).get("requests"))
+        requests = as_dict(as_dict(spec.get("resources")).get("requests"))
         obj["status"] = {
             "phase": "Bound",
-            "accessModes": list(_list(spec.get("accessModes"))),
+            "accessModes": list(as_list(spec.get("accessModes"))),
             "capacity": {"storage": requests.get("storage", "0")},
         }
 
     def validate(self, env: Env, rt: ResourceType, obj: Obj, old: Obj | None) -> list[Cause]:
-        spec = _dict(obj.get("spec"))
+        spec = as_dict(obj.get("spec"))
         causes = []
-        modes = _list(spec.get("accessModes"))
+        modes = as_list(spec.get("accessModes"))
         if not modes:
             causes.append(required("spec.accessModes", "at least 1 access mode is required"))
         supported = ("ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod")
         for mode in modes:
             if mode not in supported:
                 causes.append(unsupported("spec.accessModes", mode, supported))
-        requests = _dict(_dict(spec.get("resources")).get("requests"))
+        requests = as_dict(as_dict(spec.get("resources")).get("requests"))
         if "storage" not in requests:
             causes.append(required("spec.resources[storage]"))
         if old is not None and not causes:
             strip = ("resources", "volumeAttributesClassName")
             a = {k: v for k, v in spec.items() if k not in strip}
-            b = {k: v for k, v in _dict(old.get("spec")).items() if k not in strip}
+            b = {k: v for k, v in as_dict(old.get("spec")).items() if k not in strip}
             if a != b:
                 causes.append(
                     forbidden(
@@ -845,7 +804,7 @@ class ClaimStrategy(Strategy):
 
 def _check_config_data(obj: Obj, keys: Iterable[str], causes: list[Cause]) -> None:
     for key in keys:
-        for data_key in _dict(obj.get(key)):
+        for data_key in as_dict(obj.get(key)):
             if len(data_key) > 253 or not CONFIG_KEY.match(data_key):
                 causes.append(invalid(f"{key}[{data_key}]", data_key, CONFIG_KEY_MSG))
 
@@ -865,14 +824,14 @@ def _immutable_data(obj: Obj, old: Obj | None, keys: Iterable[str]) -> list[Caus
 class ConfigMapStrategy(Strategy):
     def validate(self, env: Env, rt: ResourceType, obj: Obj, old: Obj | None) -> list[Cause]:
         causes: list[Cause] = []
-        for key, value in _dict(obj.get("data")).items():
+        for key, value in as_dict(obj.get("data")).items():
             if not isinstance(value, str):
                 raise bad_request(
                     f'ConfigMap in version "v1" cannot be handled as a ConfigMap: json: '
                     f"cannot unmarshal {type(value).__name__} into Go struct field "
                     f"ConfigMap.data of type string (key {key!r})"
                 )
-        for key, value in _dict(obj.get("binaryData")).items():
+        for key, value in as_dict(obj.get("binaryData")).items():
             if not _is_base64(value):
                 raise bad_request(
                     f'ConfigMap in version "v1" cannot be handled as a ConfigMap: illegal '
@@ -910,7 +869,7 @@ class SecretStrategy(Strategy):
             new["type"] = old["type"]
 
     def validate(self, env: Env, rt: ResourceType, obj: Obj, old: Obj | None) -> list[Cause]:
-        for key, value in _dict(obj.get("data")).items():
+        for key, value in as_dict(obj.get("data")).items():
             if not _is_base64(value):
                 raise bad_request(
                     'Secret in version "v1" cannot be handled as a Secret: illegal base64 data '
@@ -925,7 +884,7 @@ class SecretStrategy(Strategy):
 
 class EventStrategy(Strategy):
     def validate(self, env: Env, rt: ResourceType, obj: Obj, old: Obj | None) -> list[Cause]:
-        involved = _dict(obj.get("involvedObject"))
+        involved = as_dict(obj.get("involvedObject"))
         ns = obj["metadata"].get("namespace")
         other = involved.get("namespace")
         if other and ns and other != ns and ns != "default":
@@ -1033,7 +992,7 @@ class CRDStrategy(Strategy):
             if names.get("kind") and not names.get("singular"):
                 names["singular"] = str(names["kind"]).lower()
         spec.setdefault("conversion", {"strategy": "None"})
-        for version in _list(spec.get("versions")):
+        for version in as_list(spec.get("versions")):
             if isinstance(version, dict):
                 version.setdefault("served", True)
 
@@ -1053,10 +1012,10 @@ class CRDStrategy(Strategy):
 
 
 def crd_status(crd: Obj, old: Obj | None) -> Obj:
-    spec = _dict(crd.get("spec"))
+    spec = as_dict(crd.get("spec"))
     now = rfc3339()
-    old_status = _dict((old or {}).get("status"))
-    old_conditions = {c.get("type"): c for c in map(_dict, _list(old_status.get("conditions")))}
+    old_status = as_dict((old or {}).get("status"))
+    old_conditions = {c.get("type"): c for c in map(as_dict, as_list(old_status.get("conditions")))}
 
     def condition(kind: str, reason: str, message: str) -> Obj:
         previous = old_conditions.get(kind)
@@ -1070,8 +1029,8 @@ def crd_status(crd: Obj, old: Obj | None) -> Obj:
             "message": message,
         }
 
-    stored = list(_list(old_status.get("storedVersions")))
-    for version in _list(spec.get("versions")):
+    stored = list(as_list(old_status.get("storedVersions")))
+    for version in as_list(spec.get("versions")):
         if (
             isinstance(version, dict)
             and version.get("storage")
@@ -1094,7 +1053,7 @@ def crd_status(crd: Obj, old: Obj | None) -> Obj:
         )
     return {
         "conditions": conditions,
-        "acceptedNames": copy.deepcopy(_dict(spec.get("names"))),
+        "acceptedNames": copy.deepcopy(as_dict(spec.get("names"))),
         "storedVersions": stored,
     }
 
@@ -1107,7 +1066,7 @@ def validate_crd(env: Env, obj: Obj, old: Obj | None) -> list[Cause]:
     if not isinstance(spec, dict):
         return [required("spec")]
     group = spec.get("group")
-    names = _dict(spec.get("names"))
+    names = as_dict(spec.get("names"))
     plural, kind = names.get("plural"), names.get("kind")
     name = obj["metadata"].get("name")
     if not group:
@@ -1125,7 +1084,7 @@ def validate_crd(env: Env, obj: Obj, old: Obj | None) -> list[Cause]:
     singular = names.get("singular")
     if singular and (not isinstance(singular, str) or not DNS1123_LABEL.match(singular)):
         causes.append(invalid("spec.names.singular", singular, LABEL_1123_MSG))
-    for i, short in enumerate(_list(names.get("shortNames"))):
+    for i, short in enumerate(as_list(names.get("shortNames"))):
         if not isinstance(short, str) or not DNS1123_LABEL.match(short):
             causes.append(invalid(f"spec.names.shortNames[{i}]", short, LABEL_1123_MSG))
     if plural and group and name != f"{plural}.{group}":
@@ -1133,23 +1092,23 @@ def validate_crd(env: Env, obj: Obj, old: Obj | None) -> list[Cause]:
     scope = spec.get("scope")
     if scope not in ("Namespaced", "Cluster"):
         causes.append(unsupported("spec.scope", scope, ("Cluster", "Namespaced")))
-    versions = _list(spec.get("versions"))
+    versions = as_list(spec.get("versions"))
     if not versions:
         causes.append(
             required("spec.versions", "must have exactly one version marked as storage version")
         )
-    storage = [v for v in versions if _dict(v).get("storage")]
+    storage = [v for v in versions if as_dict(v).get("storage")]
     if versions and len(storage) != 1:
         causes.append(
             invalid(
                 "spec.versions",
-                [str(_dict(v).get("name")) for v in storage],
+                [str(as_dict(v).get("name")) for v in storage],
                 "must have exactly one version marked as storage version",
             )
         )
     seen: set[str] = set()
     for i, version in enumerate(versions):
-        version = _dict(version)
+        version = as_dict(version)
         path = f"spec.versions[{i}]"
         vname = version.get("name")
         if not vname:
@@ -1159,7 +1118,7 @@ def validate_crd(env: Env, obj: Obj, old: Obj | None) -> list[Cause]:
         elif vname in seen:
             causes.append(duplicate(f"{path}.name", vname))
         seen.add(str(vname))
-        schema = _dict(version.get("schema")).get("openAPIV3Schema")
+        schema = as_dict(version.get("schema")).get("openAPIV3Schema")
         if not isinstance(schema, dict):
             causes.append(required(f"{path}.schema.openAPIV3Schema", "schemas are required"))
         else:
@@ -1171,7 +1130,7 @@ def validate_crd(env: Env, obj: Obj, old: Obj | None) -> list[Cause]:
                         f'Invalid value: "object": {problem}',
                     )
                 )
-        sub = _dict(version.get("subresources"))
+        sub = as_dict(version.get("subresources"))
         scale = sub.get("scale")
         if isinstance(scale, dict):
             for key in ("specReplicasPath", "statusReplicasPath"):
@@ -1190,7 +1149,7 @@ def validate_crd(env: Env, obj: Obj, old: Obj | None) -> list[Cause]:
                         )
                     )
     if old is not None:
-        old_spec = _dict(old.get("spec"))
+        old_spec = as_dict(old.get("spec"))
         if old_spec.get("scope") != scope:
             causes.append(invalid("spec.scope", scope, "field is immutable"))
         if old_spec.get("group") != group:
@@ -1207,10 +1166,10 @@ def _crd_name_conflicts(env: Env, crd: Obj) -> list[Cause]:
     for other in env.store.items(("apiextensions.k8s.io", "customresourcedefinitions")):
         if other["metadata"]["name"] == crd["metadata"]["name"]:
             continue
-        ospec = _dict(other.get("spec"))
+        ospec = as_dict(other.get("spec"))
         if ospec.get("group") != group:
             continue
-        onames = _dict(ospec.get("names"))
+        onames = as_dict(ospec.get("names"))
         if onames.get("kind") == names["kind"]:
             return [invalid("spec.names.kind", names["kind"], "is already in use")]
         if mine & {onames.get("plural"), *(onames.get("shortNames") or [])}:

@@ -52,7 +52,6 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Final
 
 import celpy
@@ -61,6 +60,7 @@ from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
+from devcluster.gofmt import field_error_value, go_float
 from devcluster.patch import json_equal
 
 __all__ = [
@@ -127,45 +127,6 @@ MISSING: Final = _Missing()
 # ---------------------------------------------------------------------------
 
 
-def go_float(value: float) -> str:
-    """A float as Go prints it with %v / strconv 'g' -1: 4096, 0.7, 1e+08, 1.048576e+06."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign, digit_tuple, exponent = Decimal(repr(float(value))).normalize().as_tuple()
-    assert isinstance(exponent, int)
-    digits = "".join(map(str, digit_tuple))
-    negative = "-" if sign else ""
-    scientific = len(digits) - 1 + exponent
-    if scientific < -4 or scientific >= 6:  # Go switches to %e from 1e+06 on
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{negative}{mantissa}e{'-' if scientific < 0 else '+'}{abs(scientific):02d}"
-    if exponent >= 0:
-        return negative + digits + "0" * exponent
-    point = len(digits) + exponent
-    if point > 0:
-        return f"{negative}{digits[:point]}.{digits[point:]}"
-    return f"{negative}0.{'0' * -point}{digits}"
-
-
-def _go_value(value: Any) -> str:
-    """A bad value as field.Error prints it: strings quoted, numbers and bools plain."""
-    if value is None:
-        return '"null"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return go_float(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-
-
 @dataclass
 class FieldError:
     """One field-level validation error (a metav1.StatusCause once served).
@@ -193,7 +154,7 @@ class FieldError:
                 DUPLICATE: "Duplicate value",
                 TOO_MANY: "Too many",
             }.get(self.reason, "Invalid value")
-            head = f"{label}: {_go_value(self.value)}"
+            head = f"{label}: {field_error_value(self.value)}"
         return f"{head}: {self.message}" if self.message else head
 
     def describe(self) -> str:
@@ -1212,9 +1173,9 @@ def structural_problems(schema: Any, path: str = "openAPIV3Schema") -> list[str]
     """
     problems: list[str] = []
     if not isinstance(schema, Mapping):
-        return [f"{path}: Invalid value: {_go_value(schema)}: must be an object"]
+        return [f"{path}: Invalid value: {field_error_value(schema)}: must be an object"]
     if schema.get("type") not in (None, "object"):
-        declared = _go_value(schema.get("type"))
+        declared = field_error_value(schema.get("type"))
         problems.append(f'{path}.type: Invalid value: {declared}: must be "object" at the root')
     _StructuralChecker(problems).node(schema, path, root=True)
     return problems
@@ -1231,7 +1192,7 @@ class _StructuralChecker:
         self, node: Any, path: str, *, root: bool = False, value_validation: bool = False
     ) -> None:
         if not isinstance(node, Mapping):
-            self.add(path, f"Invalid value: {_go_value(node)}: must be a schema object")
+            self.add(path, f"Invalid value: {field_error_value(node)}: must be a schema object")
             return
         for keyword in _FORBIDDEN_KEYWORDS:
             if keyword in node:
@@ -1287,13 +1248,13 @@ class _StructuralChecker:
             supported = ", ".join(f'"{t}"' for t in _TYPES)
             self.add(
                 f"{path}.type",
-                f"Unsupported value: {_go_value(declared)}: supported values: {supported}",
+                f"Unsupported value: {field_error_value(declared)}: supported values: {supported}",
             )
         if int_or_string:
             if declared:
                 self.add(
                     f"{path}.type",
-                    f"Invalid value: {_go_value(declared)}: must be empty if "
+                    f"Invalid value: {field_error_value(declared)}: must be empty if "
                     "x-kubernetes-int-or-string is true",
                 )
             any_of = node.get("anyOf")
@@ -1306,12 +1267,12 @@ class _StructuralChecker:
         if preserve is not None and preserve is not True:
             self.add(
                 f"{path}.x-kubernetes-preserve-unknown-fields",
-                f"Invalid value: {_go_value(preserve)}: must be true or undefined",
+                f"Invalid value: {field_error_value(preserve)}: must be true or undefined",
             )
         if preserve is True and declared not in (None, "", "object"):
             self.add(
                 f"{path}.type",
-                f"Invalid value: {_go_value(declared)}: must be object if "
+                f"Invalid value: {field_error_value(declared)}: must be object if "
                 "x-kubernetes-preserve-unknown-fields is true",
             )
         self.object_shape(node, path, declared)
@@ -1346,7 +1307,7 @@ class _StructuralChecker:
         if list_type is not None and list_type not in ("atomic", "set", "map"):
             self.add(
                 f"{path}.x-kubernetes-list-type",
-                f"Unsupported value: {_go_value(list_type)}: "
+                f"Unsupported value: {field_error_value(list_type)}: "
                 'supported values: "atomic", "set", "map"',
             )
         if list_type is not None and declared != "array":
@@ -1455,7 +1416,8 @@ class _StructuralChecker:
                 supported = ", ".join(f'"{r}"' for r in _RULE_REASONS)
                 self.add(
                     f"{where}.reason",
-                    f"Unsupported value: {_go_value(reason)}: supported values: {supported}",
+                    f"Unsupported value: {field_error_value(reason)}: "
+                    f"supported values: {supported}",
                 )
             field_path = rule.get("fieldPath")
             if field_path and (
@@ -1463,8 +1425,8 @@ class _StructuralChecker:
             ):
                 self.add(
                     f"{where}.fieldPath",
-                    f"Invalid value: {_go_value(field_path)}: must be a valid relative JSON "
-                    "path, e.g. .spec.x or ['x.y']",
+                    f"Invalid value: {field_error_value(field_path)}: must be a valid "
+                    "relative JSON path, e.g. .spec.x or ['x.y']",
                 )
 
     def value_validation_node(self, node: Schema, path: str) -> None:
@@ -1485,13 +1447,15 @@ class _StructuralChecker:
         if pattern is None:
             return
         if not isinstance(pattern, str):
-            self.add(f"{path}.pattern", f"Invalid value: {_go_value(pattern)}: must be a string")
+            self.add(
+                f"{path}.pattern", f"Invalid value: {field_error_value(pattern)}: must be a string"
+            )
             return
         _, problem = _compile_pattern(pattern)
         if problem:
             self.add(
                 f"{path}.pattern",
-                f"Invalid value: {_go_value(pattern)}: must be a valid regular expression, "
+                f"Invalid value: {field_error_value(pattern)}: must be a valid regular expression, "
                 f"but isn't: {problem}",
             )
 
