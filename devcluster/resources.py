@@ -896,15 +896,15 @@ class EventStrategy(Strategy):
 
 
 class CustomResourceStrategy(Strategy):
-    """Admission of custom resources through their CRD schema (devcluster.schema)."""
+    """Admission of custom resources through their CRD schema (devcluster.schema.admission)."""
 
     def _admit(self, env: Env, rt: ResourceType, obj: Obj, old: Obj | None) -> list[Cause]:
-        from devcluster import schema as schema_mod
+        from devcluster.schema import admission
 
         if rt.schema is None:
             return []
         strict = env.field_validation == "Strict"
-        result = schema_mod.admit(rt.schema, obj, old, strict=strict)
+        result = admission.admit(rt.schema, obj, old, strict=strict)
         if result.strict_decoding_error is not None:
             raise bad_request(
                 f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
@@ -1059,7 +1059,7 @@ def crd_status(crd: Obj, old: Obj | None) -> Obj:
 
 
 def validate_crd(env: Env, obj: Obj, old: Obj | None) -> list[Cause]:
-    from devcluster import schema as schema_mod
+    from devcluster.schema import structural
 
     causes: list[Cause] = []
     spec = obj.get("spec")
@@ -1122,7 +1122,7 @@ def validate_crd(env: Env, obj: Obj, old: Obj | None) -> list[Cause]:
         if not isinstance(schema, dict):
             causes.append(required(f"{path}.schema.openAPIV3Schema", "schemas are required"))
         else:
-            for problem in schema_mod.structural_problems(schema):
+            for problem in structural.structural_problems(schema):
                 causes.append(
                     Cause(
                         f"{path}.schema.openAPIV3Schema",
