@@ -67,24 +67,24 @@ from devcluster import DEFAULT_KUBERNETES_VERSION, paths
 from devcluster import patch as patching
 from devcluster import selectors as sel
 from devcluster.protobuf import decode_protobuf
-from devcluster.resources import (
-    IMMORTAL_NAMESPACES,
-    INITIAL_NAMESPACES,
-    METADATA_FIELDS,
+from devcluster.resources.fields import (
     Cause,
-    Env,
-    Registry,
-    ResourceType,
     check_labels,
     check_name,
     check_qualified_name,
     forbidden,
     invalid,
-    json_path_field,
-    json_path_get,
-    json_path_set,
-    normalize_times,
     required,
+)
+from devcluster.resources.jsonpath import json_path_field, json_path_get, json_path_set
+from devcluster.resources.registry import Registry
+from devcluster.resources.times import normalize_times
+from devcluster.resources.types import (
+    IMMORTAL_NAMESPACES,
+    INITIAL_NAMESPACES,
+    METADATA_FIELDS,
+    Env,
+    ResourceType,
 )
 from devcluster.store import (
     APIError,
@@ -1031,7 +1031,7 @@ class Cluster:
             if pending_namespace:
                 obj.setdefault("status", {})["phase"] = "Terminating"
             if rt.gr == ("apiextensions.k8s.io", "customresourcedefinitions"):
-                from devcluster.resources import crd_status
+                from devcluster.resources.crds import crd_status
 
                 obj["status"] = crd_status(obj, stored)
             result = self.commit(rt, obj, stored)

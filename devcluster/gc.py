@@ -37,7 +37,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from devcluster.resources import CRD_CLEANUP_FINALIZER, ResourceType
+from devcluster.resources.crds import CRD_CLEANUP_FINALIZER
+from devcluster.resources.types import ResourceType
 from devcluster.store import APIError, GroupResource, Obj, StoreEvent, parse_time
 from devcluster.values import as_dict, as_list
 

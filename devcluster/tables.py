@@ -17,7 +17,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from devcluster.resources import ResourceType, json_path_get
+from devcluster.resources.jsonpath import json_path_get
+from devcluster.resources.types import ResourceType
 from devcluster.store import Obj, now, parse_time
 from devcluster.values import as_dict, as_list
 
