@@ -27,6 +27,9 @@
 
 Each controller runs as a pass over the store, scheduled on the event loop shortly
 after the changes that concern it (never inside a store write).
+
+The controllers see the cluster through `ObjectAPI`, a small protocol, and are built by
+whoever builds the server (`devcluster.apiserver.app.create_app`).
 """
 
 from __future__ import annotations
@@ -35,15 +38,15 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
+from devcluster.apiserver.options import Ctx, DeleteOptions
 from devcluster.resources.crds import CRD_CLEANUP_FINALIZER
+from devcluster.resources.registry import Registry
 from devcluster.resources.types import ResourceType
-from devcluster.store import APIError, GroupResource, Obj, StoreEvent, parse_time
+from devcluster.store import APIError, GroupResource, Obj, Store, StoreEvent, parse_time
 from devcluster.values import as_dict, as_list
-
-if TYPE_CHECKING:
-    from devcluster.apiserver import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +71,35 @@ MANAGED_BY = "endpoints.kubernetes.io/managed-by"
 CONTROLLER_NAME = "endpoint-controller"
 
 
+class ObjectAPI(Protocol):
+    """What the controllers use of the cluster they keep (`devcluster.apiserver.cluster`)."""
+
+    store: Store
+    registry: Registry
+
+    def create(self, rt: ResourceType, namespace: str | None, body: Any, ctx: Ctx) -> Obj: ...
+
+    def delete(
+        self, rt: ResourceType, namespace: str | None, name: str, options: DeleteOptions
+    ) -> tuple[Obj, bool]: ...
+
+    def mutate(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        change: Callable[[Obj], None],
+        subresource: str | None = None,
+    ) -> Obj | None: ...
+
+    def commit(self, rt: ResourceType, obj: Obj, old: Obj | None) -> Obj: ...
+
+
 class Controllers:
     """Schedules and runs the passes; `attach()` once, `start()` on the server's loop."""
 
     def __init__(
-        self, cluster: Cluster, delay: float = 0.005, endpoints_interval: float = 0.05
+        self, cluster: ObjectAPI, delay: float = 0.005, endpoints_interval: float = 0.05
     ) -> None:
         self.cluster = cluster
         self.delay = delay
@@ -251,8 +278,6 @@ class Controllers:
         return self.cluster.registry.storage_type(gr)
 
     def _delete(self, gr: GroupResource, obj: Obj, policy: str | None = None) -> None:
-        from devcluster.apiserver import DeleteOptions
-
         rt = self._type(gr)
         if rt is None:
             return
@@ -592,8 +617,6 @@ class Controllers:
         rt = self._type(SLICES)
         if rt is None:
             return
-        from devcluster.apiserver import Ctx
-
         sm = service["metadata"]
         namespace = sm["namespace"]
         for name, body in slices.items():
@@ -631,8 +654,6 @@ class Controllers:
         labels = dict(as_dict(sm.get("labels")))
         labels[MANAGED_BY] = CONTROLLER_NAME
         current = store.get(ENDPOINTS, namespace, name)
-        from devcluster.apiserver import Ctx
-
         if current is None:
             if sm.get("deletionTimestamp"):
                 return
