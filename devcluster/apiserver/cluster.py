@@ -38,29 +38,12 @@ from devcluster.apiserver.objects import (
     matcher,
 )
 from devcluster.apiserver.options import Ctx, DeleteOptions
-from devcluster.resources.fields import (
-    Cause,
-    check_name,
-    forbidden,
-    required,
-)
+from devcluster.resources.fields import Cause, check_name, forbidden, required
 from devcluster.resources.jsonpath import json_path_field, json_path_get, json_path_set
 from devcluster.resources.registry import Registry
 from devcluster.resources.times import normalize_times
-from devcluster.resources.types import (
-    IMMORTAL_NAMESPACES,
-    INITIAL_NAMESPACES,
-    Env,
-    ResourceType,
-)
-from devcluster.store import (
-    APIError,
-    Obj,
-    Store,
-    bad_request,
-    now,
-    rfc3339,
-)
+from devcluster.resources.types import IMMORTAL_NAMESPACES, INITIAL_NAMESPACES, Env, ResourceType
+from devcluster.store import APIError, Obj, Store, bad_request, now, rfc3339
 from devcluster.values import as_dict, as_list
 
 log = logging.getLogger(__name__)

@@ -10,14 +10,8 @@ from typing import Any
 import yaml
 
 from devcluster import patch as patching
-from devcluster.resources.types import (
-    ResourceType,
-)
-from devcluster.store import (
-    APIError,
-    Obj,
-    bad_request,
-)
+from devcluster.resources.types import ResourceType
+from devcluster.store import APIError, Obj, bad_request
 
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' request body limit
 JSON_TYPE = "application/json"

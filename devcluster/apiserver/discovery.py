@@ -8,9 +8,7 @@ import re
 from aiohttp import web
 
 from devcluster.apiserver.http import Handlers, not_found_path
-from devcluster.store import (
-    Obj,
-)
+from devcluster.store import Obj
 
 
 def version_info(git_version: str) -> Obj:

@@ -22,14 +22,8 @@ from devcluster.apiserver.codec import (
     unsupported_media_type,
 )
 from devcluster.protobuf import decode_protobuf
-from devcluster.resources.types import (
-    ResourceType,
-)
-from devcluster.store import (
-    APIError,
-    Obj,
-    bad_request,
-)
+from devcluster.resources.types import ResourceType
+from devcluster.store import APIError, Obj, bad_request
 
 
 @dataclass

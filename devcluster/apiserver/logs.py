@@ -11,13 +11,8 @@ from aiohttp import web
 
 from devcluster import paths
 from devcluster.apiserver.http import Handlers, query_bool, query_int
-from devcluster.resources.types import (
-    ResourceType,
-)
-from devcluster.store import (
-    bad_request,
-    now,
-)
+from devcluster.resources.types import ResourceType
+from devcluster.store import bad_request, now
 from devcluster.values import as_dict, as_list
 
 

@@ -7,10 +7,7 @@ import os
 import platform
 from pathlib import Path
 
-from devcluster.store import (
-    Obj,
-    rfc3339,
-)
+from devcluster.store import Obj, rfc3339
 
 
 def node_object(node_name: str, kubernetes_version: str) -> Obj:

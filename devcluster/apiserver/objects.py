@@ -8,21 +8,9 @@ from collections.abc import Callable
 
 from devcluster import selectors as sel
 from devcluster.apiserver.options import Ctx
-from devcluster.resources.fields import (
-    Cause,
-    check_labels,
-    check_qualified_name,
-    invalid,
-    required,
-)
-from devcluster.resources.types import (
-    METADATA_FIELDS,
-    ResourceType,
-)
-from devcluster.store import (
-    Obj,
-    bad_request,
-)
+from devcluster.resources.fields import Cause, check_labels, check_qualified_name, invalid, required
+from devcluster.resources.types import METADATA_FIELDS, ResourceType
+from devcluster.store import Obj, bad_request
 from devcluster.values import as_dict, as_list
 
 

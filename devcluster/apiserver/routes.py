@@ -32,15 +32,8 @@ from devcluster.apiserver.logs import LogHandlers
 from devcluster.apiserver.options import Ctx, DeleteOptions
 from devcluster.apiserver.watch import WatchHandlers
 from devcluster.gc import Controllers
-from devcluster.resources.types import (
-    ResourceType,
-)
-from devcluster.store import (
-    APIError,
-    Obj,
-    bad_request,
-    success_status,
-)
+from devcluster.resources.types import ResourceType
+from devcluster.store import APIError, Obj, bad_request, success_status
 from devcluster.values import as_dict, as_list
 
 log = logging.getLogger(__name__)

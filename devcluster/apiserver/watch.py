@@ -13,16 +13,8 @@ from aiohttp import web
 from devcluster.apiserver.codec import JSON_TYPE, dumps
 from devcluster.apiserver.http import Accept, Handlers, partial_metadata, query_bool, query_int
 from devcluster.apiserver.objects import matcher
-from devcluster.resources.types import (
-    ResourceType,
-)
-from devcluster.store import (
-    Obj,
-    StoreEvent,
-    TooOldResourceVersionError,
-    bad_request,
-    status_object,
-)
+from devcluster.resources.types import ResourceType
+from devcluster.store import Obj, StoreEvent, TooOldResourceVersionError, bad_request, status_object
 
 WATCH_BATCH = 512  # most watch events sent in one write
 

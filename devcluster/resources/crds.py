@@ -20,11 +20,7 @@ from devcluster.resources.fields import (
     unsupported,
 )
 from devcluster.resources.types import BUILTIN_GROUPS, Env, ResourceType, Strategy
-from devcluster.store import (
-    Obj,
-    bad_request,
-    rfc3339,
-)
+from devcluster.store import Obj, bad_request, rfc3339
 from devcluster.values import as_dict, as_list
 
 

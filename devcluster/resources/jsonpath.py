@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from devcluster.store import (
-    Obj,
-)
+from devcluster.store import Obj
 
 
 def json_path_get(obj: Any, path: str) -> tuple[bool, Any]:

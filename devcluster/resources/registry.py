@@ -18,10 +18,7 @@ from devcluster.resources.strategies import (
     ServiceStrategy,
 )
 from devcluster.resources.types import BUILTIN_GROUPS, EventsConverter, ResourceType, ScaleSpec
-from devcluster.store import (
-    GroupResource,
-    Obj,
-)
+from devcluster.store import GroupResource, Obj
 
 POD_FIELDS = (
     "spec.nodeName",

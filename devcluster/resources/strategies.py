@@ -26,12 +26,7 @@ from devcluster.resources.fields import (
     unsupported,
 )
 from devcluster.resources.types import Env, ResourceType, Strategy
-from devcluster.store import (
-    APIError,
-    Obj,
-    bad_request,
-    rfc3339,
-)
+from devcluster.store import APIError, Obj, bad_request, rfc3339
 from devcluster.values import as_dict, as_list
 
 

@@ -8,12 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from devcluster.resources.types import ResourceType
-from devcluster.store import (
-    Obj,
-    bad_request,
-    rfc3339,
-    rfc3339_micro,
-)
+from devcluster.store import Obj, bad_request, rfc3339, rfc3339_micro
 
 _CONDITIONS = ("status", "conditions", "[]")
 _STATE_TIMES = [

@@ -11,12 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from devcluster.resources.fields import Cause
-from devcluster.store import (
-    APIError,
-    GroupResource,
-    Obj,
-    Store,
-)
+from devcluster.store import APIError, GroupResource, Obj, Store
 
 if TYPE_CHECKING:
     from devcluster.resources.registry import Registry
