@@ -21,7 +21,7 @@ import yaml
 from aiohttp import web
 
 from devcluster import DEFAULT_KUBERNETES_VERSION
-from devcluster.apiserver import create_app
+from devcluster.apiserver.app import create_app
 from devcluster.kubelet import Kubelet
 from devcluster.proxy import ServiceProxy
 

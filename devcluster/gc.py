@@ -27,6 +27,9 @@
 
 Each controller runs as a pass over the store, scheduled on the event loop shortly
 after the changes that concern it (never inside a store write).
+
+The controllers see the cluster through `ObjectAPI`, a small protocol, and are built by
+whoever builds the server (`devcluster.apiserver.app.create_app`).
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from devcluster.resources import CRD_CLEANUP_FINALIZER, ResourceType
-from devcluster.store import APIError, GroupResource, Obj, StoreEvent, parse_time
-
-if TYPE_CHECKING:
-    from devcluster.apiserver import Cluster
+from devcluster.apiserver.options import Ctx, DeleteOptions
+from devcluster.resources.crds import CRD_CLEANUP_FINALIZER
+from devcluster.resources.registry import Registry
+from devcluster.resources.types import ResourceType
+from devcluster.store import APIError, GroupResource, Obj, Store, StoreEvent, parse_time
+from devcluster.values import as_dict, as_list
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +71,35 @@ MANAGED_BY = "endpoints.kubernetes.io/managed-by"
 CONTROLLER_NAME = "endpoint-controller"
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+class ObjectAPI(Protocol):
+    """What the controllers use of the cluster they keep (`devcluster.apiserver.cluster`)."""
 
+    store: Store
+    registry: Registry
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+    def create(self, rt: ResourceType, namespace: str | None, body: Any, ctx: Ctx) -> Obj: ...
+
+    def delete(
+        self, rt: ResourceType, namespace: str | None, name: str, options: DeleteOptions
+    ) -> tuple[Obj, bool]: ...
+
+    def mutate(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        change: Callable[[Obj], None],
+        subresource: str | None = None,
+    ) -> Obj | None: ...
+
+    def commit(self, rt: ResourceType, obj: Obj, old: Obj | None) -> Obj: ...
 
 
 class Controllers:
     """Schedules and runs the passes; `attach()` once, `start()` on the server's loop."""
 
     def __init__(
-        self, cluster: Cluster, delay: float = 0.005, endpoints_interval: float = 0.05
+        self, cluster: ObjectAPI, delay: float = 0.005, endpoints_interval: float = 0.05
     ) -> None:
         self.cluster = cluster
         self.delay = delay
@@ -129,7 +150,7 @@ class Controllers:
     # ---- scheduling
 
     def on_event(self, event: StoreEvent) -> None:
-        meta = _dict(event.obj.get("metadata"))
+        meta = as_dict(event.obj.get("metadata"))
         deleting = event.type == "DELETED" or bool(meta.get("deletionTimestamp"))
         self._index(event)
         if deleting and event.gr == NAMESPACES:
@@ -142,7 +163,7 @@ class Controllers:
             self._claims = (
                 self._claims
                 or deleting
-                or _dict(event.obj.get("status")).get("phase") in ("Succeeded", "Failed")
+                or as_dict(event.obj.get("status")).get("phase") in ("Succeeded", "Failed")
             )
         if event.gr in (PODS, SERVICES, ENDPOINTS, SLICES):
             self._endpoints.add(event.namespace)
@@ -241,7 +262,7 @@ class Controllers:
             stamps = [
                 event.get("lastTimestamp"),
                 event.get("eventTime"),
-                _dict(event.get("series")).get("lastObservedTime"),
+                as_dict(event.get("series")).get("lastObservedTime"),
                 event["metadata"].get("creationTimestamp"),
             ]
             moments = [t for t in map(_timestamp, stamps) if t is not None]
@@ -257,8 +278,6 @@ class Controllers:
         return self.cluster.registry.storage_type(gr)
 
     def _delete(self, gr: GroupResource, obj: Obj, policy: str | None = None) -> None:
-        from devcluster.apiserver import DeleteOptions
-
         rt = self._type(gr)
         if rt is None:
             return
@@ -287,7 +306,7 @@ class Controllers:
     def _remove_finalizer(self, gr: GroupResource, obj: Obj, finalizer: str) -> None:
         def change(o: Obj) -> None:
             m = o["metadata"]
-            m["finalizers"] = [f for f in _list(m.get("finalizers")) if f != finalizer]
+            m["finalizers"] = [f for f in as_list(m.get("finalizers")) if f != finalizer]
             if not m["finalizers"]:
                 m.pop("finalizers")
 
@@ -297,7 +316,7 @@ class Controllers:
 
     def _index(self, event: StoreEvent) -> None:
         """Keep the uid and owner indexes and note what the collector must look at."""
-        meta = _dict(event.obj.get("metadata"))
+        meta = as_dict(event.obj.get("metadata"))
         uid = str(meta.get("uid") or "")
         if not uid:
             return
@@ -309,11 +328,13 @@ class Controllers:
             self._dirty_dependents.update(self._dependents.pop(uid, set()))
         else:
             self._where[uid] = (event.gr, event.namespace, event.name)
-            refs = frozenset(str(_dict(r).get("uid")) for r in _list(meta.get("ownerReferences")))
+            refs = frozenset(
+                str(as_dict(r).get("uid")) for r in as_list(meta.get("ownerReferences"))
+            )
             self._refs[uid] = refs
             if refs and (event.type == "ADDED" or refs != before):
                 self._dirty_dependents.add(uid)
-            finalizers = _list(meta.get("finalizers"))
+            finalizers = as_list(meta.get("finalizers"))
             if meta.get("deletionTimestamp") and (ORPHAN in finalizers or FOREGROUND in finalizers):
                 self._dirty_owners.add(uid)
         for owner in before - refs:
@@ -351,7 +372,7 @@ class Controllers:
     @staticmethod
     def _waiting(owner: Obj) -> bool:
         m = owner["metadata"]
-        return bool(m.get("deletionTimestamp")) and FOREGROUND in _list(m.get("finalizers"))
+        return bool(m.get("deletionTimestamp")) and FOREGROUND in as_list(m.get("finalizers"))
 
     def gc_pass(self) -> None:
         owners, self._dirty_owners = self._dirty_owners, set()
@@ -375,7 +396,7 @@ class Controllers:
 
     def _process_owner(self, gr: GroupResource, owner: Obj) -> None:
         uid = owner["metadata"]["uid"]
-        finalizers = _list(owner["metadata"].get("finalizers"))
+        finalizers = as_list(owner["metadata"].get("finalizers"))
         if ORPHAN in finalizers:
             for dgr, dependent in self._dependents_of(uid):
                 self._drop_refs(dgr, dependent, {uid})
@@ -387,10 +408,10 @@ class Controllers:
         for dgr, dependent in self._dependents_of(uid):
             refs = [
                 r
-                for r in _list(dependent["metadata"].get("ownerReferences"))
-                if _dict(r).get("uid") == uid
+                for r in as_list(dependent["metadata"].get("ownerReferences"))
+                if as_dict(r).get("uid") == uid
             ]
-            if any(_dict(r).get("blockOwnerDeletion") for r in refs):
+            if any(as_dict(r).get("blockOwnerDeletion") for r in refs):
                 blocking = True
             if dependent["metadata"].get("deletionTimestamp"):
                 continue
@@ -403,14 +424,14 @@ class Controllers:
 
     def _process_dependent(self, gr: GroupResource, obj: Obj) -> None:
         m = obj["metadata"]
-        refs = _list(m.get("ownerReferences"))
+        refs = as_list(m.get("ownerReferences"))
         if not refs or m.get("deletionTimestamp"):
             return
         solid: list[str] = []
         dangling: set[str] = set()
         waiting: list[str] = []
         for ref in refs:
-            uid = str(_dict(ref).get("uid"))
+            uid = str(as_dict(ref).get("uid"))
             found = self._owner_of(obj, uid)
             if found is None:
                 dangling.add(uid)
@@ -433,13 +454,13 @@ class Controllers:
         if obj is None:
             return False
         return any(
-            _dict(r).get("uid") == uid and _dict(r).get("blockOwnerDeletion")
-            for r in _list(obj["metadata"].get("ownerReferences"))
+            as_dict(r).get("uid") == uid and as_dict(r).get("blockOwnerDeletion")
+            for r in as_list(obj["metadata"].get("ownerReferences"))
         )
 
     def _has_solid_owner(self, dependent: Obj, dying_uid: str) -> bool:
-        for ref in _list(dependent["metadata"].get("ownerReferences")):
-            uid = str(_dict(ref).get("uid"))
+        for ref in as_list(dependent["metadata"].get("ownerReferences")):
+            uid = str(as_dict(ref).get("uid"))
             if uid == dying_uid:
                 continue
             found = self._owner_of(dependent, uid)
@@ -451,8 +472,8 @@ class Controllers:
         def change(o: Obj) -> None:
             refs = [
                 r
-                for r in _list(o["metadata"].get("ownerReferences"))
-                if _dict(r).get("uid") not in uids
+                for r in as_list(o["metadata"].get("ownerReferences"))
+                if as_dict(r).get("uid") not in uids
             ]
             if refs:
                 o["metadata"]["ownerReferences"] = refs
@@ -484,7 +505,7 @@ class Controllers:
                 for gr in store.resources()
                 if (rt := self._type(gr)) is not None and rt.namespaced
             )
-            if still == 0 and "kubernetes" in _list(_dict(ns.get("spec")).get("finalizers")):
+            if still == 0 and "kubernetes" in as_list(as_dict(ns.get("spec")).get("finalizers")):
                 self._finalize_namespace(ns)
             elif still:
                 self._namespaces = True  # look again after the next changes
@@ -498,9 +519,11 @@ class Controllers:
             return
         obj = dict(current)
         obj["spec"] = {
-            **_dict(current.get("spec")),
+            **as_dict(current.get("spec")),
             "finalizers": [
-                f for f in _list(_dict(current.get("spec")).get("finalizers")) if f != "kubernetes"
+                f
+                for f in as_list(as_dict(current.get("spec")).get("finalizers"))
+                if f != "kubernetes"
             ],
         }
         if not obj["spec"]["finalizers"]:
@@ -520,7 +543,7 @@ class Controllers:
                 if not obj["metadata"].get("deletionTimestamp"):
                     self._delete(gr, obj, "Background")
             if store.count(gr) == 0:
-                if CRD_CLEANUP_FINALIZER in _list(m.get("finalizers")):
+                if CRD_CLEANUP_FINALIZER in as_list(m.get("finalizers")):
                     self._remove_finalizer(CRDS, crd, CRD_CLEANUP_FINALIZER)
             else:
                 self._crds = True
@@ -531,15 +554,15 @@ class Controllers:
         store = self.cluster.store
         for claim in store.items(CLAIMS):
             m = claim["metadata"]
-            if not m.get("deletionTimestamp") or PVC_PROTECTION not in _list(m.get("finalizers")):
+            if not m.get("deletionTimestamp") or PVC_PROTECTION not in as_list(m.get("finalizers")):
                 continue
             namespace, name = m.get("namespace", ""), m["name"]
             in_use = False
             for pod in store.items(PODS, namespace):
-                if _dict(pod.get("status")).get("phase") in ("Succeeded", "Failed"):
+                if as_dict(pod.get("status")).get("phase") in ("Succeeded", "Failed"):
                     continue
-                for volume in _list(_dict(pod.get("spec")).get("volumes")):
-                    source = _dict(_dict(volume).get("persistentVolumeClaim"))
+                for volume in as_list(as_dict(pod.get("spec")).get("volumes")):
+                    source = as_dict(as_dict(volume).get("persistentVolumeClaim"))
                     if source.get("claimName") == name:
                         in_use = True
             if not in_use:
@@ -555,37 +578,37 @@ class Controllers:
         from devcluster import selectors
 
         services = {s["metadata"]["name"]: s for s in store.items(SERVICES, namespace)}
-        selecting = any(_dict(_dict(s.get("spec")).get("selector")) for s in services.values())
+        selecting = any(as_dict(as_dict(s.get("spec")).get("selector")) for s in services.values())
         pods = store.items(PODS, namespace) if selecting else []
         for service in services.values():
-            spec = _dict(service.get("spec"))
-            selector = _dict(spec.get("selector"))
+            spec = as_dict(service.get("spec"))
+            selector = as_dict(spec.get("selector"))
             if not selector or spec.get("type") == "ExternalName":
                 continue
             try:
                 match = selectors.selector_from_map(selector)
             except Exception:
                 continue
-            matching = [p for p in pods if match.matches(_dict(p["metadata"].get("labels")))]
+            matching = [p for p in pods if match.matches(as_dict(p["metadata"].get("labels")))]
             subsets = endpoint_subsets(service, matching)
             self._write_endpoints(rt, service, subsets)
             self._write_slices(service, endpoint_slices(service, matching))
         ns = store.get(NAMESPACES, "", namespace)
         for piece in store.items(SLICES, namespace):
             m = piece["metadata"]
-            labels = _dict(m.get("labels"))
+            labels = as_dict(m.get("labels"))
             if labels.get(SLICE_MANAGED_BY) != SLICE_CONTROLLER:
                 continue
             owner = services.get(str(labels.get(SERVICE_NAME_LABEL)))
-            orphaned = owner is None or not _dict(_dict(owner.get("spec")).get("selector"))
+            orphaned = owner is None or not as_dict(as_dict(owner.get("spec")).get("selector"))
             if orphaned and not m.get("deletionTimestamp") and ns is not None:
                 self._delete(SLICES, piece)
         for endpoints in store.items(ENDPOINTS, namespace):
             m = endpoints["metadata"]
-            if _dict(m.get("labels")).get(MANAGED_BY) != CONTROLLER_NAME:
+            if as_dict(m.get("labels")).get(MANAGED_BY) != CONTROLLER_NAME:
                 continue
             owner = services.get(m["name"])
-            orphaned = owner is None or not _dict(_dict(owner.get("spec")).get("selector"))
+            orphaned = owner is None or not as_dict(as_dict(owner.get("spec")).get("selector"))
             if orphaned and not m.get("deletionTimestamp") and ns is not None:
                 self._delete(ENDPOINTS, endpoints)
 
@@ -594,8 +617,6 @@ class Controllers:
         rt = self._type(SLICES)
         if rt is None:
             return
-        from devcluster.apiserver import Ctx
-
         sm = service["metadata"]
         namespace = sm["namespace"]
         for name, body in slices.items():
@@ -618,7 +639,7 @@ class Controllers:
             updated["metadata"]["generation"] = int(current["metadata"].get("generation") or 0) + 1
             store.put(SLICES, updated)
         for piece in store.items(SLICES, namespace):
-            labels = _dict(piece["metadata"].get("labels"))
+            labels = as_dict(piece["metadata"].get("labels"))
             if (
                 labels.get(SERVICE_NAME_LABEL) == sm["name"]
                 and labels.get(SLICE_MANAGED_BY) == SLICE_CONTROLLER
@@ -630,11 +651,9 @@ class Controllers:
         store = self.cluster.store
         sm = service["metadata"]
         namespace, name = sm["namespace"], sm["name"]
-        labels = dict(_dict(sm.get("labels")))
+        labels = dict(as_dict(sm.get("labels")))
         labels[MANAGED_BY] = CONTROLLER_NAME
         current = store.get(ENDPOINTS, namespace, name)
-        from devcluster.apiserver import Ctx
-
         if current is None:
             if sm.get("deletionTimestamp"):
                 return
@@ -649,7 +668,7 @@ class Controllers:
             return
         if (
             current.get("subsets", []) == subsets
-            and _dict(current["metadata"].get("labels")) == labels
+            and as_dict(current["metadata"].get("labels")) == labels
         ):
             return
 
@@ -679,12 +698,12 @@ def _slice_name(service: str, key: tuple[Any, ...]) -> str:
 
 def endpoint_slices(service: Obj, pods: list[Obj]) -> dict[str, Obj]:
     """discovery.k8s.io/v1 EndpointSlices for a service, one per distinct port mapping."""
-    spec = _dict(service.get("spec"))
+    spec = as_dict(service.get("spec"))
     sm = service["metadata"]
-    service_ports = [_dict(p) for p in _list(spec.get("ports"))]
+    service_ports = [as_dict(p) for p in as_list(spec.get("ports"))]
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for pod in pods:
-        status = _dict(pod.get("status"))
+        status = as_dict(pod.get("status"))
         ip = status.get("podIP")
         if not ip or status.get("phase") in ("Succeeded", "Failed"):
             continue
@@ -715,13 +734,13 @@ def endpoint_slices(service: Obj, pods: list[Obj]) -> dict[str, Obj]:
                 "uid": m["uid"],
             },
         }
-        node = _dict(pod.get("spec")).get("nodeName")
+        node = as_dict(pod.get("spec")).get("nodeName")
         if node:
             endpoint["nodeName"] = node
         group["endpoints"].append(endpoint)
     if not groups:
         groups[()] = {"ports": [], "endpoints": []}
-    labels = dict(_dict(sm.get("labels")))
+    labels = dict(as_dict(sm.get("labels")))
     labels[SERVICE_NAME_LABEL] = sm["name"]
     labels[SLICE_MANAGED_BY] = SLICE_CONTROLLER
     owner = {
@@ -752,9 +771,9 @@ def endpoint_slices(service: Obj, pods: list[Obj]) -> dict[str, Obj]:
 
 
 def pod_ready(pod: Obj) -> bool:
-    for condition in _list(_dict(pod.get("status")).get("conditions")):
-        if _dict(condition).get("type") == "Ready":
-            return _dict(condition).get("status") == "True"
+    for condition in as_list(as_dict(pod.get("status")).get("conditions")):
+        if as_dict(condition).get("type") == "Ready":
+            return as_dict(condition).get("status") == "True"
     return False
 
 
@@ -765,22 +784,22 @@ def resolve_target_port(service_port: Obj, pod: Obj) -> int | None:
     if isinstance(target, str):
         if target.isdigit():
             return int(target)
-        for container in _list(_dict(pod.get("spec")).get("containers")):
-            for port in _list(_dict(container).get("ports")):
-                if _dict(port).get("name") == target:
-                    value = _dict(port).get("containerPort")
+        for container in as_list(as_dict(pod.get("spec")).get("containers")):
+            for port in as_list(as_dict(container).get("ports")):
+                if as_dict(port).get("name") == target:
+                    value = as_dict(port).get("containerPort")
                     return value if isinstance(value, int) else None
     return None
 
 
 def endpoint_subsets(service: Obj, pods: list[Obj]) -> list[Obj]:
     """Endpoints subsets for a service over the pods its selector matches."""
-    spec = _dict(service.get("spec"))
-    service_ports = [_dict(p) for p in _list(spec.get("ports"))]
+    spec = as_dict(service.get("spec"))
+    service_ports = [as_dict(p) for p in as_list(spec.get("ports"))]
     publish_not_ready = bool(spec.get("publishNotReadyAddresses"))
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for pod in pods:
-        status = _dict(pod.get("status"))
+        status = as_dict(pod.get("status"))
         ip = status.get("podIP")
         if not ip or status.get("phase") in ("Succeeded", "Failed"):
             continue
@@ -800,7 +819,7 @@ def endpoint_subsets(service: Obj, pods: list[Obj]) -> list[Obj]:
         group = groups.setdefault(key, {"ports": ports, "ready": [], "not_ready": []})
         address = {
             "ip": ip,
-            "nodeName": _dict(pod.get("spec")).get("nodeName"),
+            "nodeName": as_dict(pod.get("spec")).get("nodeName"),
             "targetRef": {
                 "kind": "Pod",
                 "namespace": m.get("namespace"),

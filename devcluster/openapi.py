@@ -26,7 +26,8 @@ import json
 import re
 from typing import Any
 
-from devcluster.resources import Registry, ResourceType
+from devcluster.resources.registry import Registry
+from devcluster.resources.types import ResourceType
 from devcluster.store import Obj
 
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"

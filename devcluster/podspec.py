@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from devcluster import paths
+from devcluster.gofmt import go_quote
+from devcluster.values import as_dict, as_list
 
 JSON = dict[str, Any]
 
@@ -275,13 +277,8 @@ def field_value(pod: JSON, field_path: str, pod_ip: str, host_ip: str) -> str:
         return "" if simple[field_path] is None else str(simple[field_path])
     if field_path in ("metadata.labels", "metadata.annotations"):
         mapping = meta.get(field_path.split(".")[1]) or {}
-        return "\n".join(f"{k}={_quote(str(v))}" for k, v in sorted(mapping.items()))
+        return "\n".join(f"{k}={go_quote(str(v))}" for k, v in sorted(mapping.items()))
     raise ConfigError(f"unsupported fieldRef fieldPath {field_path!r}")
-
-
-def _quote(value: str) -> str:
-    """Go's strconv.Quote, close enough for label and annotation values."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 # --------------------------------------------------------------------------------------
@@ -1020,22 +1017,23 @@ def pod_conditions(
 
 def qos_class(pod: JSON) -> str:
     """Guaranteed, Burstable or BestEffort, from the containers' requests and limits."""
-    spec = pod.get("spec") or {}
-    containers = list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
-    any_set = False
-    guaranteed = True
+    spec = as_dict(pod.get("spec"))
+    containers = as_list(spec.get("containers")) + as_list(spec.get("initContainers"))
+    requests_any = limits_all = False
+    guaranteed = bool(containers)
     for c in containers:
-        res = c.get("resources") or {}
-        req = res.get("requests") or {}
-        lim = res.get("limits") or {}
+        res = as_dict(as_dict(c).get("resources"))
+        req, lim = as_dict(res.get("requests")), as_dict(res.get("limits"))
         if req or lim:
-            any_set = True
-        for r in ("cpu", "memory"):
-            if r not in lim or str(req.get(r, lim[r])) != str(lim[r]):
+            requests_any = True
+        for resource in ("cpu", "memory"):
+            differs = resource in req and str(req[resource]) != str(lim.get(resource))
+            if resource not in lim or differs:
                 guaranteed = False
-    if not any_set:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"
+        limits_all = limits_all or bool(lim)
+    if guaranteed and limits_all:
+        return "Guaranteed"
+    return "Burstable" if requests_any else "BestEffort"
 
 
 # --------------------------------------------------------------------------------------

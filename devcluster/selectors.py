@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from devcluster.gofmt import go_quote
+
 __all__ = [
     "FieldSelector",
     "FieldTerm",
@@ -73,11 +75,6 @@ _SUBDOMAIN_MESSAGE = (
 )
 
 
-def _go_quote(text: str) -> str:
-    """A string quoted the way Go's %q does for printable text (used in error messages)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _qualified_name_problems(key: str) -> list[str]:
     """Why `key` is not a valid label key (an optional DNS subdomain prefix and `/`, then a
     name of at most 63 characters); empty when it is. Mirrors IsQualifiedName.
@@ -121,14 +118,14 @@ def _label_value_problems(value: str) -> list[str]:
 def _check_key(key: str) -> None:
     problems = _qualified_name_problems(key)
     if problems:
-        raise SelectorError(f"key: Invalid value: {_go_quote(key)}: {'; '.join(problems)}")
+        raise SelectorError(f"key: Invalid value: {go_quote(key)}: {'; '.join(problems)}")
 
 
 def _check_value(key: str, index: int, value: str) -> None:
     problems = _label_value_problems(value)
     if problems:
         raise SelectorError(
-            f"values[{index}][{key}]: Invalid value: {_go_quote(value)}: {'; '.join(problems)}"
+            f"values[{index}][{key}]: Invalid value: {go_quote(value)}: {'; '.join(problems)}"
         )
 
 
@@ -194,7 +191,7 @@ class Requirement:
         for index, value in enumerate(unique):
             if operator in _NUMERIC_OPERATORS and not re.fullmatch(r"[+-]?[0-9]+", value):
                 raise SelectorError(
-                    f"values[{index}]: Invalid value: {_go_quote(value)}: "
+                    f"values[{index}]: Invalid value: {go_quote(value)}: "
                     "for 'Gt', 'Lt' operators, the value must be an integer"
                 )
             _check_value(key, index, value)

@@ -17,8 +17,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from devcluster.resources import ResourceType, json_path_get
+from devcluster.resources.jsonpath import json_path_get
+from devcluster.resources.types import ResourceType
 from devcluster.store import Obj, now, parse_time
+from devcluster.values import as_dict, as_list
 
 NAME_DOC = (
     "Name must be unique within a namespace. Is required when creating resources, although "
@@ -33,14 +35,6 @@ AGE_DOC = (
     "operations. Clients may not set this value. It is represented in RFC3339 form and is "
     "in UTC."
 )
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def human_duration(seconds: float) -> str:
@@ -102,7 +96,7 @@ AGE_COLUMN = column("Age", "string", AGE_DOC)
 
 
 def _meta(obj: Obj) -> dict[str, Any]:
-    return _dict(obj.get("metadata"))
+    return as_dict(obj.get("metadata"))
 
 
 def _name(obj: Obj) -> str:
@@ -117,30 +111,30 @@ def _age(obj: Obj) -> str:
 
 
 def pod_row(pod: Obj) -> list[Any]:
-    spec, status = _dict(pod.get("spec")), _dict(pod.get("status"))
+    spec, status = as_dict(pod.get("spec")), as_dict(pod.get("status"))
     m = _meta(pod)
     restarts = 0
     ready = 0
-    total = len(_list(spec.get("containers")))
+    total = len(as_list(spec.get("containers")))
     reason = status.get("reason") or status.get("phase") or "Pending"
     last_restart: datetime | None = None
 
     def note_restart(entry: Obj) -> None:
         nonlocal last_restart
-        finished = _dict(_dict(entry.get("lastState")).get("terminated")).get("finishedAt")
+        finished = as_dict(as_dict(entry.get("lastState")).get("terminated")).get("finishedAt")
         moment = parse_time(finished) if isinstance(finished, str) else None
         if moment is not None and (last_restart is None or moment > last_restart):
             last_restart = moment
 
     initializing = False
-    init_statuses = _list(status.get("initContainerStatuses"))
-    init_count = len(_list(spec.get("initContainers")))
-    for i, entry in enumerate(map(_dict, init_statuses)):
+    init_statuses = as_list(status.get("initContainerStatuses"))
+    init_count = len(as_list(spec.get("initContainers")))
+    for i, entry in enumerate(map(as_dict, init_statuses)):
         restarts += int(entry.get("restartCount") or 0)
         if entry.get("restartCount"):
             note_restart(entry)
-        state = _dict(entry.get("state"))
-        terminated, waiting = _dict(state.get("terminated")), _dict(state.get("waiting"))
+        state = as_dict(entry.get("state"))
+        terminated, waiting = as_dict(state.get("terminated")), as_dict(state.get("waiting"))
         if "terminated" in state and terminated.get("exitCode") == 0:
             continue
         if "terminated" in state:
@@ -157,18 +151,18 @@ def pod_row(pod: Obj) -> list[Any]:
         initializing = True
         break
     initialized = any(
-        _dict(c).get("type") == "Initialized" and _dict(c).get("status") == "True"
-        for c in _list(status.get("conditions"))
+        as_dict(c).get("type") == "Initialized" and as_dict(c).get("status") == "True"
+        for c in as_list(status.get("conditions"))
     )
     if not initializing or initialized:
         restarts = 0
         running = False
-        for entry in map(_dict, reversed(_list(status.get("containerStatuses")))):
+        for entry in map(as_dict, reversed(as_list(status.get("containerStatuses")))):
             restarts += int(entry.get("restartCount") or 0)
             if entry.get("restartCount"):
                 note_restart(entry)
-            state = _dict(entry.get("state"))
-            terminated, waiting = _dict(state.get("terminated")), _dict(state.get("waiting"))
+            state = as_dict(entry.get("state"))
+            terminated, waiting = as_dict(state.get("terminated")), as_dict(state.get("waiting"))
             if waiting.get("reason"):
                 reason = str(waiting["reason"])
             elif "terminated" in state and terminated.get("reason"):
@@ -183,8 +177,8 @@ def pod_row(pod: Obj) -> list[Any]:
                 ready += 1
         if reason == "Completed" and running:
             ready_condition = any(
-                _dict(c).get("type") == "Ready" and _dict(c).get("status") == "True"
-                for c in _list(status.get("conditions"))
+                as_dict(c).get("type") == "Ready" and as_dict(c).get("status") == "True"
+                for c in as_list(status.get("conditions"))
             )
             reason = "Running" if ready_condition else "NotReady"
     if m.get("deletionTimestamp"):
@@ -192,12 +186,13 @@ def pod_row(pod: Obj) -> list[Any]:
     restarts_text = str(restarts)
     if last_restart is not None:
         restarts_text = f"{restarts} ({human_duration((now() - last_restart).total_seconds())} ago)"
-    gates = _list(spec.get("readinessGates"))
+    gates = as_list(spec.get("readinessGates"))
     if gates:
         conditions = {
-            _dict(c).get("type"): _dict(c).get("status") for c in _list(status.get("conditions"))
+            as_dict(c).get("type"): as_dict(c).get("status")
+            for c in as_list(status.get("conditions"))
         }
-        passed = sum(1 for g in gates if conditions.get(_dict(g).get("conditionType")) == "True")
+        passed = sum(1 for g in gates if conditions.get(as_dict(g).get("conditionType")) == "True")
         gates_text = f"{passed}/{len(gates)}"
     else:
         gates_text = "<none>"
@@ -235,7 +230,7 @@ POD_COLUMNS = [
 
 def service_ports(spec: Obj) -> str:
     parts = []
-    for port in map(_dict, _list(spec.get("ports"))):
+    for port in map(as_dict, as_list(spec.get("ports"))):
         text = str(port.get("port"))
         if port.get("nodePort"):
             text += f":{port['nodePort']}"
@@ -244,18 +239,18 @@ def service_ports(spec: Obj) -> str:
 
 
 def service_row(svc: Obj) -> list[Any]:
-    spec = _dict(svc.get("spec"))
+    spec = as_dict(svc.get("spec"))
     kind = spec.get("type", "ClusterIP")
-    external = list(_list(spec.get("externalIPs")))
+    external = list(as_list(spec.get("externalIPs")))
     if kind == "ExternalName":
         external_text = str(spec.get("externalName") or "<none>")
     elif kind == "LoadBalancer":
-        ingress = _list(_dict(_dict(svc.get("status")).get("loadBalancer")).get("ingress"))
-        ips = [str(_dict(i).get("ip") or _dict(i).get("hostname")) for i in ingress] + external
+        ingress = as_list(as_dict(as_dict(svc.get("status")).get("loadBalancer")).get("ingress"))
+        ips = [str(as_dict(i).get("ip") or as_dict(i).get("hostname")) for i in ingress] + external
         external_text = ",".join(ips) if ips else "<pending>"
     else:
         external_text = ",".join(external) if external else "<none>"
-    selector = _dict(spec.get("selector"))
+    selector = as_dict(spec.get("selector"))
     return [
         _name(svc),
         kind,
@@ -282,9 +277,9 @@ SERVICE_COLUMNS = [
 
 def endpoints_text(obj: Obj) -> str:
     entries = []
-    for subset in map(_dict, _list(obj.get("subsets"))):
-        ports = [_dict(p).get("port") for p in _list(subset.get("ports"))] or [None]
-        for address in map(_dict, _list(subset.get("addresses"))):
+    for subset in map(as_dict, as_list(obj.get("subsets"))):
+        ports = [as_dict(p).get("port") for p in as_list(subset.get("ports"))] or [None]
+        for address in map(as_dict, as_list(subset.get("addresses"))):
             for port in ports:
                 entries.append(f"{address.get('ip')}:{port}" if port else str(address.get("ip")))
     if not entries:
@@ -296,7 +291,7 @@ def endpoints_text(obj: Obj) -> str:
 
 def slice_endpoints_text(obj: Obj) -> str:
     addresses = [
-        str(a) for e in _list(obj.get("endpoints")) for a in _list(_dict(e).get("addresses"))
+        str(a) for e in as_list(obj.get("endpoints")) for a in as_list(as_dict(e).get("addresses"))
     ]
     if not addresses:
         return "<unset>"
@@ -315,7 +310,7 @@ ACCESS_MODES = {
 
 def event_row(event: Obj) -> list[Any]:
     m = _meta(event)
-    involved = _dict(event.get("involvedObject") or event.get("regarding"))
+    involved = as_dict(event.get("involvedObject") or event.get("regarding"))
     last = event.get("lastTimestamp") or event.get("deprecatedLastTimestamp")
     first = event.get("firstTimestamp") or event.get("deprecatedFirstTimestamp")
     if not last:
@@ -323,14 +318,14 @@ def event_row(event: Obj) -> list[Any]:
     if not first:
         first = event.get("eventTime") or m.get("creationTimestamp")
     count = event.get("count") or event.get("deprecatedCount") or 1
-    series = _dict(event.get("series"))
+    series = as_dict(event.get("series"))
     if series.get("count"):
         count = series["count"]
         last = series.get("lastObservedTime") or last
     last_text = age(last)
     if isinstance(count, int) and count > 1:
         last_text = f"{last_text} (x{count} over {age(first)})"
-    source = _dict(event.get("source") or event.get("deprecatedSource"))
+    source = as_dict(event.get("source") or event.get("deprecatedSource"))
     source_text = str(source.get("component") or event.get("reportingComponent") or "")
     if source.get("host"):
         source_text += f", {source['host']}"
@@ -363,22 +358,22 @@ EVENT_COLUMNS = [
 
 
 def node_row(node: Obj) -> list[Any]:
-    status = _dict(node.get("status"))
+    status = as_dict(node.get("status"))
     ready = "Unknown"
-    for condition in map(_dict, _list(status.get("conditions"))):
+    for condition in map(as_dict, as_list(status.get("conditions"))):
         if condition.get("type") == "Ready":
             ready = "Ready" if condition.get("status") == "True" else "NotReady"
-    if _dict(node.get("spec")).get("unschedulable"):
+    if as_dict(node.get("spec")).get("unschedulable"):
         ready += ",SchedulingDisabled"
     roles = sorted(
         key.split("/", 1)[1]
-        for key in _dict(_meta(node).get("labels"))
+        for key in as_dict(_meta(node).get("labels"))
         if key.startswith("node-role.kubernetes.io/")
     )
     addresses = {
-        _dict(a).get("type"): _dict(a).get("address") for a in _list(status.get("addresses"))
+        as_dict(a).get("type"): as_dict(a).get("address") for a in as_list(status.get("addresses"))
     }
-    info = _dict(status.get("nodeInfo"))
+    info = as_dict(status.get("nodeInfo"))
     return [
         _name(node),
         ready,
@@ -408,13 +403,13 @@ NODE_COLUMNS = [
 
 
 def claim_row(claim: Obj) -> list[Any]:
-    spec, status = _dict(claim.get("spec")), _dict(claim.get("status"))
-    modes = [ACCESS_MODES.get(str(m), str(m)) for m in _list(status.get("accessModes"))]
+    spec, status = as_dict(claim.get("spec")), as_dict(claim.get("status"))
+    modes = [ACCESS_MODES.get(str(m), str(m)) for m in as_list(status.get("accessModes"))]
     return [
         _name(claim),
         status.get("phase", "Pending"),
         spec.get("volumeName", ""),
-        _dict(status.get("capacity")).get("storage", ""),
+        as_dict(status.get("capacity")).get("storage", ""),
         ",".join(modes),
         spec.get("storageClassName") or "<unset>",
         spec.get("volumeAttributesClassName") or "<unset>",
@@ -442,11 +437,15 @@ BUILTIN: dict[tuple[str, str], Spec] = {
     ("", "services"): (SERVICE_COLUMNS, service_row),
     ("", "namespaces"): (
         [NAME_COLUMN, column("Status", description="The status of the namespace"), AGE_COLUMN],
-        lambda o: [_name(o), _dict(o.get("status")).get("phase", ""), _age(o)],
+        lambda o: [_name(o), as_dict(o.get("status")).get("phase", ""), _age(o)],
     ),
     ("", "configmaps"): (
         [NAME_COLUMN, column("Data", "integer", "The number of entries"), AGE_COLUMN],
-        lambda o: [_name(o), len(_dict(o.get("data"))) + len(_dict(o.get("binaryData"))), _age(o)],
+        lambda o: [
+            _name(o),
+            len(as_dict(o.get("data"))) + len(as_dict(o.get("binaryData"))),
+            _age(o),
+        ],
     ),
     ("", "secrets"): (
         [
@@ -455,11 +454,11 @@ BUILTIN: dict[tuple[str, str], Spec] = {
             column("Data", "integer", "The number of entries"),
             AGE_COLUMN,
         ],
-        lambda o: [_name(o), o.get("type", "Opaque"), len(_dict(o.get("data"))), _age(o)],
+        lambda o: [_name(o), o.get("type", "Opaque"), len(as_dict(o.get("data"))), _age(o)],
     ),
     ("", "serviceaccounts"): (
         [NAME_COLUMN, column("Secrets", "integer", "The number of secrets"), AGE_COLUMN],
-        lambda o: [_name(o), len(_list(o.get("secrets"))), _age(o)],
+        lambda o: [_name(o), len(as_list(o.get("secrets"))), _age(o)],
     ),
     ("", "endpoints"): (
         [NAME_COLUMN, column("Endpoints", description="Endpoints of the service"), AGE_COLUMN],
@@ -480,14 +479,14 @@ BUILTIN: dict[tuple[str, str], Spec] = {
         lambda o: [
             _name(o),
             o.get("addressType", ""),
-            ",".join(str(_dict(p).get("port")) for p in _list(o.get("ports"))) or "<unset>",
+            ",".join(str(as_dict(p).get("port")) for p in as_list(o.get("ports"))) or "<unset>",
             slice_endpoints_text(o),
             _age(o),
         ],
     ),
     ("coordination.k8s.io", "leases"): (
         [NAME_COLUMN, column("Holder", description="The holder of the lease"), AGE_COLUMN],
-        lambda o: [_name(o), _dict(o.get("spec")).get("holderIdentity", ""), _age(o)],
+        lambda o: [_name(o), as_dict(o.get("spec")).get("holderIdentity", ""), _age(o)],
     ),
     ("apiextensions.k8s.io", "customresourcedefinitions"): (
         [NAME_COLUMN, column("Created At", "date", AGE_DOC)],

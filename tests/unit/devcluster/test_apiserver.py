@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from devcluster import paths
-from devcluster.apiserver import parse_accept, parse_api_path
+from devcluster.apiserver.http import parse_accept, parse_api_path
 from tests.crd_builder import simple_crd
 from tests.unit.devcluster.test_apiserver_support import (
     CM,
@@ -1042,8 +1042,8 @@ async def test_events_in_both_api_groups_and_secrets(api: Api) -> None:
         "lastTimestamp": "2020-01-01T00:00:00Z",
     }
     await api.post("/api/v1/namespaces/default/events", stale)
-    assert api.cluster.controllers.expire_events() == 0  # an hour after the last write
-    assert api.cluster.controllers.expire_events(ttl=-5) == 3
+    assert api.controllers.expire_events() == 0  # an hour after the last write
+    assert api.controllers.expire_events(ttl=-5) == 3
     assert (await api.get("/api/v1/namespaces/default/events/old")).status == 404
     lease = {
         "metadata": {"name": "l"},

@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from devcluster.apiserver import ServerThread
+from devcluster.apiserver.app import ServerThread
 from tests.unit.devcluster.test_apiserver_support import CRDS, example, load_yaml
 
 JSON = dict[str, Any]

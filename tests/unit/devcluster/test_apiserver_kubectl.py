@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from devcluster import paths
-from devcluster.apiserver import ServerThread
+from devcluster.apiserver.app import ServerThread
 
 ROOT = Path(__file__).resolve().parents[3]
 KUBECTL = shutil.which("kubectl")

@@ -11,7 +11,9 @@ from typing import Any
 import yaml
 from aiohttp import test_utils, web
 
-from devcluster.apiserver import CLUSTER_KEY, Cluster, create_app
+from devcluster.apiserver.app import CLUSTER_KEY, CONTROLLERS_KEY, create_app
+from devcluster.apiserver.cluster import Cluster
+from devcluster.gc import Controllers
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[3]
@@ -71,6 +73,10 @@ class Api:
     def cluster(self) -> Cluster:
         return self.app[CLUSTER_KEY]
 
+    @property
+    def controllers(self) -> Controllers:
+        return self.app[CONTROLLERS_KEY]
+
     async def call(
         self,
         method: str,
@@ -120,7 +126,7 @@ class Api:
         """Let the built-in controllers run their pending passes."""
         for _ in range(5):
             await asyncio.sleep(0.02)
-            self.cluster.controllers.run_pending()
+            self.controllers.run_pending()
 
     async def watch(
         self, path: str, params: dict[str, str], *, count: int | None = None, headers: Any = None

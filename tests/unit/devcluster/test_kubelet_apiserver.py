@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from devcluster.apiserver import create_app
+from devcluster.apiserver.app import create_app
 from devcluster.kubelet import Kubelet
 from devcluster.proxy import ServiceProxy
 from tests.unit.devcluster.kubelet_fakeapi import wait_for

@@ -11,18 +11,13 @@ import pytest
 import yaml
 from hypothesis import given, settings
 
-from devcluster.schema import (
-    FieldError,
-    admit,
-    apply_defaults,
-    cel_compile_warnings,
-    drop_nulls,
-    evaluate_rules,
-    go_float,
-    prune,
-    structural_problems,
-    validate,
-)
+from devcluster.gofmt import go_float
+from devcluster.schema.admission import admit
+from devcluster.schema.cel import cel_compile_warnings, evaluate_rules
+from devcluster.schema.common import FieldError
+from devcluster.schema.prune import apply_defaults, drop_nulls, prune
+from devcluster.schema.structural import structural_problems
+from devcluster.schema.validation import validate
 from tests.unit import crd_helpers
 from tests.unit.strategies import services, training_jobs
 

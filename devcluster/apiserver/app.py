@@ -1,0 +1,156 @@
+"""Entry points: `create_app` builds a Cluster, its controllers and the server;
+`ServerThread` runs one in a thread; `serve` starts an app on a port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from devcluster import DEFAULT_KUBERNETES_VERSION
+from devcluster.apiserver.cluster import DEFAULT_NODE, Cluster
+from devcluster.apiserver.routes import APIServer
+from devcluster.gc import Controllers
+
+
+def create_app(
+    state_dir: Path | None,
+    *,
+    persist: bool = False,
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
+    simulate: bool = False,
+    node_name: str = DEFAULT_NODE,
+    history_size: int = 20000,
+    bookmark_interval: float = 30.0,
+    max_watch_seconds: float = 1800.0,
+) -> web.Application:
+    """The API server as an aiohttp application.
+
+    `state_dir` is where the kubelet writes pod logs (served by `pods/log`); with
+    `persist`, the objects are also snapshotted to `paths.snapshot_file(state_dir)` and
+    reloaded from it. `simulate` deletes pods at once (no kubelet terminates them).
+    The `Cluster` is available as `app[CLUSTER_KEY]`, its built-in controllers (which
+    attach to it here) as `app[CONTROLLERS_KEY]`.
+    """
+    cluster = Cluster(
+        state_dir,
+        persist=persist,
+        node_name=node_name,
+        simulate=simulate,
+        kubernetes_version=kubernetes_version,
+        history_size=history_size,
+    )
+    controllers = Controllers(cluster)
+    controllers.attach()
+    server = APIServer(
+        cluster,
+        controllers,
+        bookmark_interval=bookmark_interval,
+        max_watch_seconds=max_watch_seconds,
+    )
+    app = server.make_app()
+    app[CLUSTER_KEY] = cluster
+    app[CONTROLLERS_KEY] = controllers
+    app[SERVER_KEY] = server
+    return app
+
+
+CLUSTER_KEY = web.AppKey("devcluster.cluster", Cluster)
+CONTROLLERS_KEY = web.AppKey("devcluster.controllers", Controllers)
+SERVER_KEY = web.AppKey("devcluster.apiserver", APIServer)
+
+
+class ServerThread:
+    """An API server on its own event loop in a daemon thread.
+
+    `with ServerThread(state_dir) as server: ... server.url ...`
+    """
+
+    def __init__(self, state_dir: Path | None = None, host: str = "127.0.0.1", **options: Any):
+        self.state_dir = state_dir
+        self.host = host
+        self.options = options
+        self.url = ""
+        self.app: web.Application | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def cluster(self) -> Cluster:
+        assert self.app is not None
+        return self.app[CLUSTER_KEY]
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the server's loop and return its result (thread-safe access)."""
+        assert self._loop is not None
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(30)
+
+    def start(self) -> ServerThread:
+        self._thread = threading.Thread(target=self._run, name="devcluster-apiserver", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise RuntimeError("the API server did not start") from self._error
+        return self
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        self.app = create_app(self.state_dir, **self.options)
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        self.url = f"http://{self.host}:{port}"
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def serve(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
+    """Start `app` on host:port; returns the runner (call `cleanup()`) and the URL."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    actual = runner.addresses[0][1]
+    return runner, f"http://{host}:{actual}"
