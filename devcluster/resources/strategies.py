@@ -8,6 +8,7 @@ import base64
 import binascii
 import copy
 import ipaddress
+import random
 from collections.abc import Iterable
 from typing import Any
 
@@ -173,6 +174,12 @@ class PodStrategy(Strategy):
 class ServiceStrategy(Strategy):
     TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 
+    def __init__(self) -> None:
+        # Cluster IPs are handed out from a random place in the range, as pod IPs are:
+        # two devclusters on one machine (parallel test runs) would otherwise both
+        # give their first Service 127.96.0.2, and their proxies would share it.
+        self._start = random.randrange(1 << 32)
+
     @staticmethod
     def _used_ips(env: Env) -> set[str]:
         used = set()
@@ -195,8 +202,11 @@ class ServiceStrategy(Strategy):
 
     def allocate_ip(self, env: Env) -> str:
         used = self._used_ips(env)
-        for host in env.service_network.hosts():
-            ip = str(host)
+        network = env.service_network
+        first = int(network.network_address) + 1  # hosts only: no network address
+        size = network.num_addresses - 2  # nor the broadcast address
+        for i in range(size):
+            ip = str(ipaddress.IPv4Address(first + (self._start + i) % size))
             if ip not in used and not ip.endswith(".1"):
                 return ip
         raise APIError(500, "InternalError", "no cluster IP left in the service range")
