@@ -580,6 +580,13 @@ class Controllers:
         services = {s["metadata"]["name"]: s for s in store.items(SERVICES, namespace)}
         selecting = any(as_dict(as_dict(s.get("spec")).get("selector")) for s in services.values())
         pods = store.items(PODS, namespace) if selecting else []
+        # Pods by each of their labels: a Service's selector is a map of equalities, so
+        # its pods are among those of any one pair. Without this a pass costs services x
+        # pods label matches (minutes of CPU at a few hundred of each).
+        by_label: dict[tuple[str, str], list[Obj]] = {}
+        for pod in pods:
+            for key, value in as_dict(pod["metadata"].get("labels")).items():
+                by_label.setdefault((key, str(value)), []).append(pod)
         for service in services.values():
             spec = as_dict(service.get("spec"))
             selector = as_dict(spec.get("selector"))
@@ -589,7 +596,12 @@ class Controllers:
                 match = selectors.selector_from_map(selector)
             except Exception:
                 continue
-            matching = [p for p in pods if match.matches(as_dict(p["metadata"].get("labels")))]
+            candidates = min(
+                (by_label.get((str(k), str(v)), []) for k, v in selector.items()), key=len
+            )
+            matching = [
+                p for p in candidates if match.matches(as_dict(p["metadata"].get("labels")))
+            ]
             subsets = endpoint_subsets(service, matching)
             self._write_endpoints(rt, service, subsets)
             self._write_slices(service, endpoint_slices(service, matching))
