@@ -22,7 +22,7 @@ from aiohttp import web
 
 from devcluster import DEFAULT_KUBERNETES_VERSION
 from devcluster.apiserver.app import create_app
-from devcluster.kubelet import Kubelet
+from devcluster.kubelet.node import Kubelet
 from devcluster.proxy import ServiceProxy
 
 log = logging.getLogger(__name__)

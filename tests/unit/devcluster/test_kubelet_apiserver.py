@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from devcluster.apiserver.app import create_app
-from devcluster.kubelet import Kubelet
+from devcluster.kubelet.node import Kubelet
 from devcluster.proxy import ServiceProxy
 from tests.unit.devcluster.kubelet_fakeapi import wait_for
 

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from devcluster import paths
-from devcluster.kubelet import Kubelet
+from devcluster.kubelet.node import Kubelet
 from devcluster.proxy import ServiceProxy
 from tests.unit.devcluster.kubelet_fakeapi import FakeAPI, wait_for
 
