@@ -175,9 +175,11 @@ class ServiceStrategy(Strategy):
     TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 
     def __init__(self) -> None:
-        # Cluster IPs are handed out from a random place in the range, as pod IPs are:
-        # two devclusters on one machine (parallel test runs) would otherwise both
-        # give their first Service 127.96.0.2, and their proxies would share it.
+        # Cluster IPs are handed out round robin from a random place in the range, as
+        # pod IPs are: two devclusters on one machine (parallel test runs) would
+        # otherwise both give their first Service 127.96.0.2, and a Service made after
+        # another was deleted would get its address while clients of the old one
+        # (a terminating pod) may still connect to it.
         self._start = random.randrange(1 << 32)
 
     @staticmethod
@@ -206,8 +208,10 @@ class ServiceStrategy(Strategy):
         first = int(network.network_address) + 1  # hosts only: no network address
         size = network.num_addresses - 2  # nor the broadcast address
         for i in range(size):
-            ip = str(ipaddress.IPv4Address(first + (self._start + i) % size))
+            offset = (self._start + i) % size
+            ip = str(ipaddress.IPv4Address(first + offset))
             if ip not in used and not ip.endswith(".1"):
+                self._start = offset + 1  # the next one starts after it
                 return ip
         raise APIError(500, "InternalError", "no cluster IP left in the service range")
 

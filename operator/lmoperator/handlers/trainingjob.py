@@ -106,14 +106,16 @@ def reconcile_job(
     logger: common.Logger,
     *,
     wait: bool = True,
+    scraped: bool = False,
     metrics: WorkerMetrics | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Plan | None:
     """One level-based pass over one job; None when the job is gone or being deleted, or
     (wait=False) when a pass already under way will cover this one.
 
-    `indexes` holds kopf's indexes by name (the job's and its children's). `metrics`,
-    when given, is a fresh scrape of rank 0; otherwise the last one is used.
+    `indexes` holds kopf's indexes by name (the job's and its children's). With
+    `scraped`, `metrics` is a fresh scrape of rank 0 (None: no ready rank 0 answered);
+    otherwise the last scrape is used.
     Raises kopf.TemporaryError when the API fails (kopf retries after a delay).
     """
     body = common.latest(indexes[JOBS_INDEX], (namespace, KIND.kind, name))
@@ -121,7 +123,7 @@ def reconcile_job(
     if not uid:
         return None
     state = common.STATES.get(uid)
-    if metrics is not None:
+    if scraped:
         state.metrics = metrics
 
     def one_pass() -> Plan | None:
@@ -268,7 +270,14 @@ async def tick(memo: Any, namespace: str | None, name: str, **kwargs: Any) -> No
     pods = common.latest_children(kwargs[PODS_INDEX], (namespace, KIND.kind, name))
     metrics = await memo.scraper.rank0(ready_worker_ips(pods))
     await asyncio.to_thread(
-        reconcile_job, kube, namespace, name, kwargs, kwargs["logger"], metrics=metrics
+        reconcile_job,
+        kube,
+        namespace,
+        name,
+        kwargs,
+        kwargs["logger"],
+        scraped=True,
+        metrics=metrics,
     )
 
 

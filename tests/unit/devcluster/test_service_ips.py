@@ -1,4 +1,4 @@
-"""Cluster IPs: handed out from a random place in the range, never twice."""
+"""Cluster IPs: handed out round robin from a random place in the range."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def test_allocation_starts_where_the_strategy_says_and_skips_used_addresses() ->
     strategy = ServiceStrategy()
     strategy._start = 300  # 127.96.0.1 + 300
     assert strategy.allocate_ip(_env([])) == "127.96.1.45"
-    assert strategy.allocate_ip(_env(["127.96.1.45"])) == "127.96.1.46"
+    assert strategy.allocate_ip(_env(["127.96.1.46"])) == "127.96.1.47"
+    # Round robin: a freed address is not handed out again at once.
+    assert strategy.allocate_ip(_env([])) == "127.96.1.48"
 
 
 def test_allocation_wraps_around_and_never_hands_out_a_dot_one() -> None:

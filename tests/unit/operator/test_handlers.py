@@ -162,6 +162,7 @@ def reconcile(
         indexes if indexes is not None else fake.indexes(),
         LOG,
         now=lambda: now,
+        scraped=metrics is not None,
         metrics=metrics,
     )
 
@@ -414,3 +415,15 @@ def test_the_written_status_is_trusted_only_until_the_watch_shows_it() -> None:
     state.status_written_at = -common.WRITTEN_STATUS_SECONDS * 2  # long ago
     # Someone else (another operator replica, active meanwhile) wrote since: theirs wins.
     assert common.current_status(state, {"status": {"phase": "Failed"}}) == {"phase": "Failed"}
+
+
+def test_a_scrape_that_finds_no_rank_0_forgets_the_last_figures() -> None:
+    fake = FakeCluster(stored_job())
+    _running(fake)
+    reconcile(fake, metrics=WorkerMetrics(step=10, world_size=2, rank=0))
+    state = common.STATES.get("job-uid")
+    assert state.metrics is not None
+    reconcile(fake)  # a child's event: the last scrape stays
+    assert state.metrics is not None
+    reconcile_job(_typed(fake), "ns", "tiny-lm", fake.indexes(), LOG, scraped=True, metrics=None)
+    assert state.metrics is None
