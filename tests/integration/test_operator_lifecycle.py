@@ -21,8 +21,9 @@ import pytest
 import yaml
 
 from lmoperator.localstack import stop_process
+from tests.crds import install_crds, project_crds
 from tests.integration.harness import E2E, Cluster, devcluster_process
-from tests.integration.test_kopf_operator import wait_for
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "manifests" / "examples" / "training-job.yaml"
@@ -36,8 +37,8 @@ def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("simcluster")
     with devcluster_process(base / "devcluster", "--simulate") as (_, info):
         cluster = Cluster(Path(info["kubeconfig"]), info["url"], base / "cache", base)
-        cluster.kubectl("apply", "-f", str(ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/lmtrainingjobs.elasticlm.io")
+        with cluster.api_client() as api:
+            install_crds(api, project_crds())
         yield cluster
 
 
@@ -133,7 +134,7 @@ def test_job_lifecycle(sim_cluster: Cluster, sim_namespace: str, tmp_path: Path)
             api.create(job_manifest("lm"))
             wait_for(
                 names_are(api, "lm", {"lm-rdzv", "lm-worker-0", "lm-worker-1"}),
-                what=f"the rendezvous pod and 2 workers; operator log:\n{log.read_text()}",
+                what=lambda: f"the rendezvous pod and 2 workers; operator log:\n{log.read_text()}",
             )
             uid = api.job("lm")["metadata"]["uid"]  # type: ignore[index]
             service = api.services("lm")["lm-rdzv"]
@@ -211,7 +212,7 @@ def test_invalid_pod_template_fails_the_job(
             api.create(job_manifest("bad", podTemplate=template))
             wait_for(
                 lambda: api.status("bad").get("phase") == "Failed",
-                what=f"phase Failed; operator log:\n{log.read_text()}",
+                what=lambda: f"phase Failed; operator log:\n{log.read_text()}",
             )
             (failed,) = [c for c in api.status("bad")["conditions"] if c["type"] == "Failed"]
             assert failed["reason"] == "Invalid"

@@ -26,6 +26,7 @@ import urllib3
 import yaml
 
 from tests.integration.harness import E2E
+from tests.waiting import wait_for
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -57,34 +58,9 @@ CLUSTER_MADE = ("kube-root-ca.crt",)
 
 # --------------------------------------------------------------------------- polling
 
-
-def wait_for(
-    predicate: Callable[[], T | None],
-    timeout: float = 10.0,
-    what: str = "condition",
-    interval: float = 0.05,
-) -> T:
-    """Poll `predicate` until it returns something truthy; return that.
-
-    Exceptions of the predicate count as "not yet" and are shown if time runs out.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = predicate()
-        except Exception as exc:  # a poll that fails is retried, not fatal
-            last = exc
-        else:
-            if value:
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}"
-            )
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.5)
+#: What a poll of a cluster that is still catching up may raise: an object that is not
+#: there yet (404), a server or a pod that does not answer yet. `wait_for` retries these.
+NOT_YET: tuple[type[Exception], ...] = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 def gone(read: Callable[[], Any]) -> bool:
@@ -412,6 +388,7 @@ def wait_pod_phase(
         lambda: (p := pod_phase(core, name, namespace)) in phases and p,
         POD_TIMEOUT,
         f"pod {name} to reach phase {' or '.join(phases)}",
+        retry_on=NOT_YET,
     )
 
 
@@ -422,6 +399,7 @@ def wait_default_service_account(core: kubernetes.client.CoreV1Api, namespace: s
             lambda: core.read_namespaced_service_account("default", namespace),
             CONTROLLER_TIMEOUT,
             "the default ServiceAccount",
+            retry_on=NOT_YET,
         )
 
 
@@ -471,14 +449,7 @@ class LineReader:
                 )
             return None
 
-        deadline = time.monotonic() + timeout
-        while True:
-            found = find()
-            if found is not None:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; lines: {self.snapshot()}")
-            time.sleep(0.05)
+        return wait_for(find, timeout, lambda: f"{what}; lines: {self.snapshot()}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 import kubernetes
 import pytest
 
-from tests.crd_builder import simple_crd
-from tests.integration.conformance.conftest import apply_crd
+from tests.crds import install_crds, simple_crd
 from tests.integration.conformance.helpers import (
     CONTROLLER_TIMEOUT,
     GROUP,
     LMS,
     LMTJ,
+    NOT_YET,
     VERSION,
     WatchStream,
     api_error,
@@ -25,8 +25,8 @@ from tests.integration.conformance.helpers import (
     lm_service,
     raw,
     training_job,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 
 def create_job(custom: kubernetes.client.CustomObjectsApi, namespace: str, body: dict) -> dict:
@@ -444,11 +444,13 @@ def test_crd_lifecycle(
         lambda: gone(lambda: extensions.read_custom_resource_definition(crd["metadata"]["name"])),
         CONTROLLER_TIMEOUT,
         "the CRD to be deleted",
+        retry_on=NOT_YET,
     )
     wait_for(
         lambda: raw(custom.api_client, "GET", f"/apis/{group}/v1/{plural}").status == 404,
         CONTROLLER_TIMEOUT,
         "the custom resources to stop being served",
+        retry_on=NOT_YET,
     )
 
 
@@ -521,7 +523,7 @@ def cluster_scoped_crd(
     """A cluster-scoped CRD like kopf's ClusterKopfPeering: (group, plural)."""
     group = f"c{uuid.uuid4().hex[:8]}.conformance.elasticlm.io"
     crd = simple_crd(group, "Peering", "peerings", scope="Cluster")
-    apply_crd(extensions, crd)
+    install_crds(extensions.api_client, [crd])
     yield group, "peerings"
     extensions.delete_custom_resource_definition(crd["metadata"]["name"])
 

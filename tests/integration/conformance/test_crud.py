@@ -14,11 +14,12 @@ import pytest
 from tests.integration.conformance.helpers import (
     CLUSTER_MADE,
     CONTROLLER_TIMEOUT,
+    NOT_YET,
     api_error,
     gone,
     raw,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
 
@@ -152,6 +153,7 @@ def test_service_gets_cluster_ip_and_endpoints(
         lambda: core.read_namespaced_endpoints("web", namespace),
         CONTROLLER_TIMEOUT,
         "the Endpoints of the service",
+        retry_on=NOT_YET,
     )
     other = core.create_namespaced_service(
         namespace, {"metadata": {"name": "other"}, "spec": {"ports": [{"port": 81}]}}
@@ -214,6 +216,7 @@ def test_persistentvolumeclaim_crud(core: kubernetes.client.CoreV1Api, namespace
         lambda: gone(lambda: core.read_namespaced_persistent_volume_claim("data", namespace)),
         CONTROLLER_TIMEOUT,
         "the claim to be deleted",
+        retry_on=NOT_YET,
     )
 
 
@@ -311,6 +314,7 @@ def test_namespace_crud(core: kubernetes.client.CoreV1Api) -> None:
         lambda: gone(lambda: core.read_namespace(name)),
         CONTROLLER_TIMEOUT,
         "the namespace to be deleted",
+        retry_on=NOT_YET,
     )
 
 

@@ -10,6 +10,7 @@ from tests.integration.conformance.helpers import (
     CONTROLLER_TIMEOUT,
     GROUP,
     LMTJ,
+    NOT_YET,
     POD_TIMEOUT,
     VERSION,
     WatchStream,
@@ -19,8 +20,8 @@ from tests.integration.conformance.helpers import (
     raw,
     training_job,
     wait_default_service_account,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 HOLD = "conformance.elasticlm.io/hold"
 
@@ -90,6 +91,7 @@ def test_background_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -
         lambda: cm_gone(core, namespace, "d1") and cm_gone(core, namespace, "d2"),
         CONTROLLER_TIMEOUT,
         "the dependents to be garbage collected",
+        retry_on=NOT_YET,
     )
 
 
@@ -102,6 +104,7 @@ def test_default_propagation_deletes_dependents(
         lambda: all(cm_gone(core, namespace, n) for n in ("owner", "d1", "d2")),
         CONTROLLER_TIMEOUT,
         "owner and dependents to be deleted",
+        retry_on=NOT_YET,
     )
 
 
@@ -116,8 +119,14 @@ def test_foreground_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -
         lambda: core.read_namespaced_config_map("d1", namespace).metadata.deletion_timestamp,
         CONTROLLER_TIMEOUT,
         "d1 to be deleted by the garbage collector",
+        retry_on=NOT_YET,
     )
-    wait_for(lambda: cm_gone(core, namespace, "d2"), CONTROLLER_TIMEOUT, "d2 to be deleted")
+    wait_for(
+        lambda: cm_gone(core, namespace, "d2"),
+        CONTROLLER_TIMEOUT,
+        "d2 to be deleted",
+        retry_on=NOT_YET,
+    )
     assert not cm_gone(core, namespace, "owner"), "owner went before its blocking dependent"
     core.patch_namespaced_config_map(
         "d1",
@@ -129,13 +138,19 @@ def test_foreground_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -
         lambda: cm_gone(core, namespace, "d1") and cm_gone(core, namespace, "owner"),
         CONTROLLER_TIMEOUT,
         "d1, then the owner, to be deleted",
+        retry_on=NOT_YET,
     )
 
 
 def test_orphan_propagation(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
     make_family(core, namespace)
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Orphan")
-    wait_for(lambda: cm_gone(core, namespace, "owner"), CONTROLLER_TIMEOUT, "the owner to go")
+    wait_for(
+        lambda: cm_gone(core, namespace, "owner"),
+        CONTROLLER_TIMEOUT,
+        "the owner to go",
+        retry_on=NOT_YET,
+    )
     for name in ("d1", "d2"):
         dependent = core.read_namespaced_config_map(name, namespace)
         assert dependent.metadata.deletion_timestamp is None
@@ -158,6 +173,7 @@ def test_dependent_of_a_missing_owner_is_collected(
         lambda: cm_gone(core, namespace, "stray"),
         CONTROLLER_TIMEOUT,
         "the dependent of a missing owner to be collected",
+        retry_on=NOT_YET,
     )
 
 
@@ -193,6 +209,7 @@ def test_custom_resource_owns_pods_and_configmaps(
         ),
         POD_TIMEOUT,
         "the job's pod and configmap to be collected",
+        retry_on=NOT_YET,
     )
 
 
@@ -220,6 +237,7 @@ def test_namespace_deletion_removes_its_contents(
         lambda: core.read_namespaced_config_map("cm", name).metadata.deletion_timestamp,
         CONTROLLER_TIMEOUT,
         "the namespace's configmap to be deleted",
+        retry_on=NOT_YET,
     )
     wait_for(
         lambda: (
@@ -229,6 +247,7 @@ def test_namespace_deletion_removes_its_contents(
         ),
         POD_TIMEOUT,
         "the namespace's contents to be deleted",
+        retry_on=NOT_YET,
     )
     core.patch_namespaced_config_map(
         "cm", name, {"metadata": {"finalizers": None}}, _content_type="application/merge-patch+json"
@@ -237,6 +256,7 @@ def test_namespace_deletion_removes_its_contents(
         lambda: gone(lambda: core.read_namespace(name)),
         CONTROLLER_TIMEOUT,
         "the namespace to be deleted",
+        retry_on=NOT_YET,
     )
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.conformance.helpers import (
     HTTP_SERVER,
+    NOT_YET,
     POD_TIMEOUT,
     container_status,
     gone,
@@ -22,10 +23,10 @@ from tests.integration.conformance.helpers import (
     pod_ready,
     python_pod,
     wait_default_service_account,
-    wait_for,
     wait_pod_phase,
 )
 from tests.integration.harness import E2E
+from tests.waiting import wait_for
 
 PRINT_ENV = "import json, os; print(json.dumps(dict(os.environ)))"
 SLEEP = "import time; time.sleep(600)"
@@ -68,7 +69,12 @@ def start_web(core: kubernetes.client.CoreV1Api, namespace: str, replicas: int) 
     for name in names:
         core.create_namespaced_pod(namespace, web_pod(name))
     for name in names:
-        wait_for(lambda n=name: pod_ready(core, n, namespace), POD_TIMEOUT, f"{name} ready")
+        wait_for(
+            lambda n=name: pod_ready(core, n, namespace),
+            POD_TIMEOUT,
+            f"{name} ready",
+            retry_on=NOT_YET,
+        )
     return [core.read_namespaced_pod(n, namespace).status.pod_ip for n in names]
 
 
@@ -111,18 +117,23 @@ def test_http_server_becomes_ready_and_gets_endpoints(
     core.create_namespaced_pod(namespace, unready)
     wait_pod_phase(core, "web-bad", namespace, "Running")
     bad_ip = wait_for(
-        lambda: core.read_namespaced_pod("web-bad", namespace).status.pod_ip, 10, "a pod IP"
+        lambda: core.read_namespaced_pod("web-bad", namespace).status.pod_ip,
+        10,
+        "a pod IP",
+        retry_on=NOT_YET,
     )
     wait_for(
         lambda: endpoint_ips(core, namespace) == (set(ips), {bad_ip}),
         POD_TIMEOUT,
         "endpoints with two ready addresses and one not ready",
+        retry_on=NOT_YET,
     )
     core.delete_namespaced_pod("web-1", namespace, grace_period_seconds=0)
     wait_for(
         lambda: endpoint_ips(core, namespace) == ({ips[0]}, {bad_ip}),
         POD_TIMEOUT,
         "the deleted pod's address to leave the endpoints",
+        retry_on=NOT_YET,
     )
 
 
@@ -143,6 +154,7 @@ def test_service_cluster_ip_reaches_ready_pods(
         lambda: {fetch() for _ in range(8)} == {"web-0", "web-1"},
         15,
         f"answers from both pods through {url}",
+        retry_on=NOT_YET,
     )
 
     # a targetPort naming the container port
@@ -154,11 +166,18 @@ def test_service_cluster_ip_reaches_ready_pods(
         },
     )
     named_url = f"http://{named.spec.cluster_ip}:8000/"
-    answer = wait_for(lambda: fetch_url(named_url), 15, f"an answer from {named_url}")
+    answer = wait_for(
+        lambda: fetch_url(named_url), 15, f"an answer from {named_url}", retry_on=NOT_YET
+    )
     assert answer in {"web-0", "web-1"}
 
     core.delete_namespaced_pod("web-0", namespace, grace_period_seconds=0)
-    wait_for(lambda: {fetch() for _ in range(4)} == {"web-1"}, 15, "only web-1 answering")
+    wait_for(
+        lambda: {fetch() for _ in range(4)} == {"web-1"},
+        15,
+        "only web-1 answering",
+        retry_on=NOT_YET,
+    )
 
 
 def fetch_url(url: str) -> str:
@@ -226,7 +245,9 @@ def test_crash_loop_back_off(core: kubernetes.client.CoreV1Api, namespace: str) 
         waiting = status and status.state.waiting
         return waiting and waiting.reason == "CrashLoopBackOff" and status
 
-    status = wait_for(backing_off, POD_TIMEOUT, "a CrashLoopBackOff waiting state")
+    status = wait_for(
+        backing_off, POD_TIMEOUT, "a CrashLoopBackOff waiting state", retry_on=NOT_YET
+    )
     assert status.restart_count >= 1
     assert status.last_state.terminated.exit_code == 2
     assert status.ready is False
@@ -303,6 +324,7 @@ def test_restart_policy_always(core: kubernetes.client.CoreV1Api, namespace: str
         lambda: (s := container_status(core, "loop", namespace)) and s.restart_count >= 2 and s,
         POD_TIMEOUT,
         "two restarts",
+        retry_on=NOT_YET,
     )
     assert status.last_state.terminated.exit_code == 0
     assert status.last_state.terminated.reason == "Completed"
@@ -350,7 +372,9 @@ def test_missing_command_with_restarts_backs_off(
         last = status.last_state.terminated
         return last is not None and "no-such-command-elasticlm" in (last.message or "")
 
-    wait_for(crash_looping, POD_TIMEOUT, "a restarted container that failed to start")
+    wait_for(
+        crash_looping, POD_TIMEOUT, "a restarted container that failed to start", retry_on=NOT_YET
+    )
     assert pod_phase_now(core, "crashing", namespace) in ("Pending", "Running")
 
 
@@ -422,6 +446,7 @@ def test_deletion_sends_sigterm_then_sigkill(
         lambda: gone(lambda: core.read_namespaced_pod("stubborn", namespace)),
         30,
         "the pod to be gone after its grace period",
+        retry_on=NOT_YET,
     )
     elapsed = time.monotonic() - started
     assert elapsed >= 2.5, f"the pod ignoring SIGTERM was gone after {elapsed:.1f}s"
@@ -443,6 +468,7 @@ def test_deletion_of_a_cooperative_pod_does_not_wait_for_the_grace_period(
         lambda: gone(lambda: core.read_namespaced_pod("polite", namespace)),
         30,
         "a pod that exits on SIGTERM to be gone",
+        retry_on=NOT_YET,
     )
     assert time.monotonic() - started < 30
 
@@ -455,7 +481,12 @@ def test_exec_readiness_probes(core: kubernetes.client.CoreV1Api, namespace: str
             "periodSeconds": 1,
         }
         core.create_namespaced_pod(namespace, pod)
-    wait_for(lambda: pod_ready(core, "yes", namespace), POD_TIMEOUT, "the passing probe")
+    wait_for(
+        lambda: pod_ready(core, "yes", namespace),
+        POD_TIMEOUT,
+        "the passing probe",
+        retry_on=NOT_YET,
+    )
     wait_pod_phase(core, "no", namespace, "Running")
     pod = core.read_namespaced_pod("no", namespace)
     conditions = {c.type: c for c in pod.status.conditions}
@@ -482,7 +513,12 @@ def test_tcp_socket_probe(core: kubernetes.client.CoreV1Api, namespace: str) -> 
         "periodSeconds": 1,
     }
     core.create_namespaced_pod(namespace, pod)
-    wait_for(lambda: pod_ready(core, "tcp", namespace), POD_TIMEOUT, "the tcpSocket probe")
+    wait_for(
+        lambda: pod_ready(core, "tcp", namespace),
+        POD_TIMEOUT,
+        "the tcpSocket probe",
+        retry_on=NOT_YET,
+    )
 
 
 def test_failing_liveness_probe_restarts_the_container(
@@ -502,6 +538,7 @@ def test_failing_liveness_probe_restarts_the_container(
         lambda: (s := container_status(core, "sick", namespace)) and s.restart_count >= 1 and s,
         POD_TIMEOUT,
         "a restart by the liveness probe",
+        retry_on=NOT_YET,
     )
     assert status.last_state.terminated is not None
     assert "started" in logs(core, "sick", namespace, previous=True)
@@ -658,7 +695,9 @@ def test_force_deletion_removes_the_pod_at_once(
     core: kubernetes.client.CoreV1Api, namespace: str
 ) -> None:
     core.create_namespaced_pod(namespace, web_pod("forced"))
-    wait_for(lambda: pod_ready(core, "forced", namespace), POD_TIMEOUT, "the pod ready")
+    wait_for(
+        lambda: pod_ready(core, "forced", namespace), POD_TIMEOUT, "the pod ready", retry_on=NOT_YET
+    )
     ip = core.read_namespaced_pod("forced", namespace).status.pod_ip
     core.delete_namespaced_pod("forced", namespace, grace_period_seconds=0)
     assert gone(lambda: core.read_namespaced_pod("forced", namespace))
@@ -671,7 +710,7 @@ def test_force_deletion_removes_the_pod_at_once(
                 return True
             return False
 
-        wait_for(refused, 15, "the force-deleted pod's server to stop")
+        wait_for(refused, 15, "the force-deleted pod's server to stop", retry_on=NOT_YET)
 
 
 def test_pods_are_bound_to_a_ready_node(core: kubernetes.client.CoreV1Api, namespace: str) -> None:

@@ -8,12 +8,13 @@ import kubernetes
 import pytest
 
 from tests.integration.conformance.helpers import (
+    NOT_YET,
     api_error,
     python_pod,
     wait_default_service_account,
-    wait_for,
     wait_pod_phase,
 )
+from tests.waiting import wait_for
 
 LABELS = {
     "a": {"app": "web", "tier": "front", "env": "prod"},
@@ -92,7 +93,10 @@ def test_pod_field_selectors(core: kubernetes.client.CoreV1Api, namespace: str) 
     wait_pod_phase(core, "done", namespace, "Succeeded")
     wait_pod_phase(core, "sleeper", namespace, "Running")
     node = wait_for(
-        lambda: core.read_namespaced_pod("done", namespace).spec.node_name, 10, "a node"
+        lambda: core.read_namespaced_pod("done", namespace).spec.node_name,
+        10,
+        "a node",
+        retry_on=NOT_YET,
     )
     on_node = sorted(
         name

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import ClientResponse
 
 from devcluster import paths
 from devcluster.apiserver import parse_accept, parse_api_path
-from tests.crd_builder import simple_crd
+from tests.crds import simple_crd
 from tests.unit.devcluster.test_apiserver_support import (
     CM,
     CRD_PATH,
@@ -506,14 +507,11 @@ async def test_watch_initial_live_and_resume(api: Api) -> None:
     await api.post(CM, configmap("a"))
 
     async def changes() -> None:
-        await asyncio.sleep(0.1)
         await api.patch(f"{CM}/a", {"data": {"x": "1"}})
         await api.post(CM, configmap("b"))
         await api.delete(f"{CM}/a")
 
-    task = asyncio.create_task(changes())
-    events = await api.watch(CM, {"timeoutSeconds": "5"}, count=4)
-    await task
+    events = await api.watch(CM, {"timeoutSeconds": "5"}, count=4, then=changes)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
         ("ADDED", "a"),
         ("MODIFIED", "a"),
@@ -580,13 +578,12 @@ async def test_watch_selectors_follow_changes(api: Api) -> None:
     await api.post(CM, body)
 
     async def changes() -> None:
-        await asyncio.sleep(0.1)
         await api.patch(f"{CM}/s", {"metadata": {"labels": {"team": "b"}}})
         await api.patch(f"{CM}/s", {"metadata": {"labels": {"team": "a"}}})
 
-    task = asyncio.create_task(changes())
-    events = await api.watch(CM, {"labelSelector": "team=a", "timeoutSeconds": "3"}, count=3)
-    await task
+    events = await api.watch(
+        CM, {"labelSelector": "team=a", "timeoutSeconds": "3"}, count=3, then=changes
+    )
     assert [e["type"] for e in events] == ["ADDED", "DELETED", "ADDED"]
 
 
@@ -1124,12 +1121,11 @@ async def test_tables(crds: Api) -> None:
     assert len(one["rows"]) == 1
 
     async def change() -> None:
-        await asyncio.sleep(0.1)
         await api.patch(f"{CM}/c", {"data": {"z": "3"}})
 
-    task = asyncio.create_task(change())
-    events = await api.watch(CM, {"timeoutSeconds": "2"}, count=2, headers={"Accept": TABLE})
-    await task
+    events = await api.watch(
+        CM, {"timeoutSeconds": "2"}, count=2, headers={"Accept": TABLE}, then=change
+    )
     assert events[0]["object"]["kind"] == "Table"
     assert events[0]["object"]["columnDefinitions"]
     assert events[1]["type"] == "MODIFIED"
@@ -1263,23 +1259,27 @@ async def test_pod_logs(api: Api, tmp_path: Path) -> None:
     )
 
     # follow: new lines stream until the container terminates
-    async def writer() -> None:
-        await asyncio.sleep(0.3)
+    async def read_until(response: ClientResponse, text: bytes) -> bytes:
+        read = b""
+        while not read.endswith(text):
+            chunk = await asyncio.wait_for(response.content.readline(), 5)
+            assert chunk, f"the stream ended before {text!r}; read {read!r}"
+            read += chunk
+        return read
+
+    async with api.client.get(f"{PODS}/l/log", params={"follow": "true"}) as response:
+        streamed = await read_until(response, b"three\n")
         with log_file.open("a") as handle:
             handle.write("four\n")
-        await asyncio.sleep(0.3)
+        streamed += await read_until(response, b"four\n")
         terminated = {"name": "main", "ready": False, "restartCount": 0,
                       "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}  # fmt: skip
         await api.patch(
             f"{PODS}/l/status",
             {"status": {"phase": "Succeeded", "containerStatuses": [terminated]}},
         )
-
-    task = asyncio.create_task(writer())
-    async with api.client.get(f"{PODS}/l/log", params={"follow": "true"}) as response:
-        text = await asyncio.wait_for(response.text(), 5)
-    await task
-    assert text == "one\ntwo\nthree\nfour\n"
+        streamed += await asyncio.wait_for(response.content.read(), 5)
+    assert streamed == b"one\ntwo\nthree\nfour\n"
 
 
 # --------------------------------------------------------------------------- persistence
