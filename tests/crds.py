@@ -14,6 +14,7 @@ import kubernetes
 import yaml
 
 from lmoperator.api.crd import RESOURCE_KINDS, render_crds
+from tests.kubeclient import custom_api, extensions_api
 from tests.waiting import wait_for
 
 CRD = dict[str, Any]
@@ -82,8 +83,8 @@ def install_crds(
     resource in discovery. Returns the CRDs' names.
     """
     # Any: the client's generated signatures want model objects; plain dicts work.
-    extensions: Any = kubernetes.client.ApiextensionsV1Api(api)
-    custom = kubernetes.client.CustomObjectsApi(api)
+    extensions: Any = extensions_api(api)
+    custom = custom_api(api)
     installed = [copy.deepcopy(crd) for crd in crds]
     for crd in installed:
         name = crd["metadata"]["name"]

@@ -15,6 +15,7 @@ import pytest
 from lmoperator.localstack import stop_process
 from tests.crds import install_crds, kopf_peering_crds, simple_crd
 from tests.integration.harness import Cluster
+from tests.kubeclient import core_api, custom_api
 from tests.waiting import wait_for
 
 OPERATOR = Path(__file__).parent / "kopf_app" / "widget_operator.py"
@@ -40,7 +41,7 @@ def ensure(create: Callable[[], Any]) -> None:
 def kopf_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[None]:
     with cluster.api_client() as api:
         install_crds(api, [WIDGET_CRD, *kopf_peering_crds()])
-        custom = kubernetes.client.CustomObjectsApi(api)
+        custom = custom_api(api)
         ensure(
             lambda: custom.create_namespaced_custom_object(
                 "kopf.dev",
@@ -86,8 +87,8 @@ def test_kopf_handles_create_update_delete_with_peering(
     cluster: Cluster, namespace: str, kopf_operator: None
 ) -> None:
     with cluster.api_client() as api:
-        custom = kubernetes.client.CustomObjectsApi(api)
-        core = kubernetes.client.CoreV1Api(api)
+        custom = custom_api(api)
+        core = core_api(api)
         widget = {
             "apiVersion": "test.elasticlm.io/v1",
             "kind": "Widget",
@@ -128,7 +129,7 @@ def test_kopf_handles_create_update_delete_with_peering(
                     "test.elasticlm.io", "v1", namespace, "widgets", "w1"
                 )
             except kubernetes.client.ApiException as exc:
-                return exc.status == 404
+                return bool(exc.status == 404)
             return False
 
         wait_for(gone, what="the finalizer to be removed and the widget deleted")

@@ -23,6 +23,7 @@ import yaml
 from lmoperator.localstack import stop_process
 from tests.crds import install_crds, project_crds
 from tests.integration.harness import E2E, Cluster, devcluster_process
+from tests.kubeclient import core_api, custom_api
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,10 +44,10 @@ def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def sim_namespace(sim_cluster: Cluster) -> Iterator[str]:
+def sim_namespace(sim_cluster: Cluster) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     with sim_cluster.api_client() as api:
-        kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+        core_api(api).create_namespace({"metadata": {"name": name}})
     return name
 
 
@@ -88,8 +89,8 @@ def job_manifest(name: str, replicas: int = 2, **worker: Any) -> dict[str, Any]:
 
 class Api:
     def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
-        self.core = kubernetes.client.CoreV1Api(api)
-        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.core = core_api(api)
+        self.custom = custom_api(api)
         self.namespace = namespace
 
     def create(self, doc: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lmoperator.localstack import LocalStack, local_stack
 from lmworker.corpus import unigram_entropy_nats, write_corpus
 from tests.integration.harness import E2E
+from tests.kubeclient import core_api, custom_api
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(E2E, reason="needs devcluster: pods read local claim dirs")
@@ -40,8 +41,8 @@ class Job:
         self.stack = stack
         self.name = name
         self.ns = f"t-{uuid.uuid4().hex[:8]}"
-        self.core = kubernetes.client.CoreV1Api(stack.api)
-        self.custom = kubernetes.client.CustomObjectsApi(stack.api)
+        self.core = core_api(stack.api)
+        self.custom = custom_api(stack.api)
         self.core.create_namespace({"metadata": {"name": self.ns}})
         corpus = stack.claim_dir(self.ns, DATA_CLAIM) / "corpus.txt"
         self.corpus = write_corpus(corpus, n_bytes=CORPUS_BYTES, seed=7)

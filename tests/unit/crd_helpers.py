@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 from celpy import celtypes
 from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 from jsonschema import Draft4Validator
 
 from lmoperator.api.crd import RESOURCE_KINDS, render_crds
@@ -45,7 +46,8 @@ def crd(kind: str) -> dict[str, Any]:
 
 def openapi_schema(kind: str) -> Schema:
     """The openAPIV3Schema of the (single) version of `kind`'s CRD; a fresh copy."""
-    return crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema: Schema = crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
 
 
 def kinds() -> list[str]:
@@ -211,7 +213,7 @@ def evaluate_cel(expression: str, self_value: Any, schema: Schema | None = None)
     program = compile_cel(expression)
     try:
         return program.evaluate({"self": to_cel(self_value, schema)})
-    except celpy.CELEvalError as exc:
+    except CELEvalError as exc:
         raise CelEvaluationError(f"{expression!r}: {exc.args[0] if exc.args else exc}") from exc
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import kubernetes
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from tests.crds import install_crds, project_crds, simple_crd
 from tests.integration.conformance.helpers import ApiException
 from tests.integration.harness import Cluster
+from tests.kubeclient import CoreApi, CustomApi, ExtensionsApi, core_api, custom_api, extensions_api
 
 
 @pytest.fixture(scope="session")
@@ -21,18 +23,18 @@ def api(cluster: Cluster) -> Iterator[kubernetes.client.ApiClient]:
 
 
 @pytest.fixture(scope="session")
-def core(api: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(api)
+def core(api: kubernetes.client.ApiClient) -> CoreApi:
+    return core_api(api)
 
 
 @pytest.fixture(scope="session")
-def custom(api: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
-    return kubernetes.client.CustomObjectsApi(api)
+def custom(api: kubernetes.client.ApiClient) -> CustomApi:
+    return custom_api(api)
 
 
 @pytest.fixture(scope="session")
-def extensions(api: kubernetes.client.ApiClient) -> kubernetes.client.ApiextensionsV1Api:
-    return kubernetes.client.ApiextensionsV1Api(api)
+def extensions(api: kubernetes.client.ApiClient) -> ExtensionsApi:
+    return extensions_api(api)
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +45,8 @@ def elasticlm_crds(api: kubernetes.client.ApiClient) -> list[str]:
 
 @pytest.fixture
 def scratch_crd(
-    extensions: kubernetes.client.ApiextensionsV1Api,
-) -> Iterator[tuple[str, str, dict]]:
+    extensions: ExtensionsApi,
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """A throwaway namespaced CRD in its own group: (group, plural, crd)."""
     group = f"g{uuid.uuid4().hex[:8]}.conformance.elasticlm.io"
     crd = simple_crd(

@@ -26,6 +26,7 @@ import urllib3
 import yaml
 
 from tests.integration.harness import E2E
+from tests.kubeclient import CoreApi
 from tests.waiting import wait_for
 
 T = TypeVar("T")
@@ -80,7 +81,7 @@ def gone(read: Callable[[], Any]) -> bool:
 def status_of(exc: ApiException) -> Obj:
     """The `Status` object of an API error response."""
     assert exc.body, f"error {exc.status} without a body"
-    body = json.loads(exc.body)
+    body: Obj = json.loads(exc.body)
     assert body.get("kind") == "Status", body
     return body
 
@@ -123,7 +124,7 @@ def _auth_headers(api: kubernetes.client.ApiClient) -> dict[str, str]:
 
 
 def url_of(api: kubernetes.client.ApiClient, path: str, query: dict[str, Any] | None) -> str:
-    url = api.configuration.host.rstrip("/") + path
+    url = str(api.configuration.host).rstrip("/") + path
     if query:
         url += "?" + urlencode(query)
     return url
@@ -362,13 +363,11 @@ http.server.ThreadingHTTPServer((os.environ["POD_IP"], 8080), H).serve_forever()
 """
 
 
-def pod_phase(core: kubernetes.client.CoreV1Api, name: str, namespace: str) -> str:
+def pod_phase(core: CoreApi, name: str, namespace: str) -> str:
     return core.read_namespaced_pod(name, namespace).status.phase or ""
 
 
-def container_status(
-    core: kubernetes.client.CoreV1Api, name: str, namespace: str, container: str = "main"
-) -> Any:
+def container_status(core: CoreApi, name: str, namespace: str, container: str = "main") -> Any:
     pod = core.read_namespaced_pod(name, namespace)
     for status in pod.status.container_statuses or []:
         if status.name == container:
@@ -376,23 +375,25 @@ def container_status(
     return None
 
 
-def pod_ready(core: kubernetes.client.CoreV1Api, name: str, namespace: str) -> bool:
+def pod_ready(core: CoreApi, name: str, namespace: str) -> bool:
     pod = core.read_namespaced_pod(name, namespace)
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
-def wait_pod_phase(
-    core: kubernetes.client.CoreV1Api, name: str, namespace: str, *phases: str
-) -> str:
+def wait_pod_phase(core: CoreApi, name: str, namespace: str, *phases: str) -> str:
+    def reached() -> str | None:
+        phase = pod_phase(core, name, namespace)
+        return phase if phase in phases else None
+
     return wait_for(
-        lambda: (p := pod_phase(core, name, namespace)) in phases and p,
+        reached,
         POD_TIMEOUT,
         f"pod {name} to reach phase {' or '.join(phases)}",
         retry_on=NOT_YET,
     )
 
 
-def wait_default_service_account(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def wait_default_service_account(core: CoreApi, namespace: str) -> None:
     """A real cluster refuses pods until the namespace's `default` ServiceAccount exists."""
     if E2E:
         wait_for(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import kubernetes
 
@@ -21,12 +22,13 @@ from tests.integration.conformance.helpers import (
     training_job,
     wait_default_service_account,
 )
+from tests.kubeclient import CoreApi, CustomApi
 from tests.waiting import wait_for
 
 HOLD = "conformance.elasticlm.io/hold"
 
 
-def owner_ref(owner: object, block: bool = False, kind: str = "ConfigMap") -> dict:
+def owner_ref(owner: object, block: bool = False, kind: str = "ConfigMap") -> dict[str, Any]:
     meta = owner.metadata  # type: ignore[attr-defined]
     return {
         "apiVersion": "v1",
@@ -37,23 +39,21 @@ def owner_ref(owner: object, block: bool = False, kind: str = "ConfigMap") -> di
     }
 
 
-def make_family(
-    core: kubernetes.client.CoreV1Api, namespace: str, block: bool = False, hold: bool = False
-) -> None:
+def make_family(core: CoreApi, namespace: str, block: bool = False, hold: bool = False) -> None:
     """ConfigMap `owner` and dependents `d1` (optionally with a finalizer) and `d2`."""
     owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
     for name in ("d1", "d2"):
-        meta: dict = {"name": name, "ownerReferences": [owner_ref(owner, block)]}
+        meta: dict[str, Any] = {"name": name, "ownerReferences": [owner_ref(owner, block)]}
         if hold and name == "d1":
             meta["finalizers"] = [HOLD]
         core.create_namespaced_config_map(namespace, {"metadata": meta})
 
 
-def cm_gone(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> bool:
+def cm_gone(core: CoreApi, namespace: str, name: str) -> bool:
     return gone(lambda: core.read_namespaced_config_map(name, namespace))
 
 
-def test_finalizers_hold_deletion(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_finalizers_hold_deletion(core: CoreApi, namespace: str) -> None:
     core.create_namespaced_config_map(
         namespace, {"metadata": {"name": "held", "finalizers": [HOLD]}, "data": {"a": "1"}}
     )
@@ -83,7 +83,7 @@ def test_finalizers_hold_deletion(core: kubernetes.client.CoreV1Api, namespace: 
     assert cm_gone(core, namespace, "held")
 
 
-def test_background_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_background_cascade(core: CoreApi, namespace: str) -> None:
     make_family(core, namespace)
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Background")
     assert cm_gone(core, namespace, "owner")
@@ -95,9 +95,7 @@ def test_background_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -
     )
 
 
-def test_default_propagation_deletes_dependents(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_default_propagation_deletes_dependents(core: CoreApi, namespace: str) -> None:
     make_family(core, namespace)
     core.delete_namespaced_config_map("owner", namespace)
     wait_for(
@@ -108,7 +106,7 @@ def test_default_propagation_deletes_dependents(
     )
 
 
-def test_foreground_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_foreground_cascade(core: CoreApi, namespace: str) -> None:
     make_family(core, namespace, block=True, hold=True)
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Foreground")
     owner = core.read_namespaced_config_map("owner", namespace)
@@ -142,7 +140,7 @@ def test_foreground_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -
     )
 
 
-def test_orphan_propagation(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_orphan_propagation(core: CoreApi, namespace: str) -> None:
     make_family(core, namespace)
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Orphan")
     wait_for(
@@ -157,9 +155,7 @@ def test_orphan_propagation(core: kubernetes.client.CoreV1Api, namespace: str) -
         assert not dependent.metadata.owner_references, name
 
 
-def test_dependent_of_a_missing_owner_is_collected(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_dependent_of_a_missing_owner_is_collected(core: CoreApi, namespace: str) -> None:
     ghost = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -178,8 +174,8 @@ def test_dependent_of_a_missing_owner_is_collected(
 
 
 def test_custom_resource_owns_pods_and_configmaps(
-    core: kubernetes.client.CoreV1Api,
-    custom: kubernetes.client.CustomObjectsApi,
+    core: CoreApi,
+    custom: CustomApi,
     namespace: str,
     elasticlm_crds: list[str],
 ) -> None:
@@ -214,8 +210,8 @@ def test_custom_resource_owns_pods_and_configmaps(
 
 
 def test_namespace_deletion_removes_its_contents(
-    core: kubernetes.client.CoreV1Api,
-    custom: kubernetes.client.CustomObjectsApi,
+    core: CoreApi,
+    custom: CustomApi,
     elasticlm_crds: list[str],
 ) -> None:
     name = f"t-del-{uuid.uuid4().hex[:8]}"
@@ -260,7 +256,7 @@ def test_namespace_deletion_removes_its_contents(
     )
 
 
-def test_deletecollection(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_deletecollection(core: CoreApi, namespace: str) -> None:
     for i in range(4):
         labels = {"batch": "old" if i < 3 else "new"}
         core.create_namespaced_config_map(
@@ -275,7 +271,7 @@ def test_deletecollection(core: kubernetes.client.CoreV1Api, namespace: str) -> 
 
 
 def test_deletecollection_of_custom_resources(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, elasticlm_crds: list[str]
+    custom: CustomApi, namespace: str, elasticlm_crds: list[str]
 ) -> None:
     for name in ("a", "b"):
         body = training_job(name)
@@ -288,7 +284,7 @@ def test_deletecollection_of_custom_resources(
     assert [i["metadata"]["name"] for i in left] == ["b"]
 
 
-def test_delete_responses(api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api,
+def test_delete_responses(api: kubernetes.client.ApiClient, core: CoreApi,
                           namespace: str) -> None:  # fmt: skip
     """Deleted at once: a Success Status naming the object; held by a finalizer: the
     object itself, with its deletionTimestamp."""
@@ -317,7 +313,7 @@ def test_delete_responses(api: kubernetes.client.ApiClient, core: kubernetes.cli
 
 
 def test_watch_sees_finalized_deletion(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     rv = core.list_namespaced_config_map(namespace).metadata.resource_version
     with WatchStream(api, f"/api/v1/namespaces/{namespace}/configmaps", resourceVersion=rv) as w:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import kubernetes
 import pytest
 
 from tests.integration.conformance.helpers import (
@@ -14,6 +13,7 @@ from tests.integration.conformance.helpers import (
     wait_default_service_account,
     wait_pod_phase,
 )
+from tests.kubeclient import CoreApi
 from tests.waiting import wait_for
 
 LABELS = {
@@ -25,13 +25,13 @@ LABELS = {
 
 
 @pytest.fixture
-def labelled(core: kubernetes.client.CoreV1Api, namespace: str) -> str:
+def labelled(core: CoreApi, namespace: str) -> str:
     for name, labels in LABELS.items():
         core.create_namespaced_config_map(namespace, {"metadata": {"name": name, "labels": labels}})
     return namespace
 
 
-def names(core: kubernetes.client.CoreV1Api, namespace: str, **kwargs: str) -> list[str]:
+def names(core: CoreApi, namespace: str, **kwargs: str) -> list[str]:
     """The names listed, of the objects this test made (not the cluster's own)."""
     listed = core.list_namespaced_config_map(namespace, **kwargs)
     return sorted(i.metadata.name for i in listed.items if i.metadata.name in LABELS)
@@ -49,7 +49,7 @@ def names(core: kubernetes.client.CoreV1Api, namespace: str, **kwargs: str) -> l
     ],
 )
 def test_equality_label_selectors(
-    core: kubernetes.client.CoreV1Api, labelled: str, selector: str, expected: list[str]
+    core: CoreApi, labelled: str, selector: str, expected: list[str]
 ) -> None:
     assert names(core, labelled, label_selector=selector) == expected
 
@@ -67,12 +67,12 @@ def test_equality_label_selectors(
     ],
 )
 def test_set_based_label_selectors(
-    core: kubernetes.client.CoreV1Api, labelled: str, selector: str, expected: list[str]
+    core: CoreApi, labelled: str, selector: str, expected: list[str]
 ) -> None:
     assert names(core, labelled, label_selector=selector) == expected
 
 
-def test_field_selectors_on_metadata(core: kubernetes.client.CoreV1Api, labelled: str) -> None:
+def test_field_selectors_on_metadata(core: CoreApi, labelled: str) -> None:
     assert names(core, labelled, field_selector="metadata.name=b") == ["b"]
     assert names(core, labelled, field_selector="metadata.name!=b") == ["a", "c", "d"]
     assert names(core, labelled, field_selector="metadata.namespace=" + labelled) == list("abcd")
@@ -84,7 +84,7 @@ def test_field_selectors_on_metadata(core: kubernetes.client.CoreV1Api, labelled
     assert {i.metadata.namespace for i in everywhere.items} == {labelled}
 
 
-def test_pod_field_selectors(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_pod_field_selectors(core: CoreApi, namespace: str) -> None:
     wait_default_service_account(core, namespace)
     core.create_namespaced_pod(namespace, python_pod("done", "print('bye')"))
     core.create_namespaced_pod(
@@ -123,7 +123,7 @@ def test_pod_field_selectors(core: kubernetes.client.CoreV1Api, namespace: str) 
 
 @pytest.mark.parametrize("selector", ["app in (web", "app=web,,", "a b", "!app=web", "x=(y)"])
 def test_invalid_label_selectors_are_bad_requests(
-    core: kubernetes.client.CoreV1Api, namespace: str, selector: str
+    core: CoreApi, namespace: str, selector: str
 ) -> None:
     status = api_error(400, core.list_namespaced_config_map, namespace, label_selector=selector)
     assert status["reason"] == "BadRequest"
@@ -131,7 +131,7 @@ def test_invalid_label_selectors_are_bad_requests(
 
 @pytest.mark.parametrize("selector", ["spec.unknown=x", "data.key=1", "metadata.name"])
 def test_invalid_field_selectors_are_bad_requests(
-    core: kubernetes.client.CoreV1Api, namespace: str, selector: str
+    core: CoreApi, namespace: str, selector: str
 ) -> None:
     status = api_error(400, core.list_namespaced_config_map, namespace, field_selector=selector)
     assert status["reason"] == "BadRequest"

@@ -13,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from devcluster.apiserver import ServerThread
 from tests.crds import install_crds, kopf_peering_crds, project_crds
+from tests.kubeclient import core_api, custom_api
 from tests.unit.devcluster.test_apiserver_support import example
 from tests.waiting import wait_for
 
@@ -40,7 +41,7 @@ def crds(api_client: client.ApiClient) -> None:
 
 
 def test_core_objects_through_the_client(api_client: client.ApiClient) -> None:
-    core: Any = client.CoreV1Api(api_client)
+    core: Any = core_api(api_client)
     namespaces = {n.metadata.name for n in core.list_namespace().items}
     assert {"default", "kube-system"} <= namespaces
     created = core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="c1")))
@@ -94,7 +95,7 @@ def test_core_objects_through_the_client(api_client: client.ApiClient) -> None:
 
 
 def test_watch_through_the_client(api_client: client.ApiClient) -> None:
-    core: Any = client.CoreV1Api(api_client)
+    core: Any = core_api(api_client)
     body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="w"))
     first = core.create_namespaced_config_map("default", body)
 
@@ -116,7 +117,7 @@ def test_watch_through_the_client(api_client: client.ApiClient) -> None:
 
 
 def test_custom_resources_through_the_client(api_client: client.ApiClient, crds: None) -> None:
-    custom: Any = client.CustomObjectsApi(api_client)
+    custom: Any = custom_api(api_client)
     job = example("LMTrainingJob")
     created = custom.create_namespaced_custom_object(
         GROUP, VERSION, "default", "lmtrainingjobs", job
@@ -190,7 +191,7 @@ def test_kopf_operator_with_peering(
     from kopf.testing import KopfRunner
 
     install_crds(api_client, kopf_peering_crds())
-    custom: Any = client.CustomObjectsApi(api_client)
+    custom: Any = custom_api(api_client)
     custom.create_cluster_custom_object(
         "kopf.dev", "v1", "clusterkopfpeerings", {"metadata": {"name": "default"}}
     )
@@ -230,6 +231,6 @@ def test_kopf_operator_with_peering(
         wait_for(absent, what="the finalizer to be removed and the service deleted")
     assert runner.exception is None, runner.exception
     assert runner.exit_code == 0, runner.output
-    core: Any = client.CoreV1Api(api_client)
+    core: Any = core_api(api_client)
     reasons = {e.reason for e in core.list_namespaced_event("default").items}
     assert "Gone" in reasons or "Logging" in reasons
