@@ -21,7 +21,11 @@ from tests.integration.harness import E2E
 from tests.kubeclient import core_api, custom_api
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.skipif(E2E, reason="needs devcluster: pods read local claim dirs")
+pytestmark = [
+    pytest.mark.skipif(E2E, reason="needs devcluster: pods read local claim dirs"),
+    # Whole training runs: the waits inside each test bound it, this only ends a hang.
+    pytest.mark.timeout(600),
+]
 
 GROUP, VERSION, PLURAL = "elasticlm.io", "v1alpha1", "lmtrainingjobs"
 DATA_CLAIM, CKPT_CLAIM = "data", "checkpoints"
@@ -196,11 +200,18 @@ def job(stack: LocalStack) -> Iterator[Job]:
     j.delete_namespace()
 
 
-def reconcile_passes(stack: LocalStack, result: str) -> float:
-    """The operator's count of finished reconcile passes with `result`, from its metrics."""
+def operator_metrics(stack: LocalStack) -> str:
     url = f"http://127.0.0.1:{stack.operator_metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
+        return str(response.read().decode())
+
+
+def reconcile_passes(stack: LocalStack, result: str) -> float:
+    """The operator's count of finished reconcile passes with `result`, from its metrics
+    (once its metrics server answers: it starts with the operator)."""
+    text = wait_for(
+        lambda: operator_metrics(stack), 30, "the operator's metrics", retry_on=(OSError,)
+    )
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
@@ -288,7 +299,6 @@ def test_operator_restart_makes_no_duplicate_pods(job: Job) -> None:
         ),
         60,
         lambda: f"the restarted operator to reconcile the job\n{job.diagnostics()}",
-        retry_on=(OSError,),
     )
     after = {p.metadata.name: p.metadata.uid for p in job.pods()}
     assert after == before  # the same pods: none recreated, none added
