@@ -154,6 +154,7 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         c.close()
 
 
+@pytest.mark.timeout(300)  # trains through four membership changes
 def test_join_leave_kill_and_rejoin_lose_no_step(cluster_factory: Callable[..., Cluster]) -> None:
     c = cluster_factory(steps=STEPS)
     w0, w1 = c.worker(0, expected=2), c.worker(1, expected=2)
