@@ -82,8 +82,7 @@ def install_crds(
     cluster), then wait until every one is Established and each served version lists its
     resource in discovery. Returns the CRDs' names.
     """
-    # Any: the client's generated signatures want model objects; plain dicts work.
-    extensions: Any = extensions_api(api)
+    extensions = extensions_api(api)
     custom = custom_api(api)
     installed = [copy.deepcopy(crd) for crd in crds]
     for crd in installed:

@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, overload
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 #: What a wait is for, in words; a function is called for them when the wait times out
@@ -112,7 +112,7 @@ async def wait_for_async(
     *,
     interval: float = INTERVAL,
     retry_on: tuple[type[Exception], ...] = (),
-) -> T | Any:
+) -> T:
     """`wait_for` inside an event loop: the loop keeps running between polls.
 
     `predicate` may be a plain function or a coroutine function.
