@@ -18,13 +18,13 @@ from typing import Any
 
 import celpy
 import jsonschema
-import yaml
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 from jsonschema import Draft4Validator
 
-from lmoperator.api.crd import RESOURCE_KINDS, render_crds
+from lmoperator.api.crd import RESOURCE_KINDS
+from tests.crds import project_crds
 
 Schema = dict[str, Any]
 
@@ -35,8 +35,7 @@ Schema = dict[str, Any]
 
 @functools.cache
 def _crds() -> dict[str, dict[str, Any]]:
-    texts = render_crds()
-    return {r.kind: yaml.safe_load(texts[r.filename]) for r in RESOURCE_KINDS}
+    return {c["spec"]["names"]["kind"]: c for c in project_crds()}
 
 
 def crd(kind: str) -> dict[str, Any]:
