@@ -9,6 +9,7 @@ import kubernetes
 import pytest
 
 from tests.integration.harness import Cluster, running_cluster
+from tests.kubeclient import core_api
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +23,7 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (as dask-kubernetes' tests do)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     with cluster.api_client() as api:
-        core = kubernetes.client.CoreV1Api(api)
+        core = core_api(api)
         core.create_namespace({"metadata": {"name": name}})
         yield name
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import kubernetes
 
 from lmoperator.localstack import devcluster_running
+from tests.kubeclient import api_client
 
 E2E = os.environ.get("ELASTICLM_E2E") == "1"
 KUBECTL = shutil.which("kubectl")
@@ -41,7 +42,7 @@ class Cluster:
     state_dir: Path | None  # None for a real cluster
 
     def api_client(self) -> kubernetes.client.ApiClient:
-        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        return api_client(self.kubeconfig)
 
     def kubectl(
         self,
@@ -81,7 +82,7 @@ def running_cluster(base: Path) -> Iterator[Cluster]:
     cache_dir = base / "kubectl-cache"
     if E2E:
         kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
-        api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        api = api_client(kubeconfig)
         yield Cluster(kubeconfig, api.configuration.host, cache_dir, None)
         return
     state_dir = base / "devcluster"

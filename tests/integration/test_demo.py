@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(E2E, reason="the demo runs its own devcluster")
 
 
+@pytest.mark.timeout(600)  # a whole demo: training, two rescales, the export
 def test_demo_trains_rescales_2_3_2_and_finishes(tmp_path: Path) -> None:
     examples = tmp_path / "examples"
     examples.mkdir()

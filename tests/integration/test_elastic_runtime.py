@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 from lmoperator.localstack import free_port
 from lmworker.config import ModelConfig, TrainingConfig, WorkerConfig, default_intermediate_size
 from lmworker.corpus import write_corpus
+from tests.waiting import wait_for
 
 # Enough steps at about 0.05 s each for a newcomer to start Python and torch (~5 s)
 # twice while the others train.
@@ -111,16 +111,17 @@ class Cluster:
     def wait(
         self, what: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 120.0
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if done(self.steps()):
-                return
-            time.sleep(0.1)
-        logs = "\n".join(
-            f"--- {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-15:])
-            for f in sorted(self.tmp.glob("*.log"))
-        )
-        raise AssertionError(f"{what}: not reached\n{logs}")
+        def logs() -> str:
+            return (
+                what
+                + "\n"
+                + "\n".join(
+                    f"--- {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-15:])
+                    for f in sorted(self.tmp.glob("*.log"))
+                )
+            )
+
+        wait_for(lambda: done(self.steps()), timeout, logs, interval=0.1)
 
     def world_size_reaches(self, size: int, after: int) -> None:
         self.wait(
@@ -153,6 +154,7 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         c.close()
 
 
+@pytest.mark.timeout(300)  # trains through four membership changes
 def test_join_leave_kill_and_rejoin_lose_no_step(cluster_factory: Callable[..., Cluster]) -> None:
     c = cluster_factory(steps=STEPS)
     w0, w1 = c.worker(0, expected=2), c.worker(1, expected=2)
@@ -208,7 +210,7 @@ def test_a_restarted_rendezvous_costs_no_step(cluster_factory: Callable[..., Clu
     os.killpg(c.rdzv.pid, signal.SIGKILL)
     c.rdzv.wait()
     before = c.last_step()
-    time.sleep(1)
+    c.wait("training on without the store", lambda s: s[-1]["step"] > before)
     c.rdzv = c.start_rendezvous("-again")
     c.wait("training on", lambda s: s[-1]["step"] > before + 5)
     assert [w.wait(timeout=120) for w in workers] == [0, 0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,10 @@ import kubernetes
 import pytest
 
 from lmoperator.localstack import stop_process
-from tests.crd_builder import simple_crd
+from tests.crds import install_crds, kopf_peering_crds, simple_crd
 from tests.integration.harness import Cluster
+from tests.kubeclient import core_api, custom_api
+from tests.waiting import wait_for
 
 OPERATOR = Path(__file__).parent / "kopf_app" / "widget_operator.py"
 
@@ -26,21 +27,6 @@ WIDGET_CRD = simple_crd(
     spec_properties={"name": {"type": "string"}, "size": {"type": "integer"}},
     status_subresource=True,
 )
-
-
-def peering_crd(scope: str, kind: str, plural: str) -> dict[str, Any]:
-    """kopf's peering CRDs, as its documentation gives them."""
-    return simple_crd("kopf.dev", kind, plural, scope=scope)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def ensure(create: Callable[[], Any]) -> None:
@@ -54,14 +40,8 @@ def ensure(create: Callable[[], Any]) -> None:
 @pytest.fixture
 def kopf_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[None]:
     with cluster.api_client() as api:
-        ext = kubernetes.client.ApiextensionsV1Api(api)
-        for crd in (
-            WIDGET_CRD,
-            peering_crd("Namespaced", "KopfPeering", "kopfpeerings"),
-            peering_crd("Cluster", "ClusterKopfPeering", "clusterkopfpeerings"),
-        ):
-            ensure(lambda crd=crd: ext.create_custom_resource_definition(crd))
-        custom = kubernetes.client.CustomObjectsApi(api)
+        install_crds(api, [WIDGET_CRD, *kopf_peering_crds()])
+        custom = custom_api(api)
         ensure(
             lambda: custom.create_namespaced_custom_object(
                 "kopf.dev",
@@ -107,8 +87,8 @@ def test_kopf_handles_create_update_delete_with_peering(
     cluster: Cluster, namespace: str, kopf_operator: None
 ) -> None:
     with cluster.api_client() as api:
-        custom = kubernetes.client.CustomObjectsApi(api)
-        core = kubernetes.client.CoreV1Api(api)
+        custom = custom_api(api)
+        core = core_api(api)
         widget = {
             "apiVersion": "test.elasticlm.io/v1",
             "kind": "Widget",
@@ -149,7 +129,7 @@ def test_kopf_handles_create_update_delete_with_peering(
                     "test.elasticlm.io", "v1", namespace, "widgets", "w1"
                 )
             except kubernetes.client.ApiException as exc:
-                return exc.status == 404
+                return bool(exc.status == 404)
             return False
 
         wait_for(gone, what="the finalizer to be removed and the widget deleted")

@@ -20,13 +20,16 @@ import kubernetes
 import pytest
 import yaml
 
+from lmoperator.api.kinds import TRAINING_JOB
 from lmoperator.localstack import stop_process
+from tests.crds import install_crds, project_crds
 from tests.integration.harness import E2E, Cluster, devcluster_process
-from tests.integration.test_kopf_operator import wait_for
+from tests.kubeclient import core_api, custom_api
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "manifests" / "examples" / "training-job.yaml"
-GROUP, VERSION, PLURAL = "elasticlm.io", "v1alpha1", "lmtrainingjobs"
+GROUP, VERSION, PLURAL = TRAINING_JOB.group, TRAINING_JOB.version, TRAINING_JOB.plural
 
 pytestmark = pytest.mark.skipif(E2E, reason="needs devcluster's simulate mode")
 
@@ -36,16 +39,16 @@ def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("simcluster")
     with devcluster_process(base / "devcluster", "--simulate") as (_, info):
         cluster = Cluster(Path(info["kubeconfig"]), info["url"], base / "cache", base)
-        cluster.kubectl("apply", "-f", str(ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/lmtrainingjobs.elasticlm.io")
+        with cluster.api_client() as api:
+            install_crds(api, project_crds())
         yield cluster
 
 
 @pytest.fixture
-def sim_namespace(sim_cluster: Cluster) -> Iterator[str]:
+def sim_namespace(sim_cluster: Cluster) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     with sim_cluster.api_client() as api:
-        kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+        core_api(api).create_namespace({"metadata": {"name": name}})
     return name
 
 
@@ -87,8 +90,8 @@ def job_manifest(name: str, replicas: int = 2, **worker: Any) -> dict[str, Any]:
 
 class Api:
     def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
-        self.core = kubernetes.client.CoreV1Api(api)
-        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.core = core_api(api)
+        self.custom = custom_api(api)
         self.namespace = namespace
 
     def create(self, doc: dict[str, Any]) -> None:
@@ -133,7 +136,7 @@ def test_job_lifecycle(sim_cluster: Cluster, sim_namespace: str, tmp_path: Path)
             api.create(job_manifest("lm"))
             wait_for(
                 names_are(api, "lm", {"lm-rdzv", "lm-worker-0", "lm-worker-1"}),
-                what=f"the rendezvous pod and 2 workers; operator log:\n{log.read_text()}",
+                what=lambda: f"the rendezvous pod and 2 workers; operator log:\n{log.read_text()}",
             )
             uid = api.job("lm")["metadata"]["uid"]  # type: ignore[index]
             service = api.services("lm")["lm-rdzv"]
@@ -211,7 +214,7 @@ def test_invalid_pod_template_fails_the_job(
             api.create(job_manifest("bad", podTemplate=template))
             wait_for(
                 lambda: api.status("bad").get("phase") == "Failed",
-                what=f"phase Failed; operator log:\n{log.read_text()}",
+                what=lambda: f"phase Failed; operator log:\n{log.read_text()}",
             )
             (failed,) = [c for c in api.status("bad")["conditions"] if c["type"] == "Failed"]
             assert failed["reason"] == "Invalid"

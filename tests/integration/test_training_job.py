@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,14 +13,22 @@ from typing import Any
 
 import kubernetes
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from lmoperator.api.kinds import TRAINING_JOB
 from lmoperator.localstack import LocalStack, local_stack
 from lmworker.corpus import unigram_entropy_nats, write_corpus
 from tests.integration.harness import E2E
+from tests.kubeclient import core_api, custom_api
+from tests.waiting import wait_for
 
-pytestmark = pytest.mark.skipif(E2E, reason="needs devcluster: pods read local claim dirs")
+pytestmark = [
+    pytest.mark.skipif(E2E, reason="needs devcluster: pods read local claim dirs"),
+    # Whole training runs: the waits inside each test bound it, this only ends a hang.
+    pytest.mark.timeout(600),
+]
 
-GROUP, VERSION, PLURAL = "elasticlm.io", "v1alpha1", "lmtrainingjobs"
+GROUP, VERSION, PLURAL = TRAINING_JOB.group, TRAINING_JOB.version, TRAINING_JOB.plural
 DATA_CLAIM, CKPT_CLAIM = "data", "checkpoints"
 CORPUS_BYTES = 600_000
 
@@ -38,8 +46,8 @@ class Job:
         self.stack = stack
         self.name = name
         self.ns = f"t-{uuid.uuid4().hex[:8]}"
-        self.core = kubernetes.client.CoreV1Api(stack.api)
-        self.custom = kubernetes.client.CustomObjectsApi(stack.api)
+        self.core = core_api(stack.api)
+        self.custom = custom_api(stack.api)
         self.core.create_namespace({"metadata": {"name": self.ns}})
         corpus = stack.claim_dir(self.ns, DATA_CLAIM) / "corpus.txt"
         self.corpus = write_corpus(corpus, n_bytes=CORPUS_BYTES, seed=7)
@@ -106,16 +114,24 @@ class Job:
     def wait(
         self, what: str, done: Callable[[dict[str, Any]], bool], timeout: float = 150
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = self.status()
-            if done(status):
-                return status
-            if status.get("phase") == "Failed" and "Failed" not in what:
-                break
-            time.sleep(0.3)
-        raise AssertionError(f"{what}: not reached; last status {status}\n{self.diagnostics()}")
+        last: dict[str, Any] = {}
+
+        def reached() -> tuple[dict[str, Any]] | None:
+            nonlocal last
+            last = self.status()
+            if done(last):
+                return (last,)
+            if last.get("phase") == "Failed" and "Failed" not in what:
+                raise AssertionError(f"{what}: the job failed; status {last}\n{self.diagnostics()}")
+            return None
+
+        (status,) = wait_for(
+            reached,
+            timeout,
+            lambda: f"{what}; last status {last}\n{self.diagnostics()}",
+            interval=0.3,
+        )
+        return status
 
     def wait_step(self, step: int, timeout: float = 240) -> dict[str, Any]:
         return self.wait(f"step {step}", lambda s: (s.get("step") or 0) >= step, timeout)
@@ -183,6 +199,26 @@ def job(stack: LocalStack) -> Iterator[Job]:
     if j.get() is not None:
         j.custom.delete_namespaced_custom_object(GROUP, VERSION, j.ns, PLURAL, j.name)
     j.delete_namespace()
+
+
+def operator_metrics(stack: LocalStack) -> str:
+    url = f"http://127.0.0.1:{stack.operator_metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def reconcile_passes(stack: LocalStack, result: str) -> float:
+    """The operator's count of finished reconcile passes with `result`, from its metrics
+    (once its metrics server answers: it starts with the operator)."""
+    text = wait_for(
+        lambda: operator_metrics(stack), 30, "the operator's metrics", retry_on=(OSError,)
+    )
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "elasticlm_reconcile_total" and sample.labels.get("result") == result
+    )
 
 
 def worker_pid(pod: Any) -> int:
@@ -253,9 +289,18 @@ def test_operator_restart_makes_no_duplicate_pods(job: Job) -> None:
     job.wait_step(10)
     before = {p.metadata.name: p.metadata.uid for p in job.pods()}
     job.stack.stop_operator(kill=True)
-    time.sleep(2)
+    step_at_kill = job.status().get("step") or 0
     job.stack.start_operator()
-    time.sleep(3)
+    # Only the restarted operator writes the step from now on, and the pass counter moves
+    # once a pass has finished: then it has seen the job's pods and done all it would do.
+    wait_for(
+        lambda: (
+            reconcile_passes(job.stack, "success") >= 1
+            and (job.status().get("step") or 0) > step_at_kill
+        ),
+        60,
+        lambda: f"the restarted operator to reconcile the job\n{job.diagnostics()}",
+    )
     after = {p.metadata.name: p.metadata.uid for p in job.pods()}
     assert after == before  # the same pods: none recreated, none added
     status = job.succeeded()
@@ -268,13 +313,19 @@ def test_invalid_spec_fails_with_the_field_and_creates_nothing(job: Job) -> None
     template = {
         "spec": {"containers": [{"name": "worker", "securityContext": {"privileged": True}}]}
     }
+    invalid_before = reconcile_passes(job.stack, "invalid")
     job.create(worker={"podTemplate": template})
     status = job.wait("phase Failed", lambda s: s.get("phase") == "Failed", timeout=60)
     failed = job.condition("Failed")
     assert failed["reason"] == "Invalid"
     assert "spec.worker.podTemplate" in failed["message"]
     assert "privileged" in failed["message"]
-    time.sleep(2)
+    # The pass that found the spec invalid has finished (its count moved) and made nothing.
+    wait_for(
+        lambda: reconcile_passes(job.stack, "invalid") > invalid_before,
+        30,
+        "the operator to finish the pass that failed the job",
+    )
     assert job.pods() == []
     assert status.get("replicas", 0) == 0
 

@@ -18,12 +18,13 @@ from typing import Any
 
 import celpy
 import jsonschema
-import yaml
 from celpy import celtypes
 from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 from jsonschema import Draft4Validator
 
-from lmoperator.api.crd import RESOURCE_KINDS, render_crds
+from lmoperator.api.crd import RESOURCE_KINDS
+from tests.crds import project_crds
 
 Schema = dict[str, Any]
 
@@ -34,8 +35,7 @@ Schema = dict[str, Any]
 
 @functools.cache
 def _crds() -> dict[str, dict[str, Any]]:
-    texts = render_crds()
-    return {r.kind: yaml.safe_load(texts[r.filename]) for r in RESOURCE_KINDS}
+    return {c["spec"]["names"]["kind"]: c for c in project_crds()}
 
 
 def crd(kind: str) -> dict[str, Any]:
@@ -45,7 +45,8 @@ def crd(kind: str) -> dict[str, Any]:
 
 def openapi_schema(kind: str) -> Schema:
     """The openAPIV3Schema of the (single) version of `kind`'s CRD; a fresh copy."""
-    return crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema: Schema = crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
 
 
 def kinds() -> list[str]:
@@ -211,7 +212,7 @@ def evaluate_cel(expression: str, self_value: Any, schema: Schema | None = None)
     program = compile_cel(expression)
     try:
         return program.evaluate({"self": to_cel(self_value, schema)})
-    except celpy.CELEvalError as exc:
+    except CELEvalError as exc:
         raise CelEvaluationError(f"{expression!r}: {exc.args[0] if exc.args else exc}") from exc
 
 

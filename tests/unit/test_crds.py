@@ -782,7 +782,8 @@ def near_valid_training_jobs(draw: st.DrawFn) -> dict[str, Any]:
         )
     if "hf" in sources:
         model["hf"] = {"path": draw(paths)}
-    changes["spec.model"] = model if model or draw(st.booleans()) else DELETE
+    keep: bool = bool(model) or draw(st.booleans())  # an empty model, or none at all
+    changes["spec.model"] = model if keep else DELETE
     return patched(example_manifest("LMTrainingJob"), changes)
 
 
@@ -1014,7 +1015,12 @@ TOY: dict[str, Any] = {
 
 
 def test_apply_defaults_recurses_like_the_api_server() -> None:
-    original = {"b": None, "list": [{}, {"k": "set"}], "map": {"m": {}}, "o": {"x": "mine"}}
+    original: dict[str, Any] = {
+        "b": None,
+        "list": [{}, {"k": "set"}],
+        "map": {"m": {}},
+        "o": {"x": "mine"},
+    }
     result = apply_defaults(TOY, original)
     assert result == {
         "a": 1,

@@ -26,6 +26,8 @@ import urllib3
 import yaml
 
 from tests.integration.harness import E2E
+from tests.kubeclient import CoreApi
+from tests.waiting import wait_for
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -57,34 +59,9 @@ CLUSTER_MADE = ("kube-root-ca.crt",)
 
 # --------------------------------------------------------------------------- polling
 
-
-def wait_for(
-    predicate: Callable[[], T | None],
-    timeout: float = 10.0,
-    what: str = "condition",
-    interval: float = 0.05,
-) -> T:
-    """Poll `predicate` until it returns something truthy; return that.
-
-    Exceptions of the predicate count as "not yet" and are shown if time runs out.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = predicate()
-        except Exception as exc:  # a poll that fails is retried, not fatal
-            last = exc
-        else:
-            if value:
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}"
-            )
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.5)
+#: What a poll of a cluster that is still catching up may raise: an object that is not
+#: there yet (404), a server or a pod that does not answer yet. `wait_for` retries these.
+NOT_YET: tuple[type[Exception], ...] = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 def gone(read: Callable[[], Any]) -> bool:
@@ -104,7 +81,7 @@ def gone(read: Callable[[], Any]) -> bool:
 def status_of(exc: ApiException) -> Obj:
     """The `Status` object of an API error response."""
     assert exc.body, f"error {exc.status} without a body"
-    body = json.loads(exc.body)
+    body: Obj = json.loads(exc.body)
     assert body.get("kind") == "Status", body
     return body
 
@@ -147,7 +124,7 @@ def _auth_headers(api: kubernetes.client.ApiClient) -> dict[str, str]:
 
 
 def url_of(api: kubernetes.client.ApiClient, path: str, query: dict[str, Any] | None) -> str:
-    url = api.configuration.host.rstrip("/") + path
+    url = str(api.configuration.host).rstrip("/") + path
     if query:
         url += "?" + urlencode(query)
     return url
@@ -386,13 +363,11 @@ http.server.ThreadingHTTPServer((os.environ["POD_IP"], 8080), H).serve_forever()
 """
 
 
-def pod_phase(core: kubernetes.client.CoreV1Api, name: str, namespace: str) -> str:
+def pod_phase(core: CoreApi, name: str, namespace: str) -> str:
     return core.read_namespaced_pod(name, namespace).status.phase or ""
 
 
-def container_status(
-    core: kubernetes.client.CoreV1Api, name: str, namespace: str, container: str = "main"
-) -> Any:
+def container_status(core: CoreApi, name: str, namespace: str, container: str = "main") -> Any:
     pod = core.read_namespaced_pod(name, namespace)
     for status in pod.status.container_statuses or []:
         if status.name == container:
@@ -400,28 +375,32 @@ def container_status(
     return None
 
 
-def pod_ready(core: kubernetes.client.CoreV1Api, name: str, namespace: str) -> bool:
+def pod_ready(core: CoreApi, name: str, namespace: str) -> bool:
     pod = core.read_namespaced_pod(name, namespace)
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
-def wait_pod_phase(
-    core: kubernetes.client.CoreV1Api, name: str, namespace: str, *phases: str
-) -> str:
+def wait_pod_phase(core: CoreApi, name: str, namespace: str, *phases: str) -> str:
+    def reached() -> str | None:
+        phase = pod_phase(core, name, namespace)
+        return phase if phase in phases else None
+
     return wait_for(
-        lambda: (p := pod_phase(core, name, namespace)) in phases and p,
+        reached,
         POD_TIMEOUT,
         f"pod {name} to reach phase {' or '.join(phases)}",
+        retry_on=NOT_YET,
     )
 
 
-def wait_default_service_account(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def wait_default_service_account(core: CoreApi, namespace: str) -> None:
     """A real cluster refuses pods until the namespace's `default` ServiceAccount exists."""
     if E2E:
         wait_for(
             lambda: core.read_namespaced_service_account("default", namespace),
             CONTROLLER_TIMEOUT,
             "the default ServiceAccount",
+            retry_on=NOT_YET,
         )
 
 
@@ -471,14 +450,7 @@ class LineReader:
                 )
             return None
 
-        deadline = time.monotonic() + timeout
-        while True:
-            found = find()
-            if found is not None:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; lines: {self.snapshot()}")
-            time.sleep(0.05)
+        return wait_for(find, timeout, lambda: f"{what}; lines: {self.snapshot()}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -15,13 +15,14 @@ from tests.integration.conformance.helpers import (
     gone,
     training_job,
 )
+from tests.kubeclient import CoreApi, CustomApi
 
 
 def rv(obj: Any) -> int:
     return int(obj.metadata.resource_version)
 
 
-def test_stale_put_is_conflict(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_stale_put_is_conflict(core: CoreApi, namespace: str) -> None:
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}, "data": {"n": "0"}})
     first = core.read_namespaced_config_map("c", namespace)
     second = core.read_namespaced_config_map("c", namespace)
@@ -36,9 +37,7 @@ def test_stale_put_is_conflict(core: kubernetes.client.CoreV1Api, namespace: str
     assert core.read_namespaced_config_map("c", namespace).data == {"n": "1"}
 
 
-def test_stale_resource_version_in_a_patch_is_conflict(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_stale_resource_version_in_a_patch_is_conflict(core: CoreApi, namespace: str) -> None:
     created = core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}})
     core.patch_namespaced_config_map("c", namespace, {"data": {"a": "1"}})
     stale = {"metadata": {"resourceVersion": created.metadata.resource_version}, "data": {"b": "2"}}
@@ -54,7 +53,7 @@ def test_stale_resource_version_in_a_patch_is_conflict(
 
 
 def test_put_without_resource_version_is_unconditional_for_configmaps(
-    core: kubernetes.client.CoreV1Api, namespace: str
+    core: CoreApi, namespace: str
 ) -> None:
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}, "data": {"n": "0"}})
     core.patch_namespaced_config_map("c", namespace, {"data": {"n": "1"}})
@@ -65,7 +64,7 @@ def test_put_without_resource_version_is_unconditional_for_configmaps(
 
 
 def test_put_without_resource_version_is_invalid_for_custom_resources(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, elasticlm_crds: list[str]
+    custom: CustomApi, namespace: str, elasticlm_crds: list[str]
 ) -> None:
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, training_job("j"))
     body = training_job("j")
@@ -77,9 +76,9 @@ def test_put_without_resource_version_is_invalid_for_custom_resources(
 
 
 def test_resource_version_is_one_increasing_counter_across_kinds(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
-    leases = kubernetes.client.CoordinationV1Api(api)
+    leases: Any = kubernetes.client.CoordinationV1Api(api)
     seen = [
         rv(core.create_namespaced_config_map(namespace, {"metadata": {"name": "a"}})),
         rv(core.create_namespaced_secret(namespace, {"metadata": {"name": "b"}})),
@@ -101,9 +100,7 @@ def test_resource_version_is_one_increasing_counter_across_kinds(
     assert later > seen[-1]
 
 
-def test_no_op_patch_keeps_resource_version(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_no_op_patch_keeps_resource_version(core: CoreApi, namespace: str) -> None:
     created = core.create_namespaced_config_map(
         namespace, {"metadata": {"name": "c"}, "data": {"a": "1"}}
     )
@@ -113,7 +110,7 @@ def test_no_op_patch_keeps_resource_version(
     assert patched.metadata.resource_version == created.metadata.resource_version
 
 
-def test_delete_preconditions(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_delete_preconditions(core: CoreApi, namespace: str) -> None:
     created = core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}})
     core.patch_namespaced_config_map("c", namespace, {"data": {"a": "1"}})
     status = api_error(

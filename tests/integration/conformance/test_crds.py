@@ -6,18 +6,20 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import kubernetes
 import pytest
 
-from tests.crd_builder import simple_crd
-from tests.integration.conformance.conftest import apply_crd
+from tests.crds import install_crds, simple_crd
 from tests.integration.conformance.helpers import (
     CONTROLLER_TIMEOUT,
     GROUP,
     LMS,
     LMTJ,
+    NOT_YET,
     VERSION,
+    Obj,
     WatchStream,
     api_error,
     cause_fields,
@@ -25,19 +27,22 @@ from tests.integration.conformance.helpers import (
     lm_service,
     raw,
     training_job,
-    wait_for,
 )
+from tests.kubeclient import CustomApi, ExtensionsApi
+from tests.waiting import wait_for
 
 
-def create_job(custom: kubernetes.client.CustomObjectsApi, namespace: str, body: dict) -> dict:
-    return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, body)
+def create_job(custom: CustomApi, namespace: str, body: Obj) -> Obj:
+    created: Obj = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, body)
+    return created
 
 
-def get_job(custom: kubernetes.client.CustomObjectsApi, namespace: str, name: str) -> dict:
-    return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, name)
+def get_job(custom: CustomApi, namespace: str, name: str) -> dict[str, Any]:
+    job: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, name)
+    return job
 
 
-def invalid_job(custom: kubernetes.client.CustomObjectsApi, namespace: str, body: dict) -> dict:
+def invalid_job(custom: CustomApi, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     """Create `body`, expect 422 Invalid; returns the Status."""
     status = api_error(
         422, custom.create_namespaced_custom_object, GROUP, VERSION, namespace, LMTJ, body
@@ -49,10 +54,11 @@ def invalid_job(custom: kubernetes.client.CustomObjectsApi, namespace: str, body
     return status
 
 
-def cause(status: dict, field: str) -> dict:
+def cause(status: dict[str, Any], field: str) -> dict[str, Any]:
     for c in status["details"]["causes"]:
         if c.get("field") == field:
-            return c
+            found: dict[str, Any] = c
+            return found
     raise AssertionError(f"no cause for {field} in {status}")
 
 
@@ -61,7 +67,7 @@ def _crds(elasticlm_crds: list[str]) -> None:
     """Every test here needs this project's CRDs."""
 
 
-def test_crds_are_established(extensions: kubernetes.client.ApiextensionsV1Api) -> None:
+def test_crds_are_established(extensions: ExtensionsApi) -> None:
     for name in ("lmtrainingjobs.elasticlm.io", "lmservices.elasticlm.io"):
         crd = extensions.read_custom_resource_definition(name)
         conditions = {c.type: c.status for c in crd.status.conditions}
@@ -71,9 +77,7 @@ def test_crds_are_established(extensions: kubernetes.client.ApiextensionsV1Api) 
         assert crd.status.stored_versions == [VERSION]
 
 
-def test_examples_are_created_with_defaults(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_examples_are_created_with_defaults(custom: CustomApi, namespace: str) -> None:
     job, code, _ = custom.create_namespaced_custom_object_with_http_info(
         GROUP, VERSION, namespace, LMTJ, training_job("tiny-lm")
     )
@@ -113,11 +117,12 @@ def test_examples_are_created_with_defaults(
     assert listed.json()["kind"] == "LMServiceList"
 
 
-def api_client(custom: kubernetes.client.CustomObjectsApi) -> kubernetes.client.ApiClient:
-    return custom.api_client
+def api_client(custom: CustomApi) -> kubernetes.client.ApiClient:
+    client: kubernetes.client.ApiClient = custom.api_client
+    return client
 
 
-def test_type_errors(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+def test_type_errors(custom: CustomApi, namespace: str) -> None:
     status = invalid_job(custom, namespace, training_job("t", replicas="two"))
     found = cause(status, "spec.replicas")
     assert found["reason"] == "FieldValueTypeInvalid"
@@ -126,7 +131,7 @@ def test_type_errors(custom: kubernetes.client.CustomObjectsApi, namespace: str)
     assert status["message"].startswith('LMTrainingJob.elasticlm.io "t" is invalid')
 
 
-def test_required_fields(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+def test_required_fields(custom: CustomApi, namespace: str) -> None:
     body = training_job("r")
     del body["spec"]["data"]
     status = invalid_job(custom, namespace, body)
@@ -140,7 +145,7 @@ def test_required_fields(custom: kubernetes.client.CustomObjectsApi, namespace: 
     )
 
 
-def test_enums(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+def test_enums(custom: CustomApi, namespace: str) -> None:
     body = training_job("e")
     body["spec"]["data"]["tokenizer"]["type"] = "Words"
     found = cause(invalid_job(custom, namespace, body), "spec.data.tokenizer.type")
@@ -158,7 +163,7 @@ def test_enums(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> No
     ],
 )
 def test_minimum_and_maximum(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, field: str, value: int, words: str
+    custom: CustomApi, namespace: str, field: str, value: int, words: str
 ) -> None:
     found = cause(
         invalid_job(custom, namespace, training_job("m", **{field: value})), f"spec.{field}"
@@ -166,9 +171,7 @@ def test_minimum_and_maximum(
     assert words in found["message"]
 
 
-def test_exclusive_bounds_and_lengths(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_exclusive_bounds_and_lengths(custom: CustomApi, namespace: str) -> None:
     body = training_job("x")
     body["spec"]["data"]["validationFraction"] = 0.5  # exclusiveMaximum 0.5
     body["spec"]["data"]["path"] = ""  # minLength 1
@@ -177,7 +180,7 @@ def test_exclusive_bounds_and_lengths(
     assert "spec.data.path" in cause_fields(status)
 
 
-def test_patterns(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+def test_patterns(custom: CustomApi, namespace: str) -> None:
     body = training_job("p")
     body["spec"]["data"]["claimName"] = "Not_A_Name"
     found = cause(invalid_job(custom, namespace, body), "spec.data.claimName")
@@ -188,18 +191,14 @@ def test_patterns(custom: kubernetes.client.CustomObjectsApi, namespace: str) ->
     assert "spec.worker.resources.requests.cpu" in cause_fields(status)
 
 
-def test_int_or_string_quantities(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_int_or_string_quantities(custom: CustomApi, namespace: str) -> None:
     body = training_job("q")
     body["spec"]["worker"]["resources"]["requests"] = {"cpu": 2, "memory": "1Gi"}
     created = create_job(custom, namespace, body)
     assert created["spec"]["worker"]["resources"]["requests"] == {"cpu": 2, "memory": "1Gi"}
 
 
-def test_all_errors_reported_together(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_all_errors_reported_together(custom: CustomApi, namespace: str) -> None:
     body = training_job("many", replicas=-1)
     body["spec"]["training"]["precision"] = "fp8"
     body["spec"]["checkpoint"]["keep"] = "three"
@@ -209,9 +208,7 @@ def test_all_errors_reported_together(
     )
 
 
-def test_duplicate_keys_of_map_lists(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_duplicate_keys_of_map_lists(custom: CustomApi, namespace: str) -> None:
     body = training_job("dup")
     body["spec"]["worker"]["env"] = [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]
     status = invalid_job(custom, namespace, body)
@@ -219,9 +216,7 @@ def test_duplicate_keys_of_map_lists(
     assert any(c["reason"] == "FieldValueDuplicate" for c in status["details"]["causes"])
 
 
-def test_unknown_fields_are_pruned(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_unknown_fields_are_pruned(custom: CustomApi, namespace: str) -> None:
     body = training_job("pruned")
     body["spec"]["notInTheSchema"] = {"a": 1}
     body["spec"]["elastic"]["bogus"] = True
@@ -237,7 +232,7 @@ def test_unknown_fields_are_pruned(
         assert obj["spec"]["worker"]["podTemplate"] == {"spec": {"anything": ["goes", 1]}}
 
 
-def test_cel_rule_messages(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+def test_cel_rule_messages(custom: CustomApi, namespace: str) -> None:
     status = invalid_job(custom, namespace, training_job("cel", replicas=5))
     found = cause(status, "spec")
     assert found["reason"] == "FieldValueInvalid"
@@ -246,26 +241,20 @@ def test_cel_rule_messages(custom: kubernetes.client.CustomObjectsApi, namespace
     assert expected in status["message"]
 
 
-def test_cel_rule_with_field_path(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_cel_rule_with_field_path(custom: CustomApi, namespace: str) -> None:
     body = training_job("celpath")
     body["spec"]["data"]["path"] = "../escape"
     found = cause(invalid_job(custom, namespace, body), "spec.data.path")
     assert "must not contain '..' segments (got '../escape')" in found["message"]
 
 
-def test_cel_rule_on_metadata_name(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_cel_rule_on_metadata_name(custom: CustomApi, namespace: str) -> None:
     name = "n" * 49
     status = invalid_job(custom, namespace, training_job(name))
     assert f"metadata.name ({name}) must be at most 48 characters" in status["message"]
 
 
-def test_cel_rules_apply_to_updates(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_cel_rules_apply_to_updates(custom: CustomApi, namespace: str) -> None:
     create_job(custom, namespace, training_job("upd"))
     status = api_error(
         422,
@@ -281,7 +270,7 @@ def test_cel_rules_apply_to_updates(
     assert get_job(custom, namespace, "upd")["spec"]["training"]["globalBatchSize"] == 24
 
 
-def test_status_subresource(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+def test_status_subresource(custom: CustomApi, namespace: str) -> None:
     body = training_job("st")
     body["status"] = {"phase": "Running"}
     created = create_job(custom, namespace, body)
@@ -328,7 +317,7 @@ def test_status_subresource(custom: kubernetes.client.CustomObjectsApi, namespac
     assert "status.phase" in cause_fields(status)
 
 
-def test_scale_subresource(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+def test_scale_subresource(custom: CustomApi, namespace: str) -> None:
     create_job(custom, namespace, training_job("sc"))
     custom.patch_namespaced_custom_object_status(
         GROUP,
@@ -382,9 +371,7 @@ def test_scale_subresource(custom: kubernetes.client.CustomObjectsApi, namespace
     assert status["reason"] == "Conflict"
 
 
-def test_scale_beyond_the_rules_is_invalid(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_scale_beyond_the_rules_is_invalid(custom: CustomApi, namespace: str) -> None:
     create_job(custom, namespace, training_job("big"))
     status = api_error(
         422,
@@ -401,7 +388,7 @@ def test_scale_beyond_the_rules_is_invalid(
     assert get_job(custom, namespace, "big")["spec"]["replicas"] == 2
 
 
-def test_custom_resource_errors(custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+def test_custom_resource_errors(custom: CustomApi, namespace: str) -> None:
     create_job(custom, namespace, training_job("twice"))
     status = api_error(
         409,
@@ -422,9 +409,9 @@ def test_custom_resource_errors(custom: kubernetes.client.CustomObjectsApi, name
 
 
 def test_crd_lifecycle(
-    custom: kubernetes.client.CustomObjectsApi,
-    extensions: kubernetes.client.ApiextensionsV1Api,
-    scratch_crd: tuple[str, str, dict],
+    custom: CustomApi,
+    extensions: ExtensionsApi,
+    scratch_crd: tuple[str, str, dict[str, Any]],
     namespace: str,
 ) -> None:
     group, plural, crd = scratch_crd
@@ -444,17 +431,17 @@ def test_crd_lifecycle(
         lambda: gone(lambda: extensions.read_custom_resource_definition(crd["metadata"]["name"])),
         CONTROLLER_TIMEOUT,
         "the CRD to be deleted",
+        retry_on=NOT_YET,
     )
     wait_for(
         lambda: raw(custom.api_client, "GET", f"/apis/{group}/v1/{plural}").status == 404,
         CONTROLLER_TIMEOUT,
         "the custom resources to stop being served",
+        retry_on=NOT_YET,
     )
 
 
-def test_no_op_update_keeps_resource_version(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_no_op_update_keeps_resource_version(custom: CustomApi, namespace: str) -> None:
     create_job(custom, namespace, training_job("same"))
     current = get_job(custom, namespace, "same")
     again = custom.replace_namespaced_custom_object(
@@ -464,9 +451,7 @@ def test_no_op_update_keeps_resource_version(
     assert again["metadata"]["generation"] == 1
 
 
-def test_selectors_on_custom_resources(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_selectors_on_custom_resources(custom: CustomApi, namespace: str) -> None:
     for name, team in (("a", "x"), ("b", "y"), ("c", "x")):
         body = training_job(name)
         body["metadata"]["labels"] = {"team": team}
@@ -487,9 +472,7 @@ def test_selectors_on_custom_resources(
     assert status["reason"] == "BadRequest"
 
 
-def test_watch_custom_resources_and_status_writes(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
-) -> None:
+def test_watch_custom_resources_and_status_writes(custom: CustomApi, namespace: str) -> None:
     path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{LMTJ}"
     rv = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ)["metadata"][
         "resourceVersion"
@@ -516,18 +499,18 @@ def test_watch_custom_resources_and_status_writes(
 
 @pytest.fixture
 def cluster_scoped_crd(
-    extensions: kubernetes.client.ApiextensionsV1Api,
+    extensions: ExtensionsApi,
 ) -> Iterator[tuple[str, str]]:
     """A cluster-scoped CRD like kopf's ClusterKopfPeering: (group, plural)."""
     group = f"c{uuid.uuid4().hex[:8]}.conformance.elasticlm.io"
     crd = simple_crd(group, "Peering", "peerings", scope="Cluster")
-    apply_crd(extensions, crd)
+    install_crds(extensions.api_client, [crd])
     yield group, "peerings"
     extensions.delete_custom_resource_definition(crd["metadata"]["name"])
 
 
 def test_cluster_scoped_custom_resources(
-    custom: kubernetes.client.CustomObjectsApi, cluster_scoped_crd: tuple[str, str]
+    custom: CustomApi, cluster_scoped_crd: tuple[str, str]
 ) -> None:
     group, plural = cluster_scoped_crd
     resources = raw(custom.api_client, "GET", f"/apis/{group}/v1").json()["resources"]
@@ -554,7 +537,7 @@ def test_cluster_scoped_custom_resources(
 
 
 def test_replace_of_a_missing_custom_resource_is_not_found(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str
+    custom: CustomApi, namespace: str
 ) -> None:
     body = training_job("absent")
     body["metadata"]["resourceVersion"] = "1"
@@ -565,11 +548,11 @@ def test_replace_of_a_missing_custom_resource_is_not_found(
     assert status["reason"] == "NotFound"
 
 
-def test_invalid_crds_are_rejected(extensions: kubernetes.client.ApiextensionsV1Api) -> None:
+def test_invalid_crds_are_rejected(extensions: ExtensionsApi) -> None:
     group = f"bad{uuid.uuid4().hex[:6]}.conformance.elasticlm.io"
     names = {"kind": "Bad", "plural": "bads", "singular": "bad"}
     version = {"name": "v1", "served": True, "storage": True}
-    no_schema = {
+    no_schema: dict[str, Any] = {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"bads.{group}"},

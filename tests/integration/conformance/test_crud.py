@@ -7,6 +7,7 @@ import ipaddress
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import kubernetes
 import pytest
@@ -14,18 +15,18 @@ import pytest
 from tests.integration.conformance.helpers import (
     CLUSTER_MADE,
     CONTROLLER_TIMEOUT,
+    NOT_YET,
     api_error,
     gone,
     raw,
-    wait_for,
 )
+from tests.kubeclient import CoreApi
+from tests.waiting import wait_for
 
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
 
 
-def test_create_returns_201_with_server_fields(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_create_returns_201_with_server_fields(core: CoreApi, namespace: str) -> None:
     body = {"metadata": {"name": "settings", "labels": {"a": "b"}}, "data": {"k": "v"}}
     created, code, _ = core.create_namespaced_config_map_with_http_info(namespace, body)
     assert code == 201
@@ -58,7 +59,7 @@ def test_created_object_has_kind_api_version_and_timestamp_format(
     assert got["metadata"]["uid"] == created["metadata"]["uid"]
 
 
-def test_generate_name(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_generate_name(core: CoreApi, namespace: str) -> None:
     names = set()
     for _ in range(3):
         created = core.create_namespaced_config_map(
@@ -71,9 +72,7 @@ def test_generate_name(core: kubernetes.client.CoreV1Api, namespace: str) -> Non
     assert len(names) == 3
 
 
-def test_configmap_get_list_update_delete(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_configmap_get_list_update_delete(core: CoreApi, namespace: str) -> None:
     for name in ("one", "two"):
         core.create_namespaced_config_map(namespace, {"metadata": {"name": name}, "data": {}})
     listed = core.list_namespaced_config_map(namespace)
@@ -95,9 +94,7 @@ def test_configmap_get_list_update_delete(
     assert "two" in remaining
 
 
-def test_list_kinds(
-    api: kubernetes.client.ApiClient, namespace: str, core: kubernetes.client.CoreV1Api
-) -> None:
+def test_list_kinds(api: kubernetes.client.ApiClient, namespace: str, core: CoreApi) -> None:
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "x"}})
     for path, kind in [
         (f"/api/v1/namespaces/{namespace}/configmaps", "ConfigMapList"),
@@ -115,7 +112,7 @@ def test_list_kinds(
     assert "x" in {i["metadata"]["name"] for i in cms["items"]}
 
 
-def test_secret_string_data_and_type(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_secret_string_data_and_type(core: CoreApi, namespace: str) -> None:
     created = core.create_namespaced_secret(
         namespace, {"metadata": {"name": "creds"}, "stringData": {"token": "s3cret"}}
     )
@@ -131,9 +128,7 @@ def test_secret_string_data_and_type(core: kubernetes.client.CoreV1Api, namespac
     assert gone(lambda: core.read_namespaced_secret("creds", namespace))
 
 
-def test_service_gets_cluster_ip_and_endpoints(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_service_gets_cluster_ip_and_endpoints(core: CoreApi, namespace: str) -> None:
     created = core.create_namespaced_service(
         namespace,
         {
@@ -152,6 +147,7 @@ def test_service_gets_cluster_ip_and_endpoints(
         lambda: core.read_namespaced_endpoints("web", namespace),
         CONTROLLER_TIMEOUT,
         "the Endpoints of the service",
+        retry_on=NOT_YET,
     )
     other = core.create_namespaced_service(
         namespace, {"metadata": {"name": "other"}, "spec": {"ports": [{"port": 81}]}}
@@ -170,7 +166,7 @@ def test_service_gets_cluster_ip_and_endpoints(
     assert gone(lambda: core.read_namespaced_service("web", namespace))
 
 
-def test_serviceaccount_crud(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_serviceaccount_crud(core: CoreApi, namespace: str) -> None:
     created, code, _ = core.create_namespaced_service_account_with_http_info(
         namespace, {"metadata": {"name": "robot"}}
     )
@@ -186,7 +182,7 @@ def test_serviceaccount_crud(core: kubernetes.client.CoreV1Api, namespace: str) 
     assert gone(lambda: core.read_namespaced_service_account("robot", namespace))
 
 
-def test_persistentvolumeclaim_crud(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_persistentvolumeclaim_crud(core: CoreApi, namespace: str) -> None:
     body = {
         "metadata": {"name": "data"},
         "spec": {
@@ -214,11 +210,12 @@ def test_persistentvolumeclaim_crud(core: kubernetes.client.CoreV1Api, namespace
         lambda: gone(lambda: core.read_namespaced_persistent_volume_claim("data", namespace)),
         CONTROLLER_TIMEOUT,
         "the claim to be deleted",
+        retry_on=NOT_YET,
     )
 
 
 def test_lease_crud(api: kubernetes.client.ApiClient, namespace: str) -> None:
-    leases = kubernetes.client.CoordinationV1Api(api)
+    leases: Any = kubernetes.client.CoordinationV1Api(api)
     body = {
         "metadata": {"name": "leader"},
         "spec": {
@@ -245,7 +242,7 @@ def test_lease_crud(api: kubernetes.client.ApiClient, namespace: str) -> None:
     assert gone(lambda: leases.read_namespaced_lease("leader", namespace))
 
 
-def test_core_events(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_core_events(core: CoreApi, namespace: str) -> None:
     event = {
         "metadata": {"name": "cm.1"},
         "involvedObject": {"kind": "ConfigMap", "name": "cm", "namespace": namespace},
@@ -267,9 +264,9 @@ def test_core_events(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
 
 
 def test_events_k8s_io_events_are_core_events(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
-    events = kubernetes.client.EventsV1Api(api)
+    events: Any = kubernetes.client.EventsV1Api(api)
     body = {
         "metadata": {"name": "cm.2"},
         "eventTime": "2025-01-01T00:00:00.000000Z",
@@ -297,7 +294,7 @@ def test_events_k8s_io_events_are_core_events(
     assert gone(lambda: events.read_namespaced_event("cm.2", namespace))
 
 
-def test_namespace_crud(core: kubernetes.client.CoreV1Api) -> None:
+def test_namespace_crud(core: CoreApi) -> None:
     name = f"t-ns-{uuid.uuid4().hex[:8]}"
     created, code, _ = core.create_namespace_with_http_info({"metadata": {"name": name}})
     assert code == 201
@@ -311,10 +308,11 @@ def test_namespace_crud(core: kubernetes.client.CoreV1Api) -> None:
         lambda: gone(lambda: core.read_namespace(name)),
         CONTROLLER_TIMEOUT,
         "the namespace to be deleted",
+        retry_on=NOT_YET,
     )
 
 
-def test_already_exists(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_already_exists(core: CoreApi, namespace: str) -> None:
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "dup"}})
     status = api_error(
         409, core.create_namespaced_config_map, namespace, {"metadata": {"name": "dup"}}
@@ -325,7 +323,7 @@ def test_already_exists(core: kubernetes.client.CoreV1Api, namespace: str) -> No
     assert status["message"] == 'configmaps "dup" already exists'
 
 
-def test_not_found(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_not_found(core: CoreApi, namespace: str) -> None:
     status = api_error(404, core.read_namespaced_config_map, "missing", namespace)
     assert status["reason"] == "NotFound"
     assert status["details"]["name"] == "missing"
@@ -346,7 +344,7 @@ def test_not_found(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
     assert status["details"]["kind"] == "namespaces"
 
 
-def test_create_in_missing_namespace_is_not_found(core: kubernetes.client.CoreV1Api) -> None:
+def test_create_in_missing_namespace_is_not_found(core: CoreApi) -> None:
     status = api_error(
         404,
         core.create_namespaced_config_map,
@@ -357,18 +355,14 @@ def test_create_in_missing_namespace_is_not_found(core: kubernetes.client.CoreV1
     assert "no-such-namespace-here" in status["message"]
 
 
-def test_namespace_mismatch_is_bad_request(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_namespace_mismatch_is_bad_request(core: CoreApi, namespace: str) -> None:
     body = {"metadata": {"name": "x", "namespace": "somewhere-else"}}
     status = api_error(400, core.create_namespaced_config_map, namespace, body)
     assert status["reason"] == "BadRequest"
     assert "namespace" in status["message"]
 
 
-def test_update_with_mismatched_name_is_bad_request(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_update_with_mismatched_name_is_bad_request(core: CoreApi, namespace: str) -> None:
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "a"}})
     got = core.read_namespaced_config_map("a", namespace)
     got.metadata.name = "b"
@@ -377,9 +371,7 @@ def test_update_with_mismatched_name_is_bad_request(
 
 
 @pytest.mark.parametrize("name", ["UpperCase", "under_score", "-leading-dash"])
-def test_invalid_names_are_rejected(
-    core: kubernetes.client.CoreV1Api, namespace: str, name: str
-) -> None:
+def test_invalid_names_are_rejected(core: CoreApi, namespace: str, name: str) -> None:
     status = api_error(
         422, core.create_namespaced_config_map, namespace, {"metadata": {"name": name}}
     )
@@ -387,7 +379,7 @@ def test_invalid_names_are_rejected(
     assert "metadata.name" in [c["field"] for c in status["details"]["causes"]]
 
 
-def test_list_pagination(api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api,
+def test_list_pagination(api: kubernetes.client.ApiClient, core: CoreApi,
                          namespace: str) -> None:  # fmt: skip
     """The documented contract of limit/continue: pages without gaps or duplicates; a
     server may ignore limit, and then returns everything without a continue token."""
@@ -412,7 +404,7 @@ def test_list_pagination(api: kubernetes.client.ApiClient, core: kubernetes.clie
     assert sorted(n for n in names if n not in CLUSTER_MADE) == expected
 
 
-def test_dry_run_create_stores_nothing(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_dry_run_create_stores_nothing(core: CoreApi, namespace: str) -> None:
     created, code, _ = core.create_namespaced_config_map_with_http_info(
         namespace, {"metadata": {"name": "dry"}, "data": {"a": "b"}}, dry_run="All"
     )
@@ -422,7 +414,7 @@ def test_dry_run_create_stores_nothing(core: kubernetes.client.CoreV1Api, namesp
     assert gone(lambda: core.read_namespaced_config_map("dry", namespace))
 
 
-def test_headless_service(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_headless_service(core: CoreApi, namespace: str) -> None:
     created = core.create_namespaced_service(
         namespace,
         {
@@ -434,7 +426,7 @@ def test_headless_service(core: kubernetes.client.CoreV1Api, namespace: str) -> 
     assert created.spec.cluster_ips == ["None"]
 
 
-def test_nodes_are_listed_and_ready(core: kubernetes.client.CoreV1Api) -> None:
+def test_nodes_are_listed_and_ready(core: CoreApi) -> None:
     nodes = core.list_node().items
     assert nodes
     for node in nodes:

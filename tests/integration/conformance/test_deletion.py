@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import kubernetes
 
@@ -10,6 +11,7 @@ from tests.integration.conformance.helpers import (
     CONTROLLER_TIMEOUT,
     GROUP,
     LMTJ,
+    NOT_YET,
     POD_TIMEOUT,
     VERSION,
     WatchStream,
@@ -19,13 +21,14 @@ from tests.integration.conformance.helpers import (
     raw,
     training_job,
     wait_default_service_account,
-    wait_for,
 )
+from tests.kubeclient import CoreApi, CustomApi
+from tests.waiting import wait_for
 
 HOLD = "conformance.elasticlm.io/hold"
 
 
-def owner_ref(owner: object, block: bool = False, kind: str = "ConfigMap") -> dict:
+def owner_ref(owner: object, block: bool = False, kind: str = "ConfigMap") -> dict[str, Any]:
     meta = owner.metadata  # type: ignore[attr-defined]
     return {
         "apiVersion": "v1",
@@ -36,23 +39,21 @@ def owner_ref(owner: object, block: bool = False, kind: str = "ConfigMap") -> di
     }
 
 
-def make_family(
-    core: kubernetes.client.CoreV1Api, namespace: str, block: bool = False, hold: bool = False
-) -> None:
+def make_family(core: CoreApi, namespace: str, block: bool = False, hold: bool = False) -> None:
     """ConfigMap `owner` and dependents `d1` (optionally with a finalizer) and `d2`."""
     owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
     for name in ("d1", "d2"):
-        meta: dict = {"name": name, "ownerReferences": [owner_ref(owner, block)]}
+        meta: dict[str, Any] = {"name": name, "ownerReferences": [owner_ref(owner, block)]}
         if hold and name == "d1":
             meta["finalizers"] = [HOLD]
         core.create_namespaced_config_map(namespace, {"metadata": meta})
 
 
-def cm_gone(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> bool:
+def cm_gone(core: CoreApi, namespace: str, name: str) -> bool:
     return gone(lambda: core.read_namespaced_config_map(name, namespace))
 
 
-def test_finalizers_hold_deletion(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_finalizers_hold_deletion(core: CoreApi, namespace: str) -> None:
     core.create_namespaced_config_map(
         namespace, {"metadata": {"name": "held", "finalizers": [HOLD]}, "data": {"a": "1"}}
     )
@@ -82,7 +83,7 @@ def test_finalizers_hold_deletion(core: kubernetes.client.CoreV1Api, namespace: 
     assert cm_gone(core, namespace, "held")
 
 
-def test_background_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_background_cascade(core: CoreApi, namespace: str) -> None:
     make_family(core, namespace)
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Background")
     assert cm_gone(core, namespace, "owner")
@@ -90,22 +91,22 @@ def test_background_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -
         lambda: cm_gone(core, namespace, "d1") and cm_gone(core, namespace, "d2"),
         CONTROLLER_TIMEOUT,
         "the dependents to be garbage collected",
+        retry_on=NOT_YET,
     )
 
 
-def test_default_propagation_deletes_dependents(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_default_propagation_deletes_dependents(core: CoreApi, namespace: str) -> None:
     make_family(core, namespace)
     core.delete_namespaced_config_map("owner", namespace)
     wait_for(
         lambda: all(cm_gone(core, namespace, n) for n in ("owner", "d1", "d2")),
         CONTROLLER_TIMEOUT,
         "owner and dependents to be deleted",
+        retry_on=NOT_YET,
     )
 
 
-def test_foreground_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_foreground_cascade(core: CoreApi, namespace: str) -> None:
     make_family(core, namespace, block=True, hold=True)
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Foreground")
     owner = core.read_namespaced_config_map("owner", namespace)
@@ -116,8 +117,14 @@ def test_foreground_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -
         lambda: core.read_namespaced_config_map("d1", namespace).metadata.deletion_timestamp,
         CONTROLLER_TIMEOUT,
         "d1 to be deleted by the garbage collector",
+        retry_on=NOT_YET,
     )
-    wait_for(lambda: cm_gone(core, namespace, "d2"), CONTROLLER_TIMEOUT, "d2 to be deleted")
+    wait_for(
+        lambda: cm_gone(core, namespace, "d2"),
+        CONTROLLER_TIMEOUT,
+        "d2 to be deleted",
+        retry_on=NOT_YET,
+    )
     assert not cm_gone(core, namespace, "owner"), "owner went before its blocking dependent"
     core.patch_namespaced_config_map(
         "d1",
@@ -129,22 +136,26 @@ def test_foreground_cascade(core: kubernetes.client.CoreV1Api, namespace: str) -
         lambda: cm_gone(core, namespace, "d1") and cm_gone(core, namespace, "owner"),
         CONTROLLER_TIMEOUT,
         "d1, then the owner, to be deleted",
+        retry_on=NOT_YET,
     )
 
 
-def test_orphan_propagation(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_orphan_propagation(core: CoreApi, namespace: str) -> None:
     make_family(core, namespace)
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Orphan")
-    wait_for(lambda: cm_gone(core, namespace, "owner"), CONTROLLER_TIMEOUT, "the owner to go")
+    wait_for(
+        lambda: cm_gone(core, namespace, "owner"),
+        CONTROLLER_TIMEOUT,
+        "the owner to go",
+        retry_on=NOT_YET,
+    )
     for name in ("d1", "d2"):
         dependent = core.read_namespaced_config_map(name, namespace)
         assert dependent.metadata.deletion_timestamp is None
         assert not dependent.metadata.owner_references, name
 
 
-def test_dependent_of_a_missing_owner_is_collected(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_dependent_of_a_missing_owner_is_collected(core: CoreApi, namespace: str) -> None:
     ghost = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -158,12 +169,13 @@ def test_dependent_of_a_missing_owner_is_collected(
         lambda: cm_gone(core, namespace, "stray"),
         CONTROLLER_TIMEOUT,
         "the dependent of a missing owner to be collected",
+        retry_on=NOT_YET,
     )
 
 
 def test_custom_resource_owns_pods_and_configmaps(
-    core: kubernetes.client.CoreV1Api,
-    custom: kubernetes.client.CustomObjectsApi,
+    core: CoreApi,
+    custom: CustomApi,
     namespace: str,
     elasticlm_crds: list[str],
 ) -> None:
@@ -193,12 +205,13 @@ def test_custom_resource_owns_pods_and_configmaps(
         ),
         POD_TIMEOUT,
         "the job's pod and configmap to be collected",
+        retry_on=NOT_YET,
     )
 
 
 def test_namespace_deletion_removes_its_contents(
-    core: kubernetes.client.CoreV1Api,
-    custom: kubernetes.client.CustomObjectsApi,
+    core: CoreApi,
+    custom: CustomApi,
     elasticlm_crds: list[str],
 ) -> None:
     name = f"t-del-{uuid.uuid4().hex[:8]}"
@@ -220,6 +233,7 @@ def test_namespace_deletion_removes_its_contents(
         lambda: core.read_namespaced_config_map("cm", name).metadata.deletion_timestamp,
         CONTROLLER_TIMEOUT,
         "the namespace's configmap to be deleted",
+        retry_on=NOT_YET,
     )
     wait_for(
         lambda: (
@@ -229,6 +243,7 @@ def test_namespace_deletion_removes_its_contents(
         ),
         POD_TIMEOUT,
         "the namespace's contents to be deleted",
+        retry_on=NOT_YET,
     )
     core.patch_namespaced_config_map(
         "cm", name, {"metadata": {"finalizers": None}}, _content_type="application/merge-patch+json"
@@ -237,10 +252,11 @@ def test_namespace_deletion_removes_its_contents(
         lambda: gone(lambda: core.read_namespace(name)),
         CONTROLLER_TIMEOUT,
         "the namespace to be deleted",
+        retry_on=NOT_YET,
     )
 
 
-def test_deletecollection(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_deletecollection(core: CoreApi, namespace: str) -> None:
     for i in range(4):
         labels = {"batch": "old" if i < 3 else "new"}
         core.create_namespaced_config_map(
@@ -255,7 +271,7 @@ def test_deletecollection(core: kubernetes.client.CoreV1Api, namespace: str) -> 
 
 
 def test_deletecollection_of_custom_resources(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, elasticlm_crds: list[str]
+    custom: CustomApi, namespace: str, elasticlm_crds: list[str]
 ) -> None:
     for name in ("a", "b"):
         body = training_job(name)
@@ -268,7 +284,7 @@ def test_deletecollection_of_custom_resources(
     assert [i["metadata"]["name"] for i in left] == ["b"]
 
 
-def test_delete_responses(api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api,
+def test_delete_responses(api: kubernetes.client.ApiClient, core: CoreApi,
                           namespace: str) -> None:  # fmt: skip
     """Deleted at once: a Success Status naming the object; held by a finalizer: the
     object itself, with its deletionTimestamp."""
@@ -297,7 +313,7 @@ def test_delete_responses(api: kubernetes.client.ApiClient, core: kubernetes.cli
 
 
 def test_watch_sees_finalized_deletion(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     rv = core.list_namespaced_config_map(namespace).metadata.resource_version
     with WatchStream(api, f"/api/v1/namespaces/{namespace}/configmaps", resourceVersion=rv) as w:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import kubernetes
 import pytest
@@ -13,7 +14,7 @@ from tests.integration.harness import Cluster, kubectl_binary
 ALL_VERBS = {"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
 
 
-def by_name(resource_list: dict) -> dict[str, dict]:
+def by_name(resource_list: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in resource_list["resources"]}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import kubernetes
 import pytest
@@ -16,6 +17,7 @@ from tests.integration.conformance.helpers import (
     raw,
     training_job,
 )
+from tests.kubeclient import CoreApi, CustomApi
 
 LIMIT = 3 * 1024 * 1024  # the API server's request body limit
 
@@ -27,9 +29,9 @@ def _server_stays_up(api: kubernetes.client.ApiClient) -> Iterator[None]:
     assert raw(api, "GET", "/api/v1/namespaces").status == 200
 
 
-def failure(response: RawResponse, code: int, reason: str) -> dict:
+def failure(response: RawResponse, code: int, reason: str) -> dict[str, Any]:
     assert response.status == code, response
-    status = response.json()
+    status: dict[str, Any] = response.json()
     assert status["kind"] == "Status", status
     assert status["apiVersion"] == "v1", status
     assert status["status"] == "Failure", status
@@ -72,7 +74,7 @@ def test_json_that_is_not_an_object_is_bad_request(
 
 
 def test_malformed_bodies_of_updates_and_patches(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}})
     path = cm_path(namespace, "c")
@@ -132,9 +134,7 @@ def test_method_not_allowed(api: kubernetes.client.ApiClient, namespace: str) ->
     failure(response, 405, "MethodNotAllowed")
 
 
-def test_oversized_bodies(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_oversized_bodies(api: kubernetes.client.ApiClient, core: CoreApi, namespace: str) -> None:
     huge = b'{"metadata": {"name": "huge"}, "data": {"blob": "' + b"x" * (LIMIT + 1024) + b'"}}'
     failure(
         raw(api, "POST", cm_path(namespace), body=huge, content_type="application/json"),
@@ -170,7 +170,7 @@ def test_deeply_nested_json(api: kubernetes.client.ApiClient, namespace: str) ->
 
 
 def test_schema_failures_are_invalid_with_causes(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, elasticlm_crds: list[str]
+    custom: CustomApi, namespace: str, elasticlm_crds: list[str]
 ) -> None:
     body = training_job("bad", replicas="many")
     body["spec"]["training"]["precision"] = "fp4"
@@ -221,7 +221,7 @@ def test_wrong_types_in_core_objects_are_bad_requests(
 
 
 def test_core_objects_are_validated(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     response = raw(
         api,
@@ -259,7 +259,7 @@ def test_secret_data_must_be_base64(api: kubernetes.client.ApiClient, namespace:
 
 
 def test_custom_resource_names_are_validated(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, elasticlm_crds: list[str]
+    custom: CustomApi, namespace: str, elasticlm_crds: list[str]
 ) -> None:
     status = api_error(
         422,

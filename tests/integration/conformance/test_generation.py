@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import kubernetes
+from typing import Any
 
 from tests.integration.conformance.helpers import (
     GROUP,
@@ -10,23 +10,27 @@ from tests.integration.conformance.helpers import (
     VERSION,
     training_job,
 )
+from tests.kubeclient import CustomApi, ExtensionsApi
 
 
-def generation(custom: kubernetes.client.CustomObjectsApi, namespace: str, name: str) -> int:
+def generation(custom: CustomApi, namespace: str, name: str) -> int:
     got = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, name)
     return int(got["metadata"]["generation"])
 
 
 def test_custom_resource_generation(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, elasticlm_crds: list[str]
+    custom: CustomApi, namespace: str, elasticlm_crds: list[str]
 ) -> None:
     body = training_job("gen")
     body["metadata"]["generation"] = 7  # ignored: the server owns it
     created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, body)
     assert created["metadata"]["generation"] == 1
 
-    def patch(change: dict) -> dict:
-        return custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, "gen", change)
+    def patch(change: dict[str, Any]) -> dict[str, Any]:
+        patched: dict[str, Any] = custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, LMTJ, "gen", change
+        )
+        return patched
 
     assert patch({"metadata": {"labels": {"a": "b"}}})["metadata"]["generation"] == 1
     assert patch({"metadata": {"annotations": {"c": "d"}}})["metadata"]["generation"] == 1
@@ -43,7 +47,7 @@ def test_custom_resource_generation(
 
 
 def test_put_bumps_generation_only_for_spec_changes(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, elasticlm_crds: list[str]
+    custom: CustomApi, namespace: str, elasticlm_crds: list[str]
 ) -> None:
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, training_job("g"))
     current = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, "g")
@@ -57,7 +61,7 @@ def test_put_bumps_generation_only_for_spec_changes(
 
 
 def test_crd_generation(
-    extensions: kubernetes.client.ApiextensionsV1Api, scratch_crd: tuple[str, str, dict]
+    extensions: ExtensionsApi, scratch_crd: tuple[str, str, dict[str, Any]]
 ) -> None:
     name = scratch_crd[2]["metadata"]["name"]
     crd = extensions.read_custom_resource_definition(name)

@@ -5,8 +5,8 @@ delete, explain."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
-import kubernetes
 import pytest
 import yaml
 
@@ -25,6 +25,7 @@ from tests.integration.conformance.helpers import (
     wait_pod_phase,
 )
 from tests.integration.harness import Cluster, kubectl_binary
+from tests.kubeclient import CoreApi, CustomApi
 
 pytestmark = pytest.mark.usefixtures("elasticlm_crds")
 
@@ -48,11 +49,9 @@ def row(table: str, name: str) -> list[str]:
     raise AssertionError(f"no row {name} in\n{table}")
 
 
-def make_job(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, name: str = "tiny-lm"
-) -> dict:
+def make_job(custom: CustomApi, namespace: str, name: str = "tiny-lm") -> dict[str, Any]:
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, training_job(name))
-    return custom.patch_namespaced_custom_object_status(
+    job: dict[str, Any] = custom.patch_namespaced_custom_object_status(
         GROUP,
         VERSION,
         namespace,
@@ -71,6 +70,7 @@ def make_job(
             }
         },
     )
+    return job
 
 
 def test_apply_crds_and_examples(cluster: Cluster, namespace: str, minor: int) -> None:
@@ -110,7 +110,7 @@ def test_apply_reports_schema_errors(cluster: Cluster, namespace: str, minor: in
 
 
 def test_get_table_with_printer_columns(
-    cluster: Cluster, custom: kubernetes.client.CustomObjectsApi, namespace: str, minor: int
+    cluster: Cluster, custom: CustomApi, namespace: str, minor: int
 ) -> None:
     make_job(custom, namespace)
     table = cluster.kubectl("get", "lmtj", "-n", namespace, minor=minor).stdout
@@ -131,7 +131,7 @@ def test_get_table_with_printer_columns(
 
 
 def test_get_by_category_short_name_and_label(
-    cluster: Cluster, custom: kubernetes.client.CustomObjectsApi, namespace: str, minor: int
+    cluster: Cluster, custom: CustomApi, namespace: str, minor: int
 ) -> None:
     make_job(custom, namespace)
     cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES_DIR / "service.yaml"), minor=minor)
@@ -152,7 +152,7 @@ def test_get_by_category_short_name_and_label(
 
 
 def test_get_yaml_and_jsonpath(
-    cluster: Cluster, custom: kubernetes.client.CustomObjectsApi, namespace: str, minor: int
+    cluster: Cluster, custom: CustomApi, namespace: str, minor: int
 ) -> None:
     job = make_job(custom, namespace)
     out = cluster.kubectl("get", "lmtj", "tiny-lm", "-n", namespace, "-o", "yaml", minor=minor)
@@ -173,9 +173,7 @@ def test_get_yaml_and_jsonpath(
     assert step.stdout == "17"
 
 
-def test_get_watch(
-    cluster: Cluster, custom: kubernetes.client.CustomObjectsApi, namespace: str, minor: int
-) -> None:
+def test_get_watch(cluster: Cluster, custom: CustomApi, namespace: str, minor: int) -> None:
     make_job(custom, namespace)
     binary = kubectl_binary(minor)
     assert binary is not None
@@ -203,9 +201,7 @@ def test_get_watch(
         watch.wait_line(lambda line: line.startswith("second"), 30, "the new object's row")
 
 
-def test_describe(
-    cluster: Cluster, custom: kubernetes.client.CustomObjectsApi, namespace: str, minor: int
-) -> None:
+def test_describe(cluster: Cluster, custom: CustomApi, namespace: str, minor: int) -> None:
     make_job(custom, namespace)
     out = cluster.kubectl("describe", "lmtj", "tiny-lm", "-n", namespace, minor=minor).stdout
     assert re.search(r"^Name:\s+tiny-lm$", out, re.M), out
@@ -218,9 +214,7 @@ def test_describe(
     assert re.search(r"^Events:", out, re.M), out
 
 
-def test_scale(
-    cluster: Cluster, custom: kubernetes.client.CustomObjectsApi, namespace: str, minor: int
-) -> None:
+def test_scale(cluster: Cluster, custom: CustomApi, namespace: str, minor: int) -> None:
     make_job(custom, namespace)
     out = cluster.kubectl(
         "scale", "lmtj/tiny-lm", "--replicas=3", "-n", namespace, minor=minor
@@ -240,9 +234,7 @@ def test_scale(
     assert "spec.elastic.maxReplicas (3) must be >= spec.replicas (9)" in refused.stderr
 
 
-def test_logs(
-    cluster: Cluster, core: kubernetes.client.CoreV1Api, namespace: str, minor: int
-) -> None:
+def test_logs(cluster: Cluster, core: CoreApi, namespace: str, minor: int) -> None:
     wait_default_service_account(core, namespace)
     code = "import time\nfor i in range(3):\n    print('line', i)\n    time.sleep(0.3)\n"
     core.create_namespaced_pod(namespace, python_pod("talker", code))
@@ -252,15 +244,13 @@ def test_logs(
     ).stdout
     assert out.splitlines() == ["line 0", "line 1", "line 2"]
     wait_pod_phase(core, "talker", namespace, "Succeeded")
-    out = cluster.kubectl("logs", "pod/talker", "-c", "main", "-n", namespace, minor=minor)
-    assert out.stdout.splitlines() == ["line 0", "line 1", "line 2"]
+    logs = cluster.kubectl("logs", "pod/talker", "-c", "main", "-n", namespace, minor=minor)
+    assert logs.stdout.splitlines() == ["line 0", "line 1", "line 2"]
     tail = cluster.kubectl("logs", "talker", "--tail=1", "-n", namespace, minor=minor)
     assert tail.stdout.splitlines() == ["line 2"]
 
 
-def test_wait_and_pod_table(
-    cluster: Cluster, core: kubernetes.client.CoreV1Api, namespace: str, minor: int
-) -> None:
+def test_wait_and_pod_table(cluster: Cluster, core: CoreApi, namespace: str, minor: int) -> None:
     wait_default_service_account(core, namespace)
     core.create_namespaced_pod(
         namespace, python_pod("sleeper", "import time; time.sleep(600)", grace=1)
@@ -291,9 +281,7 @@ def test_wait_and_pod_table(
     assert re.search(r"Normal\s+Started\s+", described.stdout), described.stdout
 
 
-def test_delete(
-    cluster: Cluster, custom: kubernetes.client.CustomObjectsApi, namespace: str, minor: int
-) -> None:
+def test_delete(cluster: Cluster, custom: CustomApi, namespace: str, minor: int) -> None:
     make_job(custom, namespace)
     out = cluster.kubectl("delete", "lmtj", "tiny-lm", "-n", namespace, minor=minor).stdout
     assert 'lmtrainingjob.elasticlm.io "tiny-lm" deleted' in out

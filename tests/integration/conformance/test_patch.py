@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import kubernetes
+from typing import Any
 
 from tests.integration.conformance.helpers import (
     GROUP,
@@ -13,6 +13,7 @@ from tests.integration.conformance.helpers import (
     training_job,
     wait_default_service_account,
 )
+from tests.kubeclient import CoreApi, CustomApi
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -21,7 +22,7 @@ STRATEGIC = "application/strategic-merge-patch+json"
 SLEEP = ["python", "-c", "import time; time.sleep(600)"]
 
 
-def test_merge_patch(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_merge_patch(core: CoreApi, namespace: str) -> None:
     core.create_namespaced_config_map(
         namespace,
         {"metadata": {"name": "m", "labels": {"keep": "1", "drop": "1"}}, "data": {"a": "1"}},
@@ -36,7 +37,7 @@ def test_merge_patch(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
     assert patched.data == {"a": "1", "b": "2"}
 
 
-def test_json_patch_operations(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_json_patch_operations(core: CoreApi, namespace: str) -> None:
     core.create_namespaced_config_map(
         namespace, {"metadata": {"name": "j"}, "data": {"a": "1", "b": "2"}}
     )
@@ -57,9 +58,7 @@ def test_json_patch_operations(core: kubernetes.client.CoreV1Api, namespace: str
     assert patched.metadata.labels == {"app.kubernetes.io/name": "x"}
 
 
-def test_json_patch_test_operation_on_resource_version(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_json_patch_test_operation_on_resource_version(core: CoreApi, namespace: str) -> None:
     """kopf's first write: a JSON patch that tests /metadata/resourceVersion."""
     created = core.create_namespaced_config_map(namespace, {"metadata": {"name": "t"}})
     rv = created.metadata.resource_version
@@ -92,7 +91,7 @@ def test_json_patch_test_operation_on_resource_version(
 
 
 def test_json_patch_on_custom_resource_with_finalizer(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, elasticlm_crds: list[str]
+    custom: CustomApi, namespace: str, elasticlm_crds: list[str]
 ) -> None:
     created = custom.create_namespaced_custom_object(
         GROUP, VERSION, namespace, LMTJ, training_job("k")
@@ -125,7 +124,7 @@ def test_json_patch_on_custom_resource_with_finalizer(
     assert not cleared["metadata"].get("finalizers")
 
 
-def two_container_pod(name: str) -> dict:
+def two_container_pod(name: str) -> dict[str, Any]:
     env = [{"name": "KEEP", "value": "1"}, {"name": "ALSO", "value": "2"}]
     return {
         "metadata": {"name": name, "labels": {"app": "smp"}},
@@ -140,9 +139,7 @@ def two_container_pod(name: str) -> dict:
     }
 
 
-def test_strategic_merge_patch_merges_containers_by_name(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_strategic_merge_patch_merges_containers_by_name(core: CoreApi, namespace: str) -> None:
     wait_default_service_account(core, namespace)
     core.create_namespaced_pod(namespace, two_container_pod("smp"))
     patched = core.patch_namespaced_pod(
@@ -163,7 +160,7 @@ def test_strategic_merge_patch_merges_containers_by_name(
 
 
 def test_strategic_merge_patch_keeps_env_entries_keyed_by_name(
-    core: kubernetes.client.CoreV1Api, namespace: str
+    core: CoreApi, namespace: str
 ) -> None:
     """A strategic patch naming one env entry merges into the list (a no-op here, which
     pod validation allows); a JSON merge patch replaces the whole list (forbidden)."""
@@ -178,9 +175,7 @@ def test_strategic_merge_patch_keeps_env_entries_keyed_by_name(
     assert status["reason"] == "Invalid"
 
 
-def test_strategic_merge_patch_on_service_account_secrets(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_strategic_merge_patch_on_service_account_secrets(core: CoreApi, namespace: str) -> None:
     core.create_namespaced_service_account(
         namespace, {"metadata": {"name": "sa"}, "secrets": [{"name": "one"}, {"name": "two"}]}
     )
@@ -201,9 +196,7 @@ def test_strategic_merge_patch_on_service_account_secrets(
     assert [s.name for s in replaced.secrets] == ["only"]
 
 
-def test_strategic_merge_patch_on_service_ports(
-    core: kubernetes.client.CoreV1Api, namespace: str
-) -> None:
+def test_strategic_merge_patch_on_service_ports(core: CoreApi, namespace: str) -> None:
     core.create_namespaced_service(
         namespace,
         {
@@ -224,7 +217,7 @@ def test_strategic_merge_patch_on_service_ports(
 
 
 def test_strategic_merge_patch_is_unsupported_for_custom_resources(
-    custom: kubernetes.client.CustomObjectsApi, namespace: str, elasticlm_crds: list[str]
+    custom: CustomApi, namespace: str, elasticlm_crds: list[str]
 ) -> None:
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, LMTJ, training_job("s"))
     status = api_error(

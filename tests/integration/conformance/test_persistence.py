@@ -7,34 +7,33 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from tests.integration.conformance.conftest import apply_crd
+from tests.crds import install_crds, project_crds
 from tests.integration.conformance.helpers import (
-    CRDS_DIR,
     GROUP,
     LMTJ,
+    NOT_YET,
     VERSION,
     WatchStream,
-    get_json,
-    load_yaml,
     named,
+    raw,
     training_job,
-    wait_for,
 )
 from tests.integration.harness import E2E, devcluster_process
+from tests.kubeclient import api_client, core_api, custom_api
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(E2E, reason="restarts a devcluster of its own")
 
 
 def client(info: dict[str, str]) -> kubernetes.client.ApiClient:
-    return kubernetes.config.new_client_from_config(config_file=info["kubeconfig"])
+    return api_client(info["kubeconfig"])
 
 
 def test_objects_survive_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with devcluster_process(state) as (_, info), client(info) as api:
-        core = kubernetes.client.CoreV1Api(api)
-        custom = kubernetes.client.CustomObjectsApi(api)
-        ext = kubernetes.client.ApiextensionsV1Api(api)
+        core = core_api(api)
+        custom = custom_api(api)
         core.create_namespace({"metadata": {"name": "kept"}})
         cm = core.create_namespaced_config_map(
             "kept", {"metadata": {"name": "cfg", "labels": {"a": "b"}}, "data": {"k": "v"}}
@@ -42,11 +41,7 @@ def test_objects_survive_a_restart(tmp_path: Path) -> None:
         secret = core.create_namespaced_secret(
             "kept", {"metadata": {"name": "s"}, "stringData": {"t": "x"}}
         )
-        for crd in load_yaml(CRDS_DIR / "lmtrainingjobs.yaml"):
-            apply_crd(ext, crd)
-        wait_for(
-            lambda: get_json(api, f"/apis/{GROUP}/{VERSION}")["resources"], 30, "the CRD served"
-        )
+        install_crds(api, [c for c in project_crds() if c["spec"]["names"]["plural"] == LMTJ])
         job = custom.create_namespaced_custom_object(
             GROUP, VERSION, "kept", LMTJ, training_job("survivor")
         )
@@ -58,8 +53,8 @@ def test_objects_survive_a_restart(tmp_path: Path) -> None:
         last_rv = int(core.list_namespaced_config_map("kept").metadata.resource_version)
 
     with devcluster_process(state) as (_, info), client(info) as api:
-        core = kubernetes.client.CoreV1Api(api)
-        custom = kubernetes.client.CustomObjectsApi(api)
+        core = core_api(api)
+        custom = custom_api(api)
         got = core.read_namespaced_config_map("cfg", "kept")
         assert got.metadata.uid == cm.metadata.uid
         assert got.metadata.resource_version == cm.metadata.resource_version
@@ -72,9 +67,13 @@ def test_objects_survive_a_restart(tmp_path: Path) -> None:
         }
         assert core.read_namespace("kept").status.phase == "Active"
 
-        wait_for(
-            lambda: get_json(api, f"/apis/{GROUP}/{VERSION}")["resources"], 30, "the CRD served"
-        )
+        def served() -> bool:
+            response = raw(api, "GET", f"/apis/{GROUP}/{VERSION}")
+            return response.status == 200 and LMTJ in {
+                r["name"] for r in response.json()["resources"]
+            }
+
+        wait_for(served, 30, "lmtrainingjobs served after the restart", retry_on=NOT_YET)
         survivor = custom.get_namespaced_custom_object(GROUP, VERSION, "kept", LMTJ, "survivor")
         assert survivor["metadata"]["uid"] == job["metadata"]["uid"]
         assert survivor["status"] == {"phase": "Running", "step": 9}
@@ -91,14 +90,14 @@ def test_a_watch_from_before_a_restart_is_never_silently_incomplete(tmp_path: Pa
     since or answers 410 Gone (the client relists); it never skips events silently."""
     state = tmp_path / "state"
     with devcluster_process(state) as (_, info), client(info) as api:
-        core = kubernetes.client.CoreV1Api(api)
+        core = core_api(api)
         core.create_namespace({"metadata": {"name": "w"}})
         old_rv = core.create_namespaced_config_map("w", {"metadata": {"name": "a"}})
         old_rv = old_rv.metadata.resource_version
         core.patch_namespaced_config_map("a", "w", {"data": {"x": "1"}})
 
     with devcluster_process(state) as (_, info), client(info) as api:
-        core = kubernetes.client.CoreV1Api(api)
+        core = core_api(api)
         with WatchStream(
             api, "/api/v1/namespaces/w/configmaps", resourceVersion=old_rv, timeoutSeconds=10
         ) as w:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-import kubernetes
 import pytest
 
 from tests.integration.conformance.helpers import (
+    NOT_YET,
     api_error,
     python_pod,
     wait_default_service_account,
-    wait_for,
     wait_pod_phase,
 )
+from tests.kubeclient import CoreApi
+from tests.waiting import wait_for
 
 LABELS = {
     "a": {"app": "web", "tier": "front", "env": "prod"},
@@ -24,13 +25,13 @@ LABELS = {
 
 
 @pytest.fixture
-def labelled(core: kubernetes.client.CoreV1Api, namespace: str) -> str:
+def labelled(core: CoreApi, namespace: str) -> str:
     for name, labels in LABELS.items():
         core.create_namespaced_config_map(namespace, {"metadata": {"name": name, "labels": labels}})
     return namespace
 
 
-def names(core: kubernetes.client.CoreV1Api, namespace: str, **kwargs: str) -> list[str]:
+def names(core: CoreApi, namespace: str, **kwargs: str) -> list[str]:
     """The names listed, of the objects this test made (not the cluster's own)."""
     listed = core.list_namespaced_config_map(namespace, **kwargs)
     return sorted(i.metadata.name for i in listed.items if i.metadata.name in LABELS)
@@ -48,7 +49,7 @@ def names(core: kubernetes.client.CoreV1Api, namespace: str, **kwargs: str) -> l
     ],
 )
 def test_equality_label_selectors(
-    core: kubernetes.client.CoreV1Api, labelled: str, selector: str, expected: list[str]
+    core: CoreApi, labelled: str, selector: str, expected: list[str]
 ) -> None:
     assert names(core, labelled, label_selector=selector) == expected
 
@@ -66,12 +67,12 @@ def test_equality_label_selectors(
     ],
 )
 def test_set_based_label_selectors(
-    core: kubernetes.client.CoreV1Api, labelled: str, selector: str, expected: list[str]
+    core: CoreApi, labelled: str, selector: str, expected: list[str]
 ) -> None:
     assert names(core, labelled, label_selector=selector) == expected
 
 
-def test_field_selectors_on_metadata(core: kubernetes.client.CoreV1Api, labelled: str) -> None:
+def test_field_selectors_on_metadata(core: CoreApi, labelled: str) -> None:
     assert names(core, labelled, field_selector="metadata.name=b") == ["b"]
     assert names(core, labelled, field_selector="metadata.name!=b") == ["a", "c", "d"]
     assert names(core, labelled, field_selector="metadata.namespace=" + labelled) == list("abcd")
@@ -83,7 +84,7 @@ def test_field_selectors_on_metadata(core: kubernetes.client.CoreV1Api, labelled
     assert {i.metadata.namespace for i in everywhere.items} == {labelled}
 
 
-def test_pod_field_selectors(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_pod_field_selectors(core: CoreApi, namespace: str) -> None:
     wait_default_service_account(core, namespace)
     core.create_namespaced_pod(namespace, python_pod("done", "print('bye')"))
     core.create_namespaced_pod(
@@ -92,7 +93,10 @@ def test_pod_field_selectors(core: kubernetes.client.CoreV1Api, namespace: str) 
     wait_pod_phase(core, "done", namespace, "Succeeded")
     wait_pod_phase(core, "sleeper", namespace, "Running")
     node = wait_for(
-        lambda: core.read_namespaced_pod("done", namespace).spec.node_name, 10, "a node"
+        lambda: core.read_namespaced_pod("done", namespace).spec.node_name,
+        10,
+        "a node",
+        retry_on=NOT_YET,
     )
     on_node = sorted(
         name
@@ -119,7 +123,7 @@ def test_pod_field_selectors(core: kubernetes.client.CoreV1Api, namespace: str) 
 
 @pytest.mark.parametrize("selector", ["app in (web", "app=web,,", "a b", "!app=web", "x=(y)"])
 def test_invalid_label_selectors_are_bad_requests(
-    core: kubernetes.client.CoreV1Api, namespace: str, selector: str
+    core: CoreApi, namespace: str, selector: str
 ) -> None:
     status = api_error(400, core.list_namespaced_config_map, namespace, label_selector=selector)
     assert status["reason"] == "BadRequest"
@@ -127,7 +131,7 @@ def test_invalid_label_selectors_are_bad_requests(
 
 @pytest.mark.parametrize("selector", ["spec.unknown=x", "data.key=1", "metadata.name"])
 def test_invalid_field_selectors_are_bad_requests(
-    core: kubernetes.client.CoreV1Api, namespace: str, selector: str
+    core: CoreApi, namespace: str, selector: str
 ) -> None:
     status = api_error(400, core.list_namespaced_config_map, namespace, field_selector=selector)
     assert status["reason"] == "BadRequest"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from typing import Any
 
 import aiohttp
 import kubernetes
@@ -17,22 +18,23 @@ from tests.integration.conformance.helpers import (
     raw,
 )
 from tests.integration.harness import E2E, Cluster
+from tests.kubeclient import CoreApi
 
 
 def configmaps(namespace: str) -> str:
     return f"/api/v1/namespaces/{namespace}/configmaps"
 
 
-def list_rv(core: kubernetes.client.CoreV1Api, namespace: str) -> str:
+def list_rv(core: CoreApi, namespace: str) -> str:
     return str(core.list_namespaced_config_map(namespace).metadata.resource_version)
 
 
-def summary(events: list[dict]) -> list[tuple[str, str]]:
+def summary(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(e["type"], e["object"]["metadata"].get("name", "")) for e in events]
 
 
 def test_added_modified_deleted(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     with WatchStream(api, configmaps(namespace), resourceVersion=list_rv(core, namespace)) as w:
         assert w.status == 200
@@ -50,7 +52,7 @@ def test_added_modified_deleted(
 
 
 def test_resume_from_resource_version(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     first = core.create_namespaced_config_map(namespace, {"metadata": {"name": "a"}})
     core.patch_namespaced_config_map("a", namespace, {"data": {"n": "1"}})
@@ -70,7 +72,7 @@ def test_resume_from_resource_version(
 
 
 def test_watch_without_resource_version_starts_with_current_state(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     for name in ("x", "y"):
         core.create_namespaced_config_map(namespace, {"metadata": {"name": name}})
@@ -83,7 +85,7 @@ def test_watch_without_resource_version_starts_with_current_state(
 
 
 def test_bookmarks_with_initial_events(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "present"}})
     before = int(list_rv(core, namespace))
@@ -104,7 +106,7 @@ def test_bookmarks_with_initial_events(
 
 
 def test_allow_watch_bookmarks_keeps_events_flowing(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     with WatchStream(
         api,
@@ -121,7 +123,7 @@ def test_allow_watch_bookmarks_keeps_events_flowing(
 
 
 def test_timeout_seconds_ends_the_stream(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     started = time.monotonic()
     with WatchStream(
@@ -134,7 +136,7 @@ def test_timeout_seconds_ends_the_stream(
 
 
 def test_label_selector_watch_sees_objects_enter_and_leave(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     with WatchStream(
         api, configmaps(namespace), resourceVersion=list_rv(core, namespace), labelSelector="app=x"
@@ -159,7 +161,7 @@ def test_label_selector_watch_sees_objects_enter_and_leave(
 
 
 def test_field_selector_watch_on_one_object(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "one"}})
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "two"}})
@@ -177,7 +179,7 @@ def test_field_selector_watch_on_one_object(
 
 
 def test_watch_across_namespaces(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api, namespace: str
+    api: kubernetes.client.ApiClient, core: CoreApi, namespace: str
 ) -> None:
     label = uuid.uuid4().hex[:10]
     other = f"t-w-{label}"
@@ -202,10 +204,10 @@ def test_watch_across_namespaces(
     ]
 
 
-def test_python_client_watch(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+def test_python_client_watch(core: CoreApi, namespace: str) -> None:
     rv = list_rv(core, namespace)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "typed"}})
-    watch = kubernetes.watch.Watch()
+    watch: Any = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
     seen = []
     for event in watch.stream(
         core.list_namespaced_config_map, namespace, resource_version=rv, timeout_seconds=10
@@ -238,7 +240,7 @@ async def _flood(url: str, path: str, writes: int) -> None:
         await asyncio.gather(*(write(i) for i in range(writes)))
 
 
-def _watch_from_one(api: kubernetes.client.ApiClient, namespace: str) -> dict | None:
+def _watch_from_one(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, Any] | None:
     """Watch from resourceVersion 1: the expiry Status if the server refuses it."""
     with WatchStream(
         api, configmaps(namespace), resourceVersion="1", timeoutSeconds=1, timeout=30
@@ -250,12 +252,13 @@ def _watch_from_one(api: kubernetes.client.ApiClient, namespace: str) -> dict | 
         w.ended.wait(20)
         for event in w.drain():
             if event["type"] == "ERROR":
-                return event["object"]
+                status: dict[str, Any] = event["object"]
+                return status
     return None
 
 
 def test_too_old_resource_version_is_gone(
-    cluster: Cluster, api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api,
+    cluster: Cluster, api: kubernetes.client.ApiClient, core: CoreApi,
     namespace: str,
 ) -> None:  # fmt: skip
     """A real API server has compacted resourceVersion 1 long ago. devcluster keeps a
@@ -277,9 +280,7 @@ def test_too_old_resource_version_is_gone(
     assert response.status == 200
 
 
-def test_watch_namespaces(
-    api: kubernetes.client.ApiClient, core: kubernetes.client.CoreV1Api
-) -> None:
+def test_watch_namespaces(api: kubernetes.client.ApiClient, core: CoreApi) -> None:
     """kopf starts no watchers unless v1/namespaces can be listed and watched."""
     name = f"t-wn-{uuid.uuid4().hex[:8]}"
     rv = core.list_namespace().metadata.resource_version

@@ -20,18 +20,20 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.create("test.elasticlm.io", "v1", "widgets")
-def created(spec: dict[str, Any], patch: kopf.Patch, **_: Any) -> None:
+def created(spec: kopf.Spec, patch: kopf.Patch, **_: Any) -> None:
     patch.status["greeting"] = f"hello {spec.get('name', 'nobody')}"
 
 
 @kopf.on.update("test.elasticlm.io", "v1", "widgets", field="spec.size")
-def resized(new: int, patch: kopf.Patch, **_: Any) -> None:
+def resized(new: Any, patch: kopf.Patch, **_: Any) -> None:
     patch.status["observedSize"] = new
 
 
 @kopf.on.delete("test.elasticlm.io", "v1", "widgets")
-def deleted(name: str, namespace: str, **_: Any) -> None:
-    kubernetes.config.load_kube_config()
-    kubernetes.client.CoreV1Api().create_namespaced_config_map(
+def deleted(name: str, namespace: str | None, **_: Any) -> None:
+    kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    # Any: the client's generated signatures want model objects; plain dicts work.
+    core: Any = kubernetes.client.CoreV1Api()
+    core.create_namespaced_config_map(
         namespace, {"metadata": {"name": f"{name}-deleted"}, "data": {"by": "kopf"}}
     )

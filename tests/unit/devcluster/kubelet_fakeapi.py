@@ -9,6 +9,7 @@ services, endpoints and events. Pods are bound to node "devcluster" on create.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import json
@@ -55,6 +56,9 @@ class FakeAPI:
         self.history: list[tuple[int, str, str, JSON]] = []
         self.oldest = 0
         self.status_patches = 0
+        #: Status patches by pod name, and lists (not watches) by resource.
+        self.pod_status_patches: collections.Counter[str] = collections.Counter()
+        self.lists: collections.Counter[str] = collections.Counter()
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.next_cluster_ip = 1
@@ -171,6 +175,7 @@ class FakeAPI:
         fs = request.query.get("fieldSelector", "")
         if request.query.get("watch") in ("true", "1"):
             return await self._watch(request, resource, ns, fs)
+        self.lists[resource] += 1
         return web.json_response(
             {
                 "kind": RESOURCES[resource] + "List",
@@ -248,6 +253,7 @@ class FakeAPI:
         if uid and uid != obj["metadata"]["uid"]:
             return self._error(409, "Conflict", "uid precondition failed")
         self.status_patches += 1
+        self.pod_status_patches[name] += 1
         obj["status"] = merge_patch(obj.get("status") or {}, patch.get("status") or {})
         return web.json_response(self.put("pods", obj))
 
@@ -270,15 +276,3 @@ class FakeAPI:
             return web.json_response(obj)
         self.remove(resource, name, ns)
         return web.json_response(obj)
-
-
-async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll `predicate()` until it returns something truthy; its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
-        await asyncio.sleep(interval)

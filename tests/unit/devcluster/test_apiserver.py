@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import ClientResponse
 
 from devcluster import paths
 from devcluster.apiserver.http import parse_accept, parse_api_path
-from tests.crd_builder import simple_crd
+from lmoperator.api.kinds import TRAINING_JOB
+from tests.crds import simple_crd
 from tests.unit.devcluster.test_apiserver_support import (
     CM,
     CRD_PATH,
@@ -93,11 +95,11 @@ async def test_crd_discovery_and_openapi(crds: Api) -> None:
     api = crds
     resources = await api.get("/apis/elasticlm.io/v1alpha1")
     by_name = {r["name"]: r for r in resources["resources"]}
-    assert by_name["lmtrainingjobs"]["shortNames"] == ["lmtj"]
-    assert by_name["lmtrainingjobs"]["categories"] == ["elasticlm"]
-    assert by_name["lmtrainingjobs"]["kind"] == "LMTrainingJob"
-    assert by_name["lmtrainingjobs/status"]["verbs"] == ["get", "patch", "update"]
-    scale = by_name["lmtrainingjobs/scale"]
+    assert by_name[TRAINING_JOB.plural]["shortNames"] == ["lmtj"]
+    assert by_name[TRAINING_JOB.plural]["categories"] == ["elasticlm"]
+    assert by_name[TRAINING_JOB.plural]["kind"] == "LMTrainingJob"
+    assert by_name[f"{TRAINING_JOB.plural}/status"]["verbs"] == ["get", "patch", "update"]
+    scale = by_name[f"{TRAINING_JOB.plural}/scale"]
     assert (scale["group"], scale["version"], scale["kind"]) == ("autoscaling", "v1", "Scale")
     assert "elasticlm.io" in [g["name"] for g in (await api.get("/apis"))["groups"]]
 
@@ -110,7 +112,7 @@ async def test_crd_discovery_and_openapi(crds: Api) -> None:
         {"group": "elasticlm.io", "version": "v1alpha1", "kind": "LMTrainingJob"}
     ]
     assert "replicas" in schema["properties"]["spec"]["properties"]
-    item = doc["paths"]["/apis/elasticlm.io/v1alpha1/namespaces/{namespace}/lmtrainingjobs/{name}"]
+    item = doc["paths"][TRAINING_JOB.path("{namespace}", "{name}")]
     assert "fieldValidation" in [p["name"] for p in item["patch"]["parameters"]]
     assert item["patch"]["x-kubernetes-group-version-kind"]["kind"] == "LMTrainingJob"
     assert (await api.get("/openapi/v3/apis/nothing/v1")).status == 404
@@ -506,14 +508,11 @@ async def test_watch_initial_live_and_resume(api: Api) -> None:
     await api.post(CM, configmap("a"))
 
     async def changes() -> None:
-        await asyncio.sleep(0.1)
         await api.patch(f"{CM}/a", {"data": {"x": "1"}})
         await api.post(CM, configmap("b"))
         await api.delete(f"{CM}/a")
 
-    task = asyncio.create_task(changes())
-    events = await api.watch(CM, {"timeoutSeconds": "5"}, count=4)
-    await task
+    events = await api.watch(CM, {"timeoutSeconds": "5"}, count=4, then=changes)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
         ("ADDED", "a"),
         ("MODIFIED", "a"),
@@ -580,13 +579,12 @@ async def test_watch_selectors_follow_changes(api: Api) -> None:
     await api.post(CM, body)
 
     async def changes() -> None:
-        await asyncio.sleep(0.1)
         await api.patch(f"{CM}/s", {"metadata": {"labels": {"team": "b"}}})
         await api.patch(f"{CM}/s", {"metadata": {"labels": {"team": "a"}}})
 
-    task = asyncio.create_task(changes())
-    events = await api.watch(CM, {"labelSelector": "team=a", "timeoutSeconds": "3"}, count=3)
-    await task
+    events = await api.watch(
+        CM, {"labelSelector": "team=a", "timeoutSeconds": "3"}, count=3, then=changes
+    )
     assert [e["type"] for e in events] == ["ADDED", "DELETED", "ADDED"]
 
 
@@ -739,7 +737,7 @@ async def test_custom_resources_own_pods(crds: Api) -> None:
 
 
 async def test_crd_lifecycle(api: Api) -> None:
-    definition = crd("lmtrainingjobs.elasticlm.io")
+    definition = crd(TRAINING_JOB.crd_name)
     created = await api.post(CRD_PATH, definition)
     assert created.status == 201
     conditions = {c["type"]: c["status"] for c in created["status"]["conditions"]}
@@ -752,16 +750,16 @@ async def test_crd_lifecycle(api: Api) -> None:
     held = example("LMTrainingJob")
     held["metadata"] = {"name": "held", "finalizers": ["example.com/x"]}
     await api.post(LMTJ, held)
-    deleting = await api.delete(f"{CRD_PATH}/lmtrainingjobs.elasticlm.io")
+    deleting = await api.delete(f"{CRD_PATH}/{TRAINING_JOB.crd_name}")
     assert deleting.status == 200
     await api.settle()
     assert (await api.get(f"{LMTJ}/tiny-lm")).status == 404
-    assert (await api.get(f"{CRD_PATH}/lmtrainingjobs.elasticlm.io")).status == 200
+    assert (await api.get(f"{CRD_PATH}/{TRAINING_JOB.crd_name}")).status == 200
     refused = await api.post(LMTJ, example("LMTrainingJob"))
     assert refused.status == 405
     await api.patch(f"{LMTJ}/held", {"metadata": {"finalizers": None}})
     await api.settle()
-    assert (await api.get(f"{CRD_PATH}/lmtrainingjobs.elasticlm.io")).status == 404
+    assert (await api.get(f"{CRD_PATH}/{TRAINING_JOB.crd_name}")).status == 404
     gone = await api.get(LMTJ)
     assert gone.status == 404
     assert gone["kind"] == "Status"
@@ -1124,12 +1122,11 @@ async def test_tables(crds: Api) -> None:
     assert len(one["rows"]) == 1
 
     async def change() -> None:
-        await asyncio.sleep(0.1)
         await api.patch(f"{CM}/c", {"data": {"z": "3"}})
 
-    task = asyncio.create_task(change())
-    events = await api.watch(CM, {"timeoutSeconds": "2"}, count=2, headers={"Accept": TABLE})
-    await task
+    events = await api.watch(
+        CM, {"timeoutSeconds": "2"}, count=2, headers={"Accept": TABLE}, then=change
+    )
     assert events[0]["object"]["kind"] == "Table"
     assert events[0]["object"]["columnDefinitions"]
     assert events[1]["type"] == "MODIFIED"
@@ -1263,23 +1260,27 @@ async def test_pod_logs(api: Api, tmp_path: Path) -> None:
     )
 
     # follow: new lines stream until the container terminates
-    async def writer() -> None:
-        await asyncio.sleep(0.3)
+    async def read_until(response: ClientResponse, text: bytes) -> bytes:
+        read = b""
+        while not read.endswith(text):
+            chunk = await asyncio.wait_for(response.content.readline(), 5)
+            assert chunk, f"the stream ended before {text!r}; read {read!r}"
+            read += chunk
+        return read
+
+    async with api.client.get(f"{PODS}/l/log", params={"follow": "true"}) as response:
+        streamed = await read_until(response, b"three\n")
         with log_file.open("a") as handle:
             handle.write("four\n")
-        await asyncio.sleep(0.3)
+        streamed += await read_until(response, b"four\n")
         terminated = {"name": "main", "ready": False, "restartCount": 0,
                       "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}  # fmt: skip
         await api.patch(
             f"{PODS}/l/status",
             {"status": {"phase": "Succeeded", "containerStatuses": [terminated]}},
         )
-
-    task = asyncio.create_task(writer())
-    async with api.client.get(f"{PODS}/l/log", params={"follow": "true"}) as response:
-        text = await asyncio.wait_for(response.text(), 5)
-    await task
-    assert text == "one\ntwo\nthree\nfour\n"
+        streamed += await asyncio.wait_for(response.content.read(), 5)
+    assert streamed == b"one\ntwo\nthree\nfour\n"
 
 
 # --------------------------------------------------------------------------- persistence

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import copy
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from devcluster.apiserver.app import ServerThread
-from tests.unit.devcluster.test_apiserver_support import CRDS, example, load_yaml
+from lmoperator.api.kinds import TRAINING_JOB
+from tests.crds import install_crds, kopf_peering_crds, project_crds
+from tests.kubeclient import core_api, custom_api
+from tests.unit.devcluster.test_apiserver_support import example
+from tests.waiting import wait_for
 
 JSON = dict[str, Any]
-GROUP, VERSION = "elasticlm.io", "v1alpha1"
+GROUP, VERSION, PLURAL = TRAINING_JOB.group, TRAINING_JOB.version, TRAINING_JOB.plural
 
 
 @pytest.fixture(scope="module")
@@ -37,26 +38,11 @@ def api_client(server: ServerThread) -> Iterator[client.ApiClient]:
 
 @pytest.fixture(scope="module")
 def crds(api_client: client.ApiClient) -> None:
-    extensions: Any = client.ApiextensionsV1Api(api_client)
-    for path in CRDS:
-        for doc in load_yaml(path):
-            created = extensions.create_custom_resource_definition(doc)
-            assert created.status.conditions[-1].type == "Established"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+    install_crds(api_client, project_crds())
 
 
 def test_core_objects_through_the_client(api_client: client.ApiClient) -> None:
-    core: Any = client.CoreV1Api(api_client)
+    core: Any = core_api(api_client)
     namespaces = {n.metadata.name for n in core.list_namespace().items}
     assert {"default", "kube-system"} <= namespaces
     created = core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="c1")))
@@ -103,21 +89,20 @@ def test_core_objects_through_the_client(api_client: client.ApiClient) -> None:
     deleted = core.delete_namespaced_pod("p", "c1", grace_period_seconds=0)
     assert deleted.metadata.name == "p"
     core.delete_namespace("c1")
-    wait_until(lambda: "c1" not in {n.metadata.name for n in core.list_namespace().items})
+    wait_for(
+        lambda: "c1" not in {n.metadata.name for n in core.list_namespace().items},
+        what="namespace c1 to be deleted",
+    )
 
 
 def test_watch_through_the_client(api_client: client.ApiClient) -> None:
-    core: Any = client.CoreV1Api(api_client)
+    core: Any = core_api(api_client)
     body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="w"))
     first = core.create_namespaced_config_map("default", body)
 
-    def change() -> None:
-        time.sleep(0.2)
-        core.patch_namespaced_config_map("w", "default", {"data": {"x": "1"}})
-        core.delete_namespaced_config_map("w", "default")
-
-    thread = threading.Thread(target=change)
-    thread.start()
+    # A watch from a resourceVersion replays every later change, made before it or not.
+    core.patch_namespaced_config_map("w", "default", {"data": {"x": "1"}})
+    core.delete_namespaced_config_map("w", "default")
     seen = []
     watcher: Any = watch.Watch()  # type: ignore[no-untyped-call]
     for event in watcher.stream(
@@ -129,82 +114,41 @@ def test_watch_through_the_client(api_client: client.ApiClient) -> None:
         seen.append((event["type"], event["object"].metadata.name))
         if event["type"] == "DELETED":
             break
-    thread.join()
     assert seen == [("MODIFIED", "w"), ("DELETED", "w")]
 
 
 def test_custom_resources_through_the_client(api_client: client.ApiClient, crds: None) -> None:
-    custom: Any = client.CustomObjectsApi(api_client)
+    custom: Any = custom_api(api_client)
     job = example("LMTrainingJob")
-    created = custom.create_namespaced_custom_object(
-        GROUP, VERSION, "default", "lmtrainingjobs", job
-    )
+    created = custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, job)
     assert created is not None
     assert created["metadata"]["generation"] == 1
     bad = copy.deepcopy(job)
     bad["metadata"]["name"] = "bad"
     bad["spec"]["training"]["precision"] = "fp64"
     with pytest.raises(ApiException) as invalid:
-        custom.create_namespaced_custom_object(GROUP, VERSION, "default", "lmtrainingjobs", bad)
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, bad)
     assert invalid.value.status == 422
     assert "spec.training.precision" in str(invalid.value.body)
 
     scale = custom.patch_namespaced_custom_object_scale(
-        GROUP, VERSION, "default", "lmtrainingjobs", "tiny-lm", {"spec": {"replicas": 3}}
+        GROUP, VERSION, "default", PLURAL, "tiny-lm", {"spec": {"replicas": 3}}
     )
     assert scale["spec"]["replicas"] == 3
-    current = custom.get_namespaced_custom_object(
-        GROUP, VERSION, "default", "lmtrainingjobs", "tiny-lm"
-    )
+    current = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "tiny-lm")
     assert current["spec"]["replicas"] == 3
     assert current["metadata"]["generation"] == 2
     custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, "default", "lmtrainingjobs", "tiny-lm", {"status": {"phase": "Running"}}
+        GROUP, VERSION, "default", PLURAL, "tiny-lm", {"status": {"phase": "Running"}}
     )
-    listed = custom.list_namespaced_custom_object(GROUP, VERSION, "default", "lmtrainingjobs")
+    listed = custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)
     assert listed["kind"] == "LMTrainingJobList"
     assert listed["items"][0]["status"]["phase"] == "Running"
-    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", "lmtrainingjobs", "tiny-lm")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "tiny-lm")
     with pytest.raises(ApiException) as gone:
-        custom.get_namespaced_custom_object(GROUP, VERSION, "default", "lmtrainingjobs", "tiny-lm")
+        custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "tiny-lm")
     assert gone.value.status == 404
 
-
-PEERING_CRDS = """
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: clusterkopfpeerings.kopf.dev}
-spec:
-  scope: Cluster
-  group: kopf.dev
-  names: {kind: ClusterKopfPeering, plural: clusterkopfpeerings, singular: clusterkopfpeering}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: kopfpeerings.kopf.dev}
-spec:
-  scope: Namespaced
-  group: kopf.dev
-  names: {kind: KopfPeering, plural: kopfpeerings, singular: kopfpeering}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"""
 
 OPERATOR = """
 import os
@@ -243,10 +187,8 @@ def test_kopf_operator_with_peering(
 ) -> None:
     from kopf.testing import KopfRunner
 
-    extensions: Any = client.ApiextensionsV1Api(api_client)
-    for doc in yaml.safe_load_all(PEERING_CRDS):
-        extensions.create_custom_resource_definition(doc)
-    custom: Any = client.CustomObjectsApi(api_client)
+    install_crds(api_client, kopf_peering_crds())
+    custom: Any = custom_api(api_client)
     custom.create_cluster_custom_object(
         "kopf.dev", "v1", "clusterkopfpeerings", {"metadata": {"name": "default"}}
     )
@@ -264,12 +206,12 @@ def test_kopf_operator_with_peering(
         custom.create_namespaced_custom_object(
             GROUP, VERSION, "default", "lmservices", example("LMService")
         )
-        wait_until(lambda: get().get("status", {}).get("phase") == "Pending")
+        wait_for(lambda: get().get("status", {}).get("phase") == "Pending", what="phase Pending")
         assert get()["metadata"]["finalizers"] == ["kopf.zalando.org/KopfFinalizerMarker"]
         custom.patch_namespaced_custom_object(
             GROUP, VERSION, "default", "lmservices", "tiny-lm", {"spec": {"replicas": 2}}
         )
-        wait_until(lambda: get()["status"]["phase"] == "Loading")
+        wait_for(lambda: get()["status"]["phase"] == "Loading", what="phase Loading")
         peering = custom.get_cluster_custom_object(
             "kopf.dev", "v1", "clusterkopfpeerings", "default"
         )
@@ -283,9 +225,9 @@ def test_kopf_operator_with_peering(
                 return bool(exc.status == 404)
             return False
 
-        wait_until(absent)
+        wait_for(absent, what="the finalizer to be removed and the service deleted")
     assert runner.exception is None, runner.exception
     assert runner.exit_code == 0, runner.output
-    core: Any = client.CoreV1Api(api_client)
+    core: Any = core_api(api_client)
     reasons = {e.reason for e in core.list_namespaced_event("default").items}
     assert "Gone" in reasons or "Logging" in reasons

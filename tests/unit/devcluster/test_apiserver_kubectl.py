@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import subprocess
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import yaml
 
 from devcluster import paths
 from devcluster.apiserver.app import ServerThread
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 KUBECTL = shutil.which("kubectl")
@@ -194,24 +195,29 @@ data: {a: "1"}
     assert kubectl("logs", "web").stdout == "serving on 8000\n"
 
     watcher = kubectl.popen("get", "configmaps", "-w")
-    try:
-        time.sleep(1.0)
-        kubectl("patch", "configmap", "settings", "-p", '{"data":{"b":"2"}}')
-        deadline = time.monotonic() + 10
-        lines: list[str] = []
+    lines: list[str] = []
+
+    def read() -> None:
         assert watcher.stdout is not None
-        while time.monotonic() < deadline:
-            line = watcher.stdout.readline()
-            if not line:
-                break
+        for line in watcher.stdout:
             lines.append(line)
-            if line.split()[:2] == ["settings", "2"]:
-                break
+
+    def shown(data: str) -> bool:
+        return any(line.split()[:2] == ["settings", data] for line in list(lines))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        # kubectl lists, prints, then watches from the list's resourceVersion: a change
+        # made once the listed row shows is a live event of the watch.
+        wait_for(lambda: shown("1"), 30, lambda: f"the initial list; output {lines}")
+        kubectl("patch", "configmap", "settings", "-p", '{"data":{"b":"2"}}')
+        wait_for(lambda: shown("2"), 10, lambda: f"the watched change; output {lines}")
     finally:
         watcher.kill()
         watcher.wait()
+        reader.join(timeout=5)
     assert lines[0].split() == ["NAME", "DATA", "AGE"]
-    assert any(line.split()[:2] == ["settings", "2"] for line in lines), lines
 
     # kubectl's typed clients send these in protobuf
     kubectl("create", "configmap", "literal", "--from-literal=a=b")

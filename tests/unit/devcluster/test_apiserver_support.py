@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,11 @@ from aiohttp import test_utils, web
 from devcluster.apiserver.app import CLUSTER_KEY, CONTROLLERS_KEY, create_app
 from devcluster.apiserver.cluster import Cluster
 from devcluster.gc import Controllers
+from lmoperator.api.kinds import TRAINING_JOB
+from tests.crds import project_crds
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[3]
-CRDS = sorted((ROOT / "crds").glob("*.yaml"))
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
@@ -28,10 +28,9 @@ def load_yaml(path: Path) -> list[JSON]:
 
 
 def crd(name: str) -> JSON:
-    for path in CRDS:
-        for doc in load_yaml(path):
-            if doc["metadata"]["name"] == name:
-                return doc
+    for doc in project_crds():
+        if doc["metadata"]["name"] == name:
+            return doc
     raise KeyError(name)
 
 
@@ -123,15 +122,23 @@ class Api:
         return await self.call("DELETE", path, body, **kw)
 
     async def settle(self) -> None:
-        """Let the built-in controllers run their pending passes."""
-        for _ in range(5):
-            await asyncio.sleep(0.02)
-            self.controllers.run_pending()
+        """Run the built-in controllers' passes until none is pending."""
+        self.controllers.run_pending()
 
     async def watch(
-        self, path: str, params: dict[str, str], *, count: int | None = None, headers: Any = None
+        self,
+        path: str,
+        params: dict[str, str],
+        *,
+        count: int | None = None,
+        headers: Any = None,
+        then: Callable[[], Awaitable[object]] | None = None,
     ) -> list[JSON]:
-        """Read watch events until the stream ends or `count` events arrived."""
+        """Read watch events until the stream ends or `count` events arrived.
+
+        `then` runs once the first event has arrived, that is once the watch has started:
+        the changes it makes are live events of this watch.
+        """
         events: list[JSON] = []
         query = {"watch": "true", **params}
         async with self.client.get(path, params=query, headers=headers or {}) as response:
@@ -139,17 +146,20 @@ class Api:
             async for line in response.content:
                 if line.strip():
                     events.append(json.loads(line))
+                    if then is not None and len(events) == 1:
+                        await then()
                 if count is not None and len(events) >= count:
                     break
         return events
 
     async def install_crds(self) -> None:
-        for path in CRDS:
-            for doc in load_yaml(path):
-                reply = await self.post(
-                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc
-                )
-                assert reply.status == 201, reply
+        """This project's CRDs (tests.crds.project_crds); the in-process API server
+        establishes a CRD as it creates it."""
+        for doc in project_crds():
+            reply = await self.post(CRD_PATH, doc)
+            assert reply.status == 201, reply
+            conditions = {c["type"]: c["status"] for c in reply["status"]["conditions"]}
+            assert conditions.get("Established") == "True", reply
 
 
 async def api_client(tmp_path: Path, **options: Any) -> AsyncIterator[Api]:
@@ -175,6 +185,6 @@ def pod(name: str, labels: dict[str, str] | None = None, **spec: Any) -> JSON:
 CM = "/api/v1/namespaces/default/configmaps"
 PODS = "/api/v1/namespaces/default/pods"
 SVCS = "/api/v1/namespaces/default/services"
-LMTJ = "/apis/elasticlm.io/v1alpha1/namespaces/default/lmtrainingjobs"
+LMTJ = TRAINING_JOB.path("default")
 LMS = "/apis/elasticlm.io/v1alpha1/namespaces/default/lmservices"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"

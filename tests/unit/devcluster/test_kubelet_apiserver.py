@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from aiohttp import web
 from devcluster.apiserver.app import create_app
 from devcluster.kubelet.node import Kubelet
 from devcluster.proxy import ServiceProxy
-from tests.unit.devcluster.kubelet_fakeapi import wait_for
+from tests.waiting import wait_for_async
 
 JSON = dict[str, Any]
 
@@ -52,20 +52,17 @@ class Cluster:
             {"metadata": {"name": name, "labels": labels or {}}, "spec": spec},
         )
 
-    async def wait_pod(self, name: str, check: Any, timeout: float = 15) -> JSON:
-        deadline = time.monotonic() + timeout
-        while True:
+    async def wait_pod(self, name: str, check: Callable[[JSON], bool], timeout: float = 15) -> JSON:
+        pod: JSON | None = None
+
+        async def matches() -> JSON | None:
+            nonlocal pod
             pod = await self.get_pod(name)
-            if pod is not None and check(pod):
-                return pod
-            assert time.monotonic() < deadline, f"pod {name}: {pod and pod.get('status')}"
-            await _sleep(0.05)
+            return pod if pod is not None and check(pod) else None
 
-
-async def _sleep(s: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(s)
+        return await wait_for_async(
+            matches, timeout, lambda: f"pod {name}: {pod and pod.get('status')}"
+        )
 
 
 def ready(pod: JSON) -> bool:
@@ -73,7 +70,7 @@ def ready(pod: JSON) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
 
-def phase(p: str) -> Any:
+def phase(p: str) -> Callable[[JSON], bool]:
     return lambda pod: (pod.get("status") or {}).get("phase") == p
 
 
@@ -158,10 +155,16 @@ async def test_http_pod_ready_and_reachable_through_service_ip(cluster: Cluster)
         except (aiohttp.ClientError, OSError):
             return ""
 
-    deadline = time.monotonic() + 10
-    while (answer := await through_service()) != "hello-1":
-        assert time.monotonic() < deadline, f"service answered {answer!r}"
-        await _sleep(0.1)
+    answer = ""
+
+    async def answered() -> bool:
+        nonlocal answer
+        answer = await through_service()
+        return answer == "hello-1"
+
+    await wait_for_async(
+        answered, 10, lambda: f"the service to answer hello-1; it answered {answer!r}"
+    )
 
 
 async def test_missing_command_shows_in_status_and_logs(cluster: Cluster) -> None:
@@ -246,14 +249,15 @@ async def test_delete_sends_sigterm_then_sigkill(cluster: Cluster, tmp_path: Pat
         },
     )
     await cluster.wait_pod("sleepy", phase("Running"))
-    await wait_for(lambda: (out / "pid").exists() and (out / "pid").read_text())
+    await wait_for_async(lambda: (out / "pid").exists() and (out / "pid").read_text())
     pid = int((out / "pid").read_text())
     t0 = time.monotonic()
     await cluster.call("DELETE", "/api/v1/namespaces/default/pods/sleepy")
-    deadline = time.monotonic() + 15
-    while await cluster.get_pod("sleepy") is not None:
-        assert time.monotonic() < deadline
-        await _sleep(0.05)
+
+    async def deleted() -> bool:
+        return await cluster.get_pod("sleepy") is None
+
+    await wait_for_async(deleted, 15, "the pod to be deleted")
     assert time.monotonic() - t0 >= 1.0
     assert (out / "term").exists()
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()

@@ -19,7 +19,8 @@ import pytest
 from devcluster import paths
 from devcluster.kubelet.node import Kubelet
 from devcluster.proxy import ServiceProxy
-from tests.unit.devcluster.kubelet_fakeapi import FakeAPI, wait_for
+from tests.unit.devcluster.kubelet_fakeapi import FakeAPI
+from tests.waiting import wait_for_async
 
 JSON = dict[str, Any]
 
@@ -142,8 +143,8 @@ async def test_http_pod_becomes_ready_and_is_reachable_through_its_service(env: 
                 ],
             ),
         )
-    await wait_for(lambda: env.condition("web-a", "Ready") == "True", timeout=15)
-    await wait_for(lambda: env.condition("web-b", "Ready") == "True", timeout=15)
+    await wait_for_async(lambda: env.condition("web-a", "Ready") == "True", timeout=15)
+    await wait_for_async(lambda: env.condition("web-b", "Ready") == "True", timeout=15)
     st = env.status("web-a")
     assert st["phase"] == "Running"
     assert st["podIP"].startswith("127.10.")
@@ -198,7 +199,7 @@ async def test_http_pod_becomes_ready_and_is_reachable_through_its_service(env: 
     await proxy.start()
     try:
         await proxy.wait_synced(5)
-        await wait_for(lambda: (cluster_ip, 80) in proxy.listeners())
+        await wait_for_async(lambda: (cluster_ip, 80) in proxy.listeners())
         seen = set()
         async with aiohttp.ClientSession() as s:
             for _ in range(4):
@@ -218,7 +219,7 @@ async def test_missing_command_fails_with_the_error_in_status_and_log(env: Env) 
             restartPolicy="Never",
         ),
     )
-    await wait_for(lambda: env.status("bad").get("phase") == "Failed")
+    await wait_for_async(lambda: env.status("bad").get("phase") == "Failed")
     term = env.cstatus("bad")["state"]["terminated"]
     assert term["reason"] == "StartError"
     assert term["exitCode"] == 128
@@ -231,10 +232,10 @@ async def test_missing_command_fails_with_the_error_in_status_and_log(env: Env) 
     env.api.create(
         "pods", make_pod("bad-always", [{"name": "main", "command": ["no-such-command-xyz"]}])
     )
-    await wait_for(lambda: env.cstatus("bad-always").get("restartCount", 0) >= 2)
+    await wait_for_async(lambda: env.cstatus("bad-always").get("restartCount", 0) >= 2)
     cs = env.cstatus("bad-always")
     assert cs["lastState"]["terminated"]["reason"] == "StartError"
-    await wait_for(lambda: "waiting" in env.cstatus("bad-always")["state"])
+    await wait_for_async(lambda: "waiting" in env.cstatus("bad-always")["state"])
     waiting = env.cstatus("bad-always")["state"]["waiting"]
     assert waiting["reason"] == "CrashLoopBackOff"
     assert "back-off" in waiting["message"]
@@ -276,7 +277,7 @@ async def test_on_failure_restarts_with_growing_backoff(env: Env) -> None:
         saw_backoff = saw_backoff or waiting.get("reason") == "CrashLoopBackOff"
         return env.status("flaky").get("phase") == "Succeeded"
 
-    await wait_for(done, timeout=20, interval=0.02)
+    await wait_for_async(done, timeout=20, interval=0.02)
     cs = env.cstatus("flaky")
     assert cs["restartCount"] == 3
     assert cs["state"]["terminated"]["reason"] == "Completed"
@@ -327,18 +328,18 @@ async def test_deletion_sends_sigterm_then_sigkill_after_grace(env: Env, tmp_pat
             terminationGracePeriodSeconds=1,
         ),
     )
-    await wait_for(lambda: (out / "pids").exists() and (out / "pids").read_text().strip())
+    await wait_for_async(lambda: (out / "pids").exists() and (out / "pids").read_text().strip())
     main_pid, child_pid = map(int, (out / "pids").read_text().split())
     assert alive(main_pid)
     assert alive(child_pid)
     t0 = time.time()
     env.api.mark_deleted("stubborn", grace=1)
-    await wait_for(lambda: env.api.get("pods", "stubborn") is None, timeout=10)
+    await wait_for_async(lambda: env.api.get("pods", "stubborn") is None, timeout=10)
     elapsed = time.time() - t0
     assert (out / "got-sigterm").exists()
     assert elapsed >= 1.0
     assert not alive(main_pid)
-    await wait_for(lambda: not alive(child_pid), timeout=3)  # left the group: still killed
+    await wait_for_async(lambda: not alive(child_pid), timeout=3)  # left the group: still killed
 
 
 async def test_env_configmap_secret_volumes_and_workdir(env: Env, tmp_path: Path) -> None:
@@ -405,7 +406,7 @@ async def test_env_configmap_secret_volumes_and_workdir(env: Env, tmp_path: Path
         ),
     )
     # The secret does not exist yet: the pod waits, then starts once it does.
-    await wait_for(
+    await wait_for_async(
         lambda: (env.cstatus("cfg-pod").get("state", {}).get("waiting") or {}).get("message")
     )
     waiting = env.cstatus("cfg-pod")["state"]["waiting"]
@@ -413,7 +414,7 @@ async def test_env_configmap_secret_volumes_and_workdir(env: Env, tmp_path: Path
     env.api.create(
         "secrets", {"metadata": {"name": "tok"}, "data": {"token": "czNjcjN0"}}
     )  # "s3cr3t"
-    await wait_for(lambda: env.status("cfg-pod").get("phase") == "Succeeded", timeout=15)
+    await wait_for_async(lambda: env.status("cfg-pod").get("phase") == "Succeeded", timeout=15)
     data = json.loads((out / "env.json").read_text())
     uid = env.api.get("pods", "cfg-pod")["metadata"]["uid"]  # type: ignore[index]
     vol = paths.volume_dir(env.state, "default", "cfg-pod", uid, "cfg")
@@ -459,7 +460,7 @@ async def test_init_containers_run_first_in_order(env: Env, tmp_path: Path) -> N
             volumes=[{"name": "out", "hostPath": {"path": str(out)}}],
         ),
     )
-    await wait_for(lambda: env.status("init").get("phase") == "Succeeded", timeout=15)
+    await wait_for_async(lambda: env.status("init").get("phase") == "Succeeded", timeout=15)
     assert (out / "order").read_text() == "one two main "
     inits = env.status("init")["initContainerStatuses"]
     assert [c["name"] for c in inits] == ["one", "two"]
@@ -486,7 +487,7 @@ async def test_liveness_failure_restarts_the_container(env: Env) -> None:
             terminationGracePeriodSeconds=1,
         ),
     )
-    await wait_for(lambda: env.cstatus("sick").get("restartCount", 0) >= 1, timeout=15)
+    await wait_for_async(lambda: env.cstatus("sick").get("restartCount", 0) >= 1, timeout=15)
     last = env.cstatus("sick")["lastState"]["terminated"]
     assert last["exitCode"] == 143
     assert last["signal"] == 15
@@ -516,26 +517,30 @@ async def test_stop_kills_containers_and_vanished_pods_are_killed(env: Env, tmp_
                 volumes=[{"name": "out", "hostPath": {"path": str(out)}}],
             ),
         )
-    await wait_for(lambda: all((out / n).exists() and (out / n).read_text() for n in "ab"))
+    await wait_for_async(lambda: all((out / n).exists() and (out / n).read_text() for n in "ab"))
     pid_a, pid_b = (int((out / n).read_text()) for n in "ab")
     ip_a = env.status("a")["podIP"]
     env.api.remove("pods", "a")  # force-deleted behind the kubelet's back
-    await wait_for(lambda: not alive(pid_a), timeout=5)
-    await wait_for(lambda: ip_a not in env.kubelet.ips.in_use)
+    await wait_for_async(lambda: not alive(pid_a), timeout=5)
+    await wait_for_async(lambda: ip_a not in env.kubelet.ips.in_use)
     assert alive(pid_b)
     await env.kubelet.stop()
     assert not alive(pid_b)
 
 
 async def test_survives_api_restart_and_410(env: Env) -> None:
+    await wait_for_async(lambda: env.api.lists["pods"], what="the kubelet's first list of pods")
+    lists = env.api.lists["pods"]
     await env.api.stop()
-    await asyncio.sleep(0.5)
+    env.api.compact()  # the kubelet's resourceVersion is now too old: 410 if it resumes
     await env.api.start(env.api.port)
-    env.api.compact()  # the kubelet's resourceVersion is now too old: 410, relist
+    await wait_for_async(
+        lambda: env.api.lists["pods"] > lists, what="the kubelet to relist pods after the restart"
+    )
     env.api.create(
         "pods", make_pod("late", [{"name": "main", "command": py("pass")}], restartPolicy="Never")
     )
-    await wait_for(lambda: env.status("late").get("phase") == "Succeeded", timeout=20)
+    await wait_for_async(lambda: env.status("late").get("phase") == "Succeeded", timeout=20)
 
 
 async def test_simulate_mode_scales(tmp_path: Path) -> None:
@@ -562,20 +567,29 @@ async def test_simulate_mode_scales(tmp_path: Path) -> None:
                     return False
             return True
 
-        await wait_for(all_ready, timeout=30)
+        await wait_for_async(all_ready, timeout=30)
         sts = [api.get("pods", f"sim-{i}")["status"] for i in range(n)]  # type: ignore[index]
         assert len({s["podIP"] for s in sts}) == n
         ready = {c["type"]: c["status"] for c in sts[0]["conditions"]}
         assert ready["Ready"] == "True"
         assert sts[0]["containerStatuses"][0]["state"]["running"]
         assert sts[0]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
-        patches = api.status_patches
-        await asyncio.sleep(0.3)
-        assert api.status_patches == patches  # no status churn once written
+        patches = dict(api.pod_status_patches)
+        # The kubelet handles events in order: once a pod created now runs, it has handled
+        # the events of its own status writes above, and wrote nothing more for them.
+        api.create("pods", make_pod("sim-later", [{"name": "main", "image": "img"}]))
+        await wait_for_async(
+            lambda: (
+                (api.get("pods", "sim-later") or {}).get("status", {}).get("phase") == "Running"
+            ),
+            what="a pod created after the others to run",
+        )
+        assert {p: api.pod_status_patches[p] for p in patches} == patches  # no status churn
         for i in range(n):
             api.mark_deleted(f"sim-{i}", grace=30)
-        await wait_for(lambda: not [k for k in api.objects if k[0] == "pods"], timeout=30)
-        await wait_for(lambda: not kubelet.ips.in_use)
+        api.mark_deleted("sim-later", grace=30)
+        await wait_for_async(lambda: not [k for k in api.objects if k[0] == "pods"], timeout=30)
+        await wait_for_async(lambda: not kubelet.ips.in_use)
     finally:
         await kubelet.stop()
         await api.stop()
@@ -620,16 +634,19 @@ async def test_restarted_kubelet_takes_over_pods(tmp_path: Path) -> None:
             cs = api.get("pods", "was-running")["status"]["containerStatuses"][0]  # type: ignore[index]
             return cs["restartCount"] == 3 and "running" in cs["state"]
 
-        await wait_for(restarted)
+        await wait_for_async(restarted)
         st = api.get("pods", "was-running")["status"]  # type: ignore[index]
         assert st["podIP"] == "127.10.0.77"
         assert st["containerStatuses"][0]["restartCount"] == 3
         assert st["containerStatuses"][0]["lastState"]["terminated"]["reason"] == (
             "ContainerStatusUnknown"
         )
-        await asyncio.sleep(0.3)
+        # The finished pod's IP is held once the kubelet has taken the pod over.
+        await wait_for_async(
+            lambda: "127.10.0.78" in kubelet.ips.in_use, what="the kubelet to adopt was-done"
+        )
         assert api.get("pods", "was-done")["status"]["phase"] == "Succeeded"  # type: ignore[index]
-        assert "127.10.0.78" in kubelet.ips.in_use
+        assert api.pod_status_patches["was-done"] == 0  # left alone: nothing re-run
     finally:
         await kubelet.stop()
         await api.stop()
@@ -657,13 +674,13 @@ async def test_probes_drive_readiness_and_deadline_fails_the_pod(env: Env, tmp_p
             terminationGracePeriodSeconds=1,
         ),
     )
-    await wait_for(lambda: env.cstatus("probed").get("started") is True, timeout=10)
+    await wait_for_async(lambda: env.cstatus("probed").get("started") is True, timeout=10)
     assert env.condition("probed", "Ready") == "False"
     flag.write_text("")
-    await wait_for(lambda: env.condition("probed", "Ready") == "True", timeout=5)
+    await wait_for_async(lambda: env.condition("probed", "Ready") == "True", timeout=5)
     flag.unlink()
-    await wait_for(lambda: env.condition("probed", "Ready") == "False", timeout=5)
-    await wait_for(lambda: env.status("probed").get("phase") == "Failed", timeout=10)
+    await wait_for_async(lambda: env.condition("probed", "Ready") == "False", timeout=5)
+    await wait_for_async(lambda: env.status("probed").get("phase") == "Failed", timeout=10)
     st = env.status("probed")
     assert st["reason"] == "DeadlineExceeded"
     assert "terminated" in st["containerStatuses"][0]["state"]

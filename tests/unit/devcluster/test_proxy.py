@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from devcluster.proxy import PortKey, ServiceProxy, endpoint_backends, service_ports
-from tests.unit.devcluster.kubelet_fakeapi import FakeAPI, wait_for
+from tests.unit.devcluster.kubelet_fakeapi import FakeAPI
+from tests.waiting import wait_for_async
 
 JSON = dict[str, Any]
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -142,7 +143,7 @@ async def env() -> AsyncIterator[Env]:
 
 async def test_round_robin_and_refusal_without_endpoints(env: Env) -> None:
     ip = env.service("web", [{"name": "http", "port": 8080}])
-    await wait_for(lambda: (ip, 8080) in env.proxy.listeners())
+    await wait_for_async(lambda: (ip, 8080) in env.proxy.listeners())
     # No endpoints yet: accepted, then closed at once.
     assert await ask(ip, 8080) == b""
     pa = await env.backends.start("127.10.1.1", named("a"))
@@ -157,7 +158,7 @@ async def test_round_robin_and_refusal_without_endpoints(env: Env) -> None:
             ],
         },
     )
-    await wait_for(lambda: len(env.proxy.backends(PortKey("default", "web", "http"))) == 2)
+    await wait_for_async(lambda: len(env.proxy.backends(PortKey("default", "web", "http"))) == 2)
     answers = [await ask(ip, 8080) for _ in range(6)]
     assert sorted(answers) == [b"a"] * 3 + [b"b"] * 3
     assert answers[0] != answers[1]
@@ -179,25 +180,25 @@ async def test_dead_endpoint_is_skipped(env: Env) -> None:
             ],
         },
     )
-    await wait_for(lambda: env.proxy.backends(PortKey("default", "svc", "")))
-    await wait_for(lambda: (ip, 9000) in env.proxy.listeners())
+    await wait_for_async(lambda: env.proxy.backends(PortKey("default", "svc", "")))
+    await wait_for_async(lambda: (ip, 9000) in env.proxy.listeners())
     for _ in range(4):
         assert await ask(ip, 9000) == b"alive"
 
 
 async def test_listener_follows_service_changes_and_deletion(env: Env) -> None:
     ip = env.service("moving", [{"port": 7000}])
-    await wait_for(lambda: (ip, 7000) in env.proxy.listeners())
+    await wait_for_async(lambda: (ip, 7000) in env.proxy.listeners())
     svc = env.api.get("services", "moving")
     assert svc is not None
     svc["spec"]["ports"] = [{"port": 7001}]
     env.api.put("services", svc)
-    await wait_for(lambda: (ip, 7001) in env.proxy.listeners())
-    await wait_for(lambda: (ip, 7000) not in env.proxy.listeners())
+    await wait_for_async(lambda: (ip, 7001) in env.proxy.listeners())
+    await wait_for_async(lambda: (ip, 7000) not in env.proxy.listeners())
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection(ip, 7000)
     env.api.remove("services", "moving")
-    await wait_for(lambda: not env.proxy.listeners())
+    await wait_for_async(lambda: not env.proxy.listeners())
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection(ip, 7001)
 
@@ -206,8 +207,8 @@ async def test_large_transfer_with_half_close(env: Env) -> None:
     ip = env.service("echo", [{"port": 7100}])
     port = await env.backends.start("127.10.3.1", echo)
     env.endpoints("echo", ["127.10.3.1"], [{"port": port}])
-    await wait_for(lambda: env.proxy.backends(PortKey("default", "echo", "")))
-    await wait_for(lambda: (ip, 7100) in env.proxy.listeners())
+    await wait_for_async(lambda: env.proxy.backends(PortKey("default", "echo", "")))
+    await wait_for_async(lambda: (ip, 7100) in env.proxy.listeners())
     payload = bytes(range(256)) * 8192  # 2 MiB
     reader, writer = await asyncio.open_connection(ip, 7100)
 
@@ -227,8 +228,8 @@ async def test_early_closes_do_not_break_the_proxy(env: Env) -> None:
     ip = env.service("flaky", [{"port": 7200}])
     slam_port = await env.backends.start("127.10.4.1", slam)
     env.endpoints("flaky", ["127.10.4.1"], [{"port": slam_port}])
-    await wait_for(lambda: env.proxy.backends(PortKey("default", "flaky", "")))
-    await wait_for(lambda: (ip, 7200) in env.proxy.listeners())
+    await wait_for_async(lambda: env.proxy.backends(PortKey("default", "flaky", "")))
+    await wait_for_async(lambda: (ip, 7200) in env.proxy.listeners())
     # The backend resets every connection.
     for _ in range(3):
         assert await ask(ip, 7200) == b""
@@ -241,9 +242,10 @@ async def test_early_closes_do_not_break_the_proxy(env: Env) -> None:
     # A healthy backend now: the proxy still works.
     good = await env.backends.start("127.10.4.2", named("ok"))
     env.endpoints("flaky", ["127.10.4.2"], [{"port": good}])
-    await wait_for(
+    await wait_for_async(
         lambda: env.proxy.backends(PortKey("default", "flaky", "")) == [("127.10.4.2", good)]
     )
     assert await ask(ip, 7200) == b"ok"
-    await asyncio.sleep(0.1)
-    assert not env.proxy._connections  # every forwarded connection has finished
+    await wait_for_async(
+        lambda: not env.proxy._connections, what="every forwarded connection to finish"
+    )

@@ -426,7 +426,7 @@ def test_drop_nulls() -> None:
 
 
 def test_prune() -> None:
-    obj = {
+    obj: dict[str, Any] = {
         "apiVersion": "x.io/v1",
         "kind": "X",
         "metadata": {"name": "x", "anything": 1},
@@ -530,7 +530,7 @@ def test_apply_defaults() -> None:
     assert apply_defaults(DEFAULTS_SCHEMA, {}) == {
         "spec": {"outer": {"given": 1, "inner": "x"}, "nullable": "dflt", "list": ["a"]}
     }
-    obj = {
+    obj: dict[str, Any] = {
         "metadata": {},
         "spec": {
             "outer": None,

@@ -45,7 +45,7 @@ def test_transformers_gives_the_same_logits(tmp_path: Path, tied: bool) -> None:
     assert {"config.json", "model.safetensors", "generation_config.json"} <= names
     assert {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} <= names
 
-    hf = LlamaForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
+    hf = LlamaForCausalLM.from_pretrained(out, attn_implementation="eager").eval()  # type: ignore[no-untyped-call]
     assert hf.config.tie_word_embeddings is tied
     text = "The old owl sees two boxes."
     hf_tok = AutoTokenizer.from_pretrained(out)

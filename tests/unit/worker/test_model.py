@@ -1,12 +1,13 @@
 """LlamaModel: shapes, causality, the KV cache, generation, initialisation."""
 
 import dataclasses
+from typing import Any
 
 import pytest
 import torch
 
 from lmworker.config import ModelConfig, default_intermediate_size
-from lmworker.model import LlamaModel, count_parameters, generate, init_weights
+from lmworker.model import DecoderLayer, LlamaModel, count_parameters, generate, init_weights
 
 TINY = ModelConfig(
     vocab_size=257,
@@ -117,7 +118,9 @@ def test_init_weights_is_deterministic_and_ties_embeddings() -> None:
     assert not torch.equal(a.embed_tokens.weight, c.embed_tokens.weight)
     assert a.lm_head.weight is a.embed_tokens.weight
     assert torch.equal(a.norm.weight, torch.ones(TINY.hidden_size))
-    residual = a.layers[0].mlp.down_proj.weight.std().item()
+    layer = a.layers[0]
+    assert isinstance(layer, DecoderLayer)
+    residual = layer.mlp.down_proj.weight.std().item()
     assert residual == pytest.approx(0.02 / 2, rel=0.1)  # 0.02 / sqrt(2 * layers)
 
 
@@ -152,6 +155,6 @@ def test_count_parameters_counts_tied_weights_once() -> None:
         ({"layers": 0}, "model.layers must be positive"),
     ],
 )
-def test_bad_shapes_are_rejected(change: dict[str, int], message: str) -> None:
+def test_bad_shapes_are_rejected(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LlamaModel(dataclasses.replace(TINY, **change))

@@ -44,7 +44,7 @@ def test_byte_tokenizer_files_load_in_transformers_with_the_same_ids(tmp_path: P
     tok.save(tmp_path)
     for hf in (
         AutoTokenizer.from_pretrained(tmp_path),
-        PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json")),
+        PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json")),  # type: ignore[no-untyped-call]
     ):
         for text in (ASCII, TEXT):
             ids = hf(text, add_special_tokens=False)["input_ids"]
