@@ -8,6 +8,7 @@ here. Nothing in this module knows a kind's spec.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import threading
@@ -70,6 +71,31 @@ class ObjectState:
     # Children this process created or deleted, by (plural, name), until the index shows it.
     created: dict[tuple[str, str], tuple[dict[str, Any], float]] = field(default_factory=dict)
     deleted: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    # Wakes the object's metrics loop early (a pass from another thread sets it).
+    wake: Waker | None = None
+
+
+class Waker:
+    """An asyncio.Event that a thread may set: a pass (in a worker thread) tells the
+    object's metrics loop (on the event loop) that something changed."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, stopped: Any, timeout: float) -> None:
+        """Until set, `stopped` (a kopf DaemonStopped), or `timeout` seconds."""
+        woken = asyncio.ensure_future(self._event.wait())
+        halted = asyncio.ensure_future(stopped.wait(timeout))
+        try:
+            await asyncio.wait({woken, halted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (woken, halted):
+                task.cancel()
+            self._event.clear()
 
 
 class ObjectStates:

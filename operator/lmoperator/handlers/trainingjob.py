@@ -50,7 +50,10 @@ KIND = kinds.TRAINING_JOB
 # at most about this (plus one write interval of reconcile/status.py, 4 s), within the
 # 10 s promised; activeDeadlineSeconds is checked as often. Everything else (children,
 # failures, scaling) is event-driven and does not wait for it.
-TIMER_INTERVAL_SECONDS = 5.0
+METRICS_INTERVAL_SECONDS = 5.0
+# While a job starts or changes shape, its world size is what users watch for.
+FAST_PHASES = frozenset({"Pending", "Scaling", "Restarting"})
+FAST_INTERVAL_SECONDS = 1.0
 JOBS_INDEX = "lmtrainingjob_bodies"
 
 
@@ -129,7 +132,11 @@ def reconcile_job(
     def one_pass() -> Plan | None:
         return _pass(kube, namespace, name, indexes, state, logger, now)
 
-    return common.run_exclusive(state, one_pass, wait)
+    plan = common.run_exclusive(state, one_pass, wait)
+    waking = not scraped and plan is not None and plan.status.get("phase") in FAST_PHASES
+    if waking and state.wake is not None:
+        state.wake.set()  # the metrics loop scrapes now, not at its next interval
+    return plan
 
 
 def _pass(
@@ -255,30 +262,44 @@ def forget_deleted(event: Mapping[str, Any], uid: str | None, **_: Any) -> None:
         common.STATES.forget(uid)
 
 
-@kopf.timer(
-    KIND.group,
-    KIND.version,
-    KIND.plural,
-    interval=TIMER_INTERVAL_SECONDS,
-    sharp=False,
-    when=_is_running,
-)
-async def tick(memo: Any, namespace: str | None, name: str, **kwargs: Any) -> None:
-    """Metrics and deadlines of a job that has not finished."""
+@kopf.daemon(KIND.group, KIND.version, KIND.plural, when=_is_running, cancellation_timeout=2.0)
+async def follow_metrics(
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    namespace: str | None,
+    name: str,
+    uid: str | None,
+    **kwargs: Any,
+) -> None:
+    """Scrape rank 0 and run a pass, every METRICS_INTERVAL_SECONDS while the job runs.
+
+    While it starts or changes shape (FAST_PHASES) with workers ready, every
+    FAST_INTERVAL_SECONDS instead, and a pass triggered by an event in such a phase
+    wakes the loop at once: the new world size shows in the status about a second after
+    the workers form it. kopf stops the loop when the job finishes (`when=`).
+    """
     namespace = namespace or "default"
-    kube = common.kube_of(memo)
-    pods = common.latest_children(kwargs[PODS_INDEX], (namespace, KIND.kind, name))
-    metrics = await memo.scraper.rank0(ready_worker_ips(pods))
-    await asyncio.to_thread(
-        reconcile_job,
-        kube,
-        namespace,
-        name,
-        kwargs,
-        kwargs["logger"],
-        scraped=True,
-        metrics=metrics,
-    )
+    state = common.STATES.get(uid or "")
+    state.wake = waker = common.Waker()
+    key = (namespace, KIND.kind, name)
+    while not stopped:
+        ips = ready_worker_ips(common.latest_children(kwargs[PODS_INDEX], key))
+        metrics = await memo.scraper.rank0(ips)
+        plan = await asyncio.to_thread(
+            reconcile_job,
+            common.kube_of(memo),
+            namespace,
+            name,
+            kwargs,
+            kwargs["logger"],
+            scraped=True,
+            metrics=metrics,
+        )
+        phase = plan.status.get("phase") if plan is not None else None
+        if plan is None or phase in TERMINAL_PHASES:
+            return
+        fast = phase in FAST_PHASES and bool(ips)
+        await waker.wait(stopped, FAST_INTERVAL_SECONDS if fast else METRICS_INTERVAL_SECONDS)
 
 
 @kopf.daemon(KIND.group, KIND.version, KIND.plural, when=_expires, cancellation_timeout=1.0)

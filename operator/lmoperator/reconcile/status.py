@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# With the training timer's 5 s interval this keeps status.step within about 5 s of
-# the workers' own figure (see handlers/trainingjob.py) at one PATCH per tick at most.
+# With the training metrics loop's 5 s interval this keeps status.step within about 5 s of
+# the workers' own figure (see handlers/trainingjob.py) at one PATCH per scrape at most.
 PROGRESS_WRITE_SECONDS = 4.0
 
 

@@ -45,7 +45,10 @@ def test_handlers_are_registered() -> None:
 
     ids = {h.id for h in registry._changing.get_all_handlers()}
     assert {"created", "resumed", "updated/spec"} <= ids
-    assert {h.id for h in registry._spawning.get_all_handlers()} >= {"tick"}
+    assert {h.id for h in registry._spawning.get_all_handlers()} >= {
+        "follow_metrics",
+        "delete_after_ttl",
+    }
 
 
 def test_local_without_the_devcluster_extra_says_how_to_get_it(
