@@ -249,7 +249,9 @@ def test_two_workers_train_to_completion_and_learn(job: Job) -> None:
 
 
 def test_scale_2_3_1_follows_world_size_and_completes(job: Job) -> None:
-    job.create(replicas=2, steps=150)
+    # Long enough that both rescales land mid-run: the status shows progress every ~5 s,
+    # and on an idle machine 150 steps took ~20 s.
+    job.create(replicas=2, steps=300)
     job.wait("world size 2", lambda s: s.get("worldSize") == 2 and (s.get("step") or 0) >= 5)
     job.scale(3)
     job.wait("world size 3", lambda s: s.get("worldSize") == 3)
@@ -264,7 +266,7 @@ def test_scale_2_3_1_follows_world_size_and_completes(job: Job) -> None:
         timeout=60,
     )
     status = job.succeeded()
-    assert status["step"] == 150
+    assert status["step"] == 300
     job.assert_steps_never_went_back_past_a_checkpoint()
     history = [(h["from"], h["to"]) for h in status.get("scalingHistory") or []]
     assert (2, 3) in history
