@@ -22,9 +22,9 @@ from lmoperator.handlers import common
 from lmoperator.handlers.children import PODS_INDEX, SERVICES_INDEX
 from lmoperator.handlers.trainingjob import JOBS_INDEX, parse_job, reconcile_job
 from lmoperator.kube import KubeApi, KubeError, Subresource
-from lmoperator.reconcile.children import Plan
+from lmoperator.reconcile.children import PatchObject, Plan, observe_object
 from lmoperator.reconcile.status import PROGRESS_WRITE_SECONDS, should_write, status_patch
-from lmoperator.reconcile.trainingjob import PROGRESS_FIELDS
+from lmoperator.reconcile.trainingjob import PROGRESS_FIELDS, job_ref
 from lmoperator.worker_metrics import WorkerMetrics
 from tests.unit.operator.helpers import job_doc
 
@@ -84,8 +84,13 @@ class FakeCluster:
         subresource: Subresource = "",
     ) -> dict[str, Any] | None:
         self._record(f"patch {subresource or kind.singular}")
+        if subresource != "status":
+            target = self.objects.get((kind.plural, name))
+            if target is None:
+                return None
+            target.setdefault("patched", []).append((subresource, dict(patch)))
+            return copy.deepcopy(target)
         assert kind == kinds.TRAINING_JOB
-        assert subresource == "status"
         if self.job is None:
             return None
         status = self.job.setdefault("status", {})
@@ -427,3 +432,46 @@ def test_a_scrape_that_finds_no_rank_0_forgets_the_last_figures() -> None:
     assert state.metrics is not None
     reconcile_job(_typed(fake), "ns", "tiny-lm", fake.indexes(), LOG, scraped=True, metrics=None)
     assert state.metrics is None
+
+
+def test_apply_plan_patches_a_childs_scale_and_posts_the_event() -> None:
+    fake = FakeCluster(stored_job())
+    fake.objects[("deployments", "server")] = {"metadata": {"name": "server"}}
+    ref = job_ref("tiny-lm", "ns", "job-uid", 1)
+    plan = Plan()
+    plan.actions.append(
+        PatchObject(
+            kinds.DEPLOYMENT, "server", {"spec": {"replicas": 3}}, "server", "Scale", "scale"
+        )
+    )
+    common.apply_plan(_typed(fake), ref, common.ObjectState(), plan, LOG)
+    assert fake.calls == ["patch scale"]
+    assert fake.objects[("deployments", "server")]["patched"] == [
+        ("scale", {"spec": {"replicas": 3}})
+    ]
+    assert ("SuccessfulPatchDeployment", "Normal") in fake.events
+
+
+def test_observe_object_reads_a_deployment() -> None:
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {
+            "name": "server",
+            "uid": "d-1",
+            "generation": 4,
+            "labels": {"elasticlm.io/role": "server"},
+            "deletionTimestamp": "2025-01-01T00:00:00Z",
+        },
+        "spec": {"replicas": 3},
+        "status": {
+            "observedGeneration": 3,
+            "readyReplicas": 2,
+            "conditions": [{"type": "Available", "status": "True"}],
+        },
+    }
+    seen = observe_object(deployment)
+    assert (seen.kind, seen.name, seen.uid, seen.role) == ("Deployment", "server", "d-1", "server")
+    assert seen.deleting
+    assert (seen.generation, seen.observed_generation) == (4, 3)
+    assert (seen.replicas, seen.ready_replicas) == (3, 2)
+    assert seen.conditions == {"Available": "True"}
