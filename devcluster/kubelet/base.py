@@ -13,7 +13,8 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from devcluster.podspec import JSON, qos_class, rfc3339
+from devcluster.podspec.common import JSON, rfc3339
+from devcluster.podspec.status import qos_class
 
 if TYPE_CHECKING:
     from devcluster.kubelet.node import Kubelet

@@ -36,18 +36,10 @@ from devcluster.kubelet.processes import (
     signal_group,
     start_error_message,
 )
-from devcluster.podspec import (
-    JSON,
-    RUNTIME,
-    ConfigError,
-    PathRewriter,
-    ProbeSpec,
-    backoff_delay,
-    exit_status,
-    parse_probe,
-    rfc3339,
-    should_restart,
-)
+from devcluster.podspec.common import JSON, RUNTIME, ConfigError, rfc3339
+from devcluster.podspec.lifecycle import backoff_delay, exit_status, should_restart
+from devcluster.podspec.probes import ProbeSpec, parse_probe
+from devcluster.podspec.volumes import PathRewriter
 
 if TYPE_CHECKING:
     from devcluster.kubelet.node import Kubelet

@@ -27,14 +27,9 @@ from devcluster.kubelet.pod import Pod
 from devcluster.kubelet.processes import LIVE_GROUPS, reap_strays_sync
 from devcluster.kubelet.simulate import SimPod
 from devcluster.kubelet.status import BatchQueue, send_status
-from devcluster.podspec import (
-    JSON,
-    IPAllocator,
-    Sources,
-    kubernetes_service_env,
-    referenced_sources,
-    rfc3339,
-)
+from devcluster.podspec.common import JSON, rfc3339
+from devcluster.podspec.env import Sources, kubernetes_service_env, referenced_sources
+from devcluster.podspec.ips import IPAllocator
 
 log = logging.getLogger(__name__)
 

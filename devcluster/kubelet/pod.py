@@ -28,20 +28,11 @@ from devcluster.kubelet.lifecycle import (
     termination_message_path,
 )
 from devcluster.kubelet.volumes import make_dirs, prepare_volumes
-from devcluster.podspec import (
-    JSON,
-    PathRewriter,
-    compute_phase,
-    container_argv,
-    container_env,
-    container_mounts,
-    mount_env_name,
-    parse_time,
-    pod_conditions,
-    resolve_program,
-    rfc3339,
-    service_env,
-)
+from devcluster.podspec.common import JSON, parse_time, rfc3339
+from devcluster.podspec.env import container_env, service_env
+from devcluster.podspec.lifecycle import container_argv, resolve_program
+from devcluster.podspec.status import compute_phase, pod_conditions
+from devcluster.podspec.volumes import PathRewriter, container_mounts, mount_env_name
 
 if TYPE_CHECKING:
     from devcluster.kubelet.node import Kubelet

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 
 from devcluster.kubelet.base import pod_spec
 from devcluster.kubelet.processes import MARKER_ENV, STATE_ENV, signal_group
-from devcluster.podspec import JSON, ProbeSpec, parse_probe, resolve_program
+from devcluster.podspec.common import JSON
+from devcluster.podspec.lifecycle import resolve_program
+from devcluster.podspec.probes import ProbeSpec, parse_probe
 
 if TYPE_CHECKING:
     from devcluster.kubelet.lifecycle import Container, ContainerConfig

@@ -11,7 +11,8 @@ import time
 from typing import TYPE_CHECKING
 
 from devcluster.kubelet.base import PodBase, pod_spec
-from devcluster.podspec import JSON, RUNTIME, pod_conditions
+from devcluster.podspec.common import JSON, RUNTIME
+from devcluster.podspec.status import pod_conditions
 
 if TYPE_CHECKING:
     from devcluster.kubelet.node import Kubelet

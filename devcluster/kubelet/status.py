@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from devcluster.informer import ApiError, RestClient
-from devcluster.podspec import JSON
+from devcluster.podspec.common import JSON
 
 if TYPE_CHECKING:
     from devcluster.kubelet.base import PodBase

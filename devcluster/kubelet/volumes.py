@@ -21,7 +21,8 @@ import aiohttp
 
 from devcluster.informer import ApiError
 from devcluster.kubelet.base import pod_spec
-from devcluster.podspec import JSON, ConfigError, volume_dirs, volume_files
+from devcluster.podspec.common import JSON, ConfigError
+from devcluster.podspec.volumes import volume_dirs, volume_files
 
 if TYPE_CHECKING:
     from devcluster.kubelet.pod import Pod

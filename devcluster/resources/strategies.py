@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from devcluster.podspec import qos_class
+from devcluster.podspec.status import qos_class
 from devcluster.resources.fields import (
     CONFIG_KEY,
     CONFIG_KEY_MSG,

@@ -10,28 +10,31 @@ from typing import Any
 import pytest
 
 from devcluster import paths
-from devcluster.podspec import (
-    ConfigError,
-    IPAllocator,
-    PathRewriter,
+from devcluster.podspec.common import ConfigError
+from devcluster.podspec.env import (
     Sources,
-    backoff_delay,
-    compute_phase,
-    container_argv,
     container_env,
-    container_mounts,
-    exit_status,
     expand,
     field_value,
     kubernetes_service_env,
-    mount_env_name,
-    parse_probe,
     parse_quantity,
-    pod_conditions,
     referenced_sources,
-    resolve_program,
     service_env,
+)
+from devcluster.podspec.ips import IPAllocator
+from devcluster.podspec.lifecycle import (
+    backoff_delay,
+    container_argv,
+    exit_status,
+    resolve_program,
     should_restart,
+)
+from devcluster.podspec.probes import parse_probe
+from devcluster.podspec.status import compute_phase, pod_conditions
+from devcluster.podspec.volumes import (
+    PathRewriter,
+    container_mounts,
+    mount_env_name,
     volume_dirs,
     volume_files,
 )
