@@ -6,8 +6,10 @@ too.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -22,6 +24,10 @@ from lmoperator.scrape import Scraper
 
 FINALIZER = f"{GROUP}/finalizer"
 DEFAULT_METRICS_PORT = 8080
+# Passes run in threads (the kubernetes client blocks), and most of a pass is a wait for
+# the API server's answer. asyncio's default pool has cpu_count + 4 threads, so on a small
+# node a few slow answers queued every other job's pass behind them.
+PASS_THREADS = 32
 
 
 @kopf.on.startup()
@@ -40,7 +46,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_
     settings.watching.connect_timeout = 30
     # The handlers post their own Events; kopf's are for warnings and errors only.
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = PASS_THREADS
     # Children are watched with a server-side label selector: only what we made (the
     # handlers of lmoperator.handlers.children filter the same way).
     for child in lmoperator.handlers.children.WATCHED_CHILD_KINDS:
@@ -52,6 +58,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_
     if port:
         start_http_server(int(port))
         logger.info(f"Serving metrics port={port}")
+
+
+@kopf.on.startup()
+async def pass_threads(**_: Any) -> None:
+    """The pool of the daemons' passes (asyncio.to_thread)."""
+    pool = ThreadPoolExecutor(max_workers=PASS_THREADS, thread_name_prefix="pass")
+    asyncio.get_running_loop().set_default_executor(pool)
 
 
 @kopf.on.cleanup()

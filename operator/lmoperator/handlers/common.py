@@ -177,8 +177,13 @@ def current_status(state: ObjectState, body: Mapping[str, Any]) -> dict[str, Any
 def owner_index_entry(
     kind: kinds.ResourceKind, namespace: str | None, name: str, body: Mapping[str, Any]
 ) -> dict[OwnerKey, dict[str, Any]]:
-    """An owner's value in its kind's index: a copy of its body at the latest event."""
-    return {(namespace or "", kind.kind, name): copy.deepcopy(dict(body))}
+    """An owner's value in its kind's index: its body at the latest event.
+
+    Not a deep copy: kopf parses each watch event into new dicts and never changes them
+    afterwards, and nothing of ours writes into an indexed body. Copying every body of
+    every event was a tenth of the operator's CPU at 500 jobs.
+    """
+    return {(namespace or "", kind.kind, name): dict(body)}
 
 
 def child_index_entry(
@@ -191,7 +196,7 @@ def child_index_entry(
     api_version, kind, name = controller
     if kinds.kind_of(api_version, kind) is None:
         return {}
-    return {(namespace or "", kind, name): copy.deepcopy(dict(body))}
+    return {(namespace or "", kind, name): dict(body)}  # as owner_index_entry: no deep copy
 
 
 def latest(index: Mapping[OwnerKey, Iterable[dict[str, Any]]], key: OwnerKey) -> dict[str, Any]:
