@@ -459,7 +459,7 @@ def service_models(draw: st.DrawFn) -> Wire:
 @st.composite
 def compressions(draw: st.DrawFn) -> Wire:
     out: Wire = {}
-    _maybe(draw, out, "quantization", st.sampled_from(["none", "int8", "fp16", "bf16"]))
+    _maybe(draw, out, "quantization", st.sampled_from(["none", "int8"]))
     if draw(st.booleans()):
         pruning: Wire = {"amount": draw(_floats(0, 1, exclude_max=True))}
         _maybe(draw, pruning, "method", st.sampled_from(["Magnitude", "Structured"]))
@@ -591,7 +591,9 @@ def service_specs(draw: st.DrawFn) -> Wire:
         if low > 1 or draw(st.booleans()):  # the default replicas, 1, must lie in range
             spec["replicas"] = draw(st.integers(low, high))
         spec["autoscaling"] = autoscaling
+    _maybe(draw, spec, "precision", st.sampled_from(["auto", "fp32", "bf16", "fp16"]))
     _maybe(draw, spec, "compression", compressions())
+    _maybe(draw, spec, "runtime", st.sampled_from(["Builtin", "VLLM"]))
     _maybe(draw, spec, "serving", serving_specs())
     _maybe(draw, spec, "worker", workers())
     return spec

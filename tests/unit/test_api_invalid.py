@@ -301,9 +301,20 @@ ENUMS: list[Case] = [
         SERVICE,
         {"spec.compression.quantization": "int4"},
         [
-            "spec.compression.quantization: must be one of 'none', 'int8', 'fp16' or 'bf16'"
-            " (got 'int4')"
+            "spec.compression.quantization: must be one of 'none' or 'int8' (got 'int4')"
         ],
+    ),
+    (
+        "serving-precision-fp8",
+        SERVICE,
+        {"spec.precision": "fp8"},
+        ["spec.precision: must be one of 'auto', 'fp32', 'bf16' or 'fp16' (got 'fp8')"],
+    ),
+    (
+        "runtime-sglang",
+        SERVICE,
+        {"spec.runtime": "SGLang"},
+        ["spec.runtime: must be one of 'Builtin' or 'VLLM' (got 'SGLang')"],
     ),
     (
         "pruning-method-random",

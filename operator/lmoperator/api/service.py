@@ -55,8 +55,20 @@ class ServiceModel(ApiModel):
 class Quantization(enum.StrEnum):
     NONE = "none"
     INT8 = "int8"
-    FP16 = "fp16"
+
+
+class ServingPrecision(enum.StrEnum):
+    """The dtype of the computation; `auto` is bf16 where the hardware runs it natively."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
     BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class Runtime(enum.StrEnum):
+    BUILTIN = "Builtin"
+    VLLM = "VLLM"
 
 
 class PruningMethod(enum.StrEnum):
@@ -82,7 +94,8 @@ class Compression(ApiModel):
 
     quantization: Quantization = Field(
         Quantization.NONE,
-        description="none, int8 (dynamic quantization of linear layers), fp16 or bf16.",
+        description="none or int8 (8-bit weights of the linear layers); applied on top of "
+        "spec.precision.",
     )
     pruning: Pruning | None = Field(None, description="Weight pruning.")
     max_perplexity_increase: float = Field(
@@ -90,7 +103,8 @@ class Compression(ApiModel):
         ge=0,
         le=10,
         description="Largest relative perplexity increase accepted on held-out text "
-        "(0.05 = 5%); beyond it the server refuses to become ready.",
+        "(0.05 = 5%), compressed and in spec.precision against the fp32 model; beyond "
+        "it the server refuses to become ready.",
     )
 
 
@@ -353,7 +367,17 @@ class LMServiceSpec(ApiModel):
         "subresource reads and writes it; with autoscaling, the autoscaler owns it.",
     )
     model: ServiceModel = Field(description="The model to serve.")
+    precision: ServingPrecision = Field(
+        ServingPrecision.AUTO,
+        description="dtype of the computation: auto (bf16 where the CPU or GPU supports it "
+        "natively, else fp32; status.model.precision says which), fp32, bf16 or fp16.",
+    )
     compression: Compression | None = Field(None, description="Load-time compression.")
+    runtime: Runtime = Field(
+        Runtime.BUILTIN,
+        description="Builtin (ElasticLM's server) or VLLM (vLLM's OpenAI server, for GPU "
+        "nodes; the image must provide it).",
+    )
     serving: ServingSpec = nested(ServingSpec, "The HTTP server and batching.")
     autoscaling: ServiceAutoscaling | None = Field(
         None, description="Automatic scaling; unset means manual scaling only."
@@ -450,6 +474,9 @@ class ServedModelStatus(ApiModel):
     """What the replicas actually serve."""
 
     checkpoint: str | None = Field(None, max_length=4096, description="Checkpoint path or step.")
+    precision: str | None = Field(
+        None, max_length=1024, description="The dtype the servers compute in, and why."
+    )
     perplexity_before: float | None = Field(
         None, ge=0, description="Held-out perplexity before compression."
     )
@@ -468,6 +495,9 @@ class LMServiceStatus(ApiModel):
     observed_generation: int | None = Field(None, ge=0, description="Generation last acted on.")
     replicas: int | None = Field(None, ge=0, description="Server pods that exist.")
     ready_replicas: int | None = Field(None, ge=0, description="Server pods that are ready.")
+    updated_replicas: int | None = Field(
+        None, ge=0, description="Server pods of the current pod template (rollouts)."
+    )
     selector: str | None = Field(None, description="Label selector of the server pods.")
     endpoint: str | None = Field(None, description="In-cluster URL of the OpenAI-compatible API.")
     model: ServedModelStatus | None = None
