@@ -300,9 +300,7 @@ ENUMS: list[Case] = [
         "quantization-int4",
         SERVICE,
         {"spec.compression.quantization": "int4"},
-        [
-            "spec.compression.quantization: must be one of 'none' or 'int8' (got 'int4')"
-        ],
+        ["spec.compression.quantization: must be one of 'none' or 'int8' (got 'int4')"],
     ),
     (
         "serving-precision-fp8",

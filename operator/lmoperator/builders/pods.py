@@ -7,7 +7,7 @@ not do to a generated pod (the CRD's free-form podTemplate cannot say it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,14 @@ ROLE_LABEL = "elasticlm.io/role"
 INDEX_LABEL = "elasticlm.io/index"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 NON_ROOT_ID = 1000
+
+
+class InvalidPodError(ValueError):
+    """The pod the spec asks for is not allowed; `problems` name the fields."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
 
 
 def owner_reference(kind: kinds.ResourceKind, name: str, uid: str) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import lmoperator
@@ -24,7 +23,7 @@ from lmoperator.api.trainingjob import (
 )
 from lmoperator.builders import pods
 from lmoperator.builders.merge import merge_pod
-from lmoperator.builders.pods import INDEX_LABEL, ROLE_LABEL
+from lmoperator.builders.pods import INDEX_LABEL, ROLE_LABEL, InvalidPodError
 from lmworker.config import (
     CONFIG_ENV,
     EXPECTED_REPLICAS_ENV,
@@ -79,14 +78,6 @@ WORKER_POD_RULES = pods.PodRules(
         "the operator replaces failed workers itself (set spec.runPolicy.restartPolicy instead)"
     ),
 )
-
-
-class InvalidPodError(ValueError):
-    """The pod the spec asks for is not allowed; `problems` name the fields."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
 
 
 # --------------------------------------------------------------------------------------

@@ -111,6 +111,7 @@ class ObservedObject:
     annotations: Mapping[str, str] = field(default_factory=dict)
     conditions: Mapping[str, str] = field(default_factory=dict)  # type -> status
     spec: Mapping[str, Any] = field(default_factory=dict)
+    status: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _ready(status: Mapping[str, Any]) -> bool:
@@ -182,7 +183,24 @@ def observe_object(obj: Mapping[str, Any]) -> ObservedObject:
             if isinstance(c, Mapping)
         },
         spec=dict(spec) if isinstance(spec, Mapping) else {},
+        status=dict(status) if isinstance(status, Mapping) else {},
     )
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: changed and new keys,
+    nested maps patched key by key, removed keys as null; lists are replaced whole."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = merge_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif before != value or key not in old:
+            patch[key] = value
+    patch.update({key: None for key in old if key not in new})
+    return patch
 
 
 # --------------------------------------------------------------------------------------

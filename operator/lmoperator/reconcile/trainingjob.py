@@ -27,11 +27,11 @@ from lmoperator.api.trainingjob import (
     TrainingConditionType,
     TrainingPhase,
 )
+from lmoperator.builders.pods import InvalidPodError
 from lmoperator.builders.trainingjob import (
     ROLE_RDZV,
     ROLE_WORKER,
     WORKER_CONTAINER,
-    InvalidPodError,
     rdzv_name,
     rdzv_pod,
     rdzv_service,

@@ -8,9 +8,9 @@ import pytest
 
 from lmoperator.api.common import ResourceRequirements
 from lmoperator.builders.merge import merge_pod
+from lmoperator.builders.pods import InvalidPodError
 from lmoperator.builders.trainingjob import (
     DEFAULT_WORKER_IMAGE,
-    InvalidPodError,
     cpu_threads,
     rdzv_pod,
     rdzv_service,
