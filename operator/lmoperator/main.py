@@ -16,6 +16,7 @@ import kopf
 from prometheus_client import start_http_server
 
 import lmoperator.handlers.children
+import lmoperator.handlers.service
 import lmoperator.handlers.trainingjob
 from lmoperator.api.kinds import GROUP
 from lmoperator.builders.pods import ROLE_LABEL
@@ -50,7 +51,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_
     # Children are watched with a server-side label selector: only what we made (the
     # handlers of lmoperator.handlers.children filter the same way).
     for child in lmoperator.handlers.children.WATCHED_CHILD_KINDS:
-        settings.watching.label_selectors[child.version, child.plural] = ROLE_LABEL
+        key = (child.group, child.plural) if child.group else (child.version, child.plural)
+        settings.watching.label_selectors[key] = ROLE_LABEL
     load_config()
     memo.kube = Kube()
     memo.scraper = Scraper()

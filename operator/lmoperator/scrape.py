@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import aiohttp
 
+from lmoperator.server_metrics import Readiness, parse_in_flight, parse_readiness
 from lmoperator.worker_metrics import WorkerMetrics, parse_worker_metrics
 from lmworker.config import METRICS_PORT
 
@@ -51,6 +52,33 @@ class Scraper:
             return parse_worker_metrics(body.decode("utf-8", errors="replace"))
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return None
+
+    async def _text(self, url: str) -> tuple[int, str] | None:
+        try:
+            async with self._client().get(url) as response:
+                body = await response.content.read(MAX_SCRAPE_BYTES)
+                return response.status, body.decode("utf-8", errors="replace")
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+    async def server(self, pod_ip: str, port: int) -> tuple[int | None, Readiness | None]:
+        """A server pod's requests in flight and its /readyz answer (None: unknown)."""
+        base = f"http://{pod_ip}:{port}"
+        metrics, ready = await asyncio.gather(
+            self._text(f"{base}/metrics"), self._text(f"{base}/readyz")
+        )
+        in_flight = readiness = None
+        try:
+            if metrics is not None and metrics[0] == 200:
+                in_flight = parse_in_flight(metrics[1])
+        except ValueError:
+            in_flight = None
+        try:
+            if ready is not None and ready[0] in (200, 503):
+                readiness = parse_readiness(ready[1])
+        except ValueError:
+            readiness = None
+        return in_flight, readiness
 
     async def rank0(self, pod_ips: Sequence[str]) -> WorkerMetrics | None:
         """The metrics of the first worker (in the given order) that reports rank 0.

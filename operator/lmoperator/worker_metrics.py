@@ -49,7 +49,7 @@ class WorkerMetrics:
 _SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?[ \t]+(\S+)(?:[ \t]+-?[0-9]+)?[ \t]*")
 
 
-def _values(text: str) -> dict[str, float]:
+def sample_values(text: str) -> dict[str, float]:
     """The first finite sample of each metric (histograms: read as their _sum/_count).
 
     A line parser rather than prometheus_client's: the operator reads a dozen figures
@@ -85,7 +85,7 @@ def parse_worker_metrics(text: str) -> WorkerMetrics:
 
     Raises ValueError when the text is not the Prometheus exposition format.
     """
-    values = _values(text)
+    values = sample_values(text)
 
     def integer(name: str) -> int | None:
         value = values.get(name)

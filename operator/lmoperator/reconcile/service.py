@@ -105,9 +105,8 @@ class Observed:
     service: ObservedService | None = None
     pdb: ObservedObject | None = None
     pods: Sequence[ObservedPod] = ()
-    # Pod name -> its deletion-cost annotation, and its pod-template-hash label.
+    # Pod name -> its deletion-cost annotation.
     deletion_cost: Mapping[str, int] = field(default_factory=dict)
-    template_of: Mapping[str, str] = field(default_factory=dict)
     # The body of the LMTrainingJob named by spec.model.fromTrainingJob (None: not found).
     training_job: Mapping[str, Any] | None = None
     # From the servers' last scrapes: requests in flight, why unready, what is served.

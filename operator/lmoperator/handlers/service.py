@@ -1,0 +1,345 @@
+"""kopf handlers of LMService: every trigger runs the same pass, `reconcile_service`.
+
+Triggers: the service's creation, a change of its spec, the operator's start (resume),
+an event of one of its children (the Deployment, its Service, its server pods: see
+handlers/children.py), and a loop per service (a kopf daemon) that scrapes the server
+pods' load and readiness, every SCRAPE_INTERVAL_SECONDS, or every second while a rollout
+or a start is under way. The loop also notices what the service depends on outside its
+children: the LMTrainingJob it serves from finishing (it then rolls to the job's export)
+or writing its first checkpoint.
+
+A scale-down scrapes first, so that the pods' deletion costs rank their current load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from lmoperator.api import InvalidResourceError, LMService, kinds, parse_resource
+from lmoperator.builders.service import SERVICE_LABEL
+from lmoperator.handlers import common
+from lmoperator.handlers.children import (
+    DEPLOYMENTS_INDEX,
+    PDBS_INDEX,
+    PODS_INDEX,
+    SERVICES_INDEX,
+    register_owner_label,
+    register_owner_pass,
+)
+from lmoperator.handlers.trainingjob import JOBS_INDEX
+from lmoperator.kube import KubeApi, KubeError
+from lmoperator.operator_metrics import RECONCILE_DURATION, RECONCILE_TOTAL, SCALING_ACTIONS
+from lmoperator.reconcile import children
+from lmoperator.reconcile.children import Plan
+from lmoperator.reconcile.service import (
+    REASON_INVALID,
+    NotReady,
+    Observed,
+    ServedModel,
+    is_server_pod,
+    observe_server_pod,
+    pod_deletion_cost,
+    problems_of,
+    reconcile,
+    service_ref,
+)
+from lmoperator.server_metrics import Readiness
+
+KIND = kinds.SERVICE
+SERVICES_BODIES_INDEX = "lmservice_bodies"
+SCRAPE_INTERVAL_SECONDS = 5.0
+FAST_INTERVAL_SECONDS = 1.0
+FAST_PHASES = frozenset({"Pending", "Loading", "Degraded"})
+
+
+class ServerScrape:
+    """The last scrape of a service's server pods, by pod name."""
+
+    def __init__(self) -> None:
+        self.in_flight: dict[str, int] = {}
+        self.readiness: dict[str, Readiness] = {}
+
+    def observed(self) -> tuple[dict[str, int], dict[str, NotReady], ServedModel | None]:
+        not_ready = {
+            name: NotReady(r.state, r.message)
+            for name, r in self.readiness.items()
+            if not r.ready and r.state != "draining"
+        }
+        served = next(
+            (
+                ServedModel(r.precision, r.perplexity_before, r.perplexity_after)
+                for r in self.readiness.values()
+                if r.ready
+            ),
+            None,
+        )
+        return dict(self.in_flight), not_ready, served
+
+
+def parse_service(body: Mapping[str, Any]) -> LMService | InvalidResourceError:
+    return _parsed(_model_input(body))[0]
+
+
+def _model_input(body: Mapping[str, Any]) -> str:
+    doc = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
+    meta = dict(doc.get("metadata") or {})
+    doc["metadata"] = {
+        k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta
+    }
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> tuple[LMService | InvalidResourceError, list[str]]:
+    """The typed service and its problems, once per distinct spec."""
+    try:
+        resource = parse_resource(json.loads(text))
+    except InvalidResourceError as exc:
+        return exc, problems_of(exc)
+    if not isinstance(resource, LMService):
+        invalid = InvalidResourceError(KIND.kind, [f"kind: must be {KIND.kind}"])
+        return invalid, problems_of(invalid)
+    return resource, problems_of(resource)
+
+
+def server_pods(indexes: Mapping[str, Any], namespace: str, name: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in common.latest_children(indexes[PODS_INDEX], (namespace, KIND.kind, name))
+        if is_server_pod(p)
+    ]
+
+
+def reconcile_service(
+    kube: KubeApi,
+    namespace: str,
+    name: str,
+    indexes: Mapping[str, Any],
+    logger: common.Logger,
+    *,
+    wait: bool = True,
+    scrape: ServerScrape | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Plan | None:
+    """One level-based pass over one service; None when it is gone or being deleted, or
+    (wait=False) when a pass already under way will cover this one.
+
+    Raises kopf.TemporaryError when the API fails (kopf retries after a delay).
+    """
+    body = common.latest(indexes[SERVICES_BODIES_INDEX], (namespace, KIND.kind, name))
+    uid = str((body.get("metadata") or {}).get("uid") or "")
+    if not uid:
+        return None
+    state = common.STATES.get(uid)
+    if scrape is not None:
+        state.metrics = scrape
+
+    def one_pass() -> Plan | None:
+        return _pass(kube, namespace, name, indexes, state, logger, now)
+
+    plan = common.run_exclusive(state, one_pass, wait)
+    waking = scrape is None and plan is not None and plan.status.get("phase") in FAST_PHASES
+    if waking and state.wake is not None:
+        state.wake.set()  # the loop scrapes now, not at its next interval
+    return plan
+
+
+def _pass(
+    kube: KubeApi,
+    namespace: str,
+    name: str,
+    indexes: Mapping[str, Any],
+    state: common.ObjectState,
+    logger: common.Logger,
+    now: Callable[[], datetime],
+) -> Plan | None:
+    started = time.monotonic()
+    result = "error"
+    try:
+        body = common.latest(indexes[SERVICES_BODIES_INDEX], (namespace, KIND.kind, name))
+        meta = body.get("metadata") or {}
+        if not body or meta.get("deletionTimestamp"):
+            result = "skipped"
+            return None
+        ref = service_ref(
+            name, namespace, str(meta.get("uid", "")), int(meta.get("generation") or 0)
+        )
+        status = common.current_status(state, body)
+        service, problems = _parsed(_model_input(body))
+        deployments = common.children_of(ref, state, kinds.DEPLOYMENT, indexes[DEPLOYMENTS_INDEX])
+        services = common.children_of(ref, state, kinds.K8S_SERVICE, indexes[SERVICES_INDEX])
+        pdbs = common.children_of(ref, state, kinds.POD_DISRUPTION_BUDGET, indexes[PDBS_INDEX])
+        pods = server_pods(indexes, namespace, name)
+        job = None
+        if isinstance(service, LMService) and service.spec.model.from_training_job is not None:
+            job_name = service.spec.model.from_training_job.name
+            job = common.latest(indexes[JOBS_INDEX], (namespace, kinds.TRAINING_JOB.kind, job_name))
+        scrape = state.metrics if isinstance(state.metrics, ServerScrape) else ServerScrape()
+        in_flight, not_ready, served = scrape.observed()
+        live = {str((p.get("metadata") or {}).get("name")) for p in pods}
+        observed = Observed(
+            deployment=children.observe_object(deployments[0]) if deployments else None,
+            service=next(
+                (children.observe_service(s) for s in services if s["metadata"]["name"] == name),
+                None,
+            ),
+            pdb=children.observe_object(pdbs[0]) if pdbs else None,
+            pods=[observe_server_pod(p) for p in pods],
+            deletion_cost={
+                str(p["metadata"]["name"]): cost
+                for p in pods
+                if (cost := pod_deletion_cost(p)) is not None
+            },
+            training_job=job or None,
+            in_flight={k: v for k, v in in_flight.items() if k in live},
+            not_ready={k: v for k, v in not_ready.items() if k in live},
+            served=served,
+        )
+        plan = reconcile(ref, service, status, observed, now(), list(problems))
+        common.write_status(kube, ref, state, status, plan.status, frozenset())
+        if plan.scaled:
+            SCALING_ACTIONS.labels(plan.scaled).inc()
+        common.apply_plan(kube, ref, state, plan, logger)
+        invalid = plan.status.get("phase") == "Failed"
+        result = "invalid" if invalid else "success"
+        return plan
+    except KubeError as exc:
+        raise kopf.TemporaryError(str(exc), delay=common.RETRY_DELAY_SECONDS) from exc
+    finally:
+        RECONCILE_TOTAL.labels(KIND.kind, result).inc()
+        RECONCILE_DURATION.labels(KIND.kind).observe(time.monotonic() - started)
+
+
+def _child_event_pass(
+    memo: Any, namespace: str, name: str, kwargs: Mapping[str, Any], logger: common.Logger
+) -> None:
+    try:
+        reconcile_service(common.kube_of(memo), namespace, name, kwargs, logger, wait=False)
+    except kopf.TemporaryError as exc:
+        logger.warning(f"Reconciling {KIND.singular} {name} after a child's event failed: {exc}")
+
+
+register_owner_pass(KIND, _child_event_pass)
+register_owner_label(SERVICE_LABEL, KIND)
+
+
+async def scrape_servers(
+    memo: Any, indexes: Mapping[str, Any], namespace: str, name: str
+) -> ServerScrape:
+    """Every live server pod's load and readiness, concurrently."""
+    body = common.latest(indexes[SERVICES_BODIES_INDEX], (namespace, KIND.kind, name))
+    port = int(((body.get("spec") or {}).get("serving") or {}).get("port") or 8000)
+    pods = [
+        p
+        for p in server_pods(indexes, namespace, name)
+        if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
+    ]
+    answers = await asyncio.gather(*(memo.scraper.server(p["status"]["podIP"], port) for p in pods))
+    scrape = ServerScrape()
+    for pod, (in_flight, readiness) in zip(pods, answers, strict=True):
+        pod_name = str(pod["metadata"]["name"])
+        if in_flight is not None:
+            scrape.in_flight[pod_name] = in_flight
+        if readiness is not None:
+            scrape.readiness[pod_name] = readiness
+    return scrape
+
+
+# --------------------------------------------------------------------------------------
+# The handlers
+
+
+def _on_change(memo: Any, namespace: str, name: str, kwargs: Mapping[str, Any]) -> None:
+    plan = reconcile_service(common.kube_of(memo), namespace, name, kwargs, kwargs["logger"])
+    if plan is None or plan.status.get("phase") != "Failed":
+        return
+    for condition in plan.status.get("conditions") or []:
+        if condition.get("type") == "Ready" and condition.get("reason") == REASON_INVALID:
+            raise kopf.PermanentError(f"The spec is invalid: {condition.get('message')}")
+
+
+@kopf.index(KIND.group, KIND.version, KIND.plural)
+def lmservice_bodies(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[common.OwnerKey, dict[str, Any]]:
+    return common.owner_index_entry(KIND, namespace, name, body)
+
+
+@kopf.on.create(KIND.group, KIND.version, KIND.plural)
+def created(memo: Any, namespace: str | None, name: str, **kwargs: Any) -> None:
+    _on_change(memo, namespace or "default", name, kwargs)
+
+
+@kopf.on.update(KIND.group, KIND.version, KIND.plural, field="spec")
+async def updated(
+    memo: Any, namespace: str | None, name: str, old: Any, new: Any, **kwargs: Any
+) -> None:
+    namespace = namespace or "default"
+    uid = str((kwargs["body"].get("metadata") or {}).get("uid") or "")
+    if _replicas(new) < _replicas(old) and uid:
+        # Rank the pods by their load now, just before the Deployment picks victims.
+        common.STATES.get(uid).metrics = await scrape_servers(memo, kwargs, namespace, name)
+    await asyncio.to_thread(_on_change, memo, namespace, name, kwargs)
+
+
+def _replicas(spec: Any) -> int:
+    value = (spec or {}).get("replicas") if isinstance(spec, Mapping) else None
+    return value if isinstance(value, int) else 1
+
+
+@kopf.on.resume(KIND.group, KIND.version, KIND.plural)
+def resumed(memo: Any, namespace: str | None, name: str, **kwargs: Any) -> None:
+    reconcile_service(common.kube_of(memo), namespace or "default", name, kwargs, kwargs["logger"])
+
+
+def _is_deletion(event: Mapping[str, Any], **_: Any) -> bool:
+    return event.get("type") == "DELETED"
+
+
+@kopf.on.event(KIND.group, KIND.version, KIND.plural, when=_is_deletion)
+def forget_deleted(event: Mapping[str, Any], uid: str | None, **_: Any) -> None:
+    if event.get("type") == "DELETED" and uid:
+        common.STATES.forget(uid)
+
+
+def _is_servable(status: Mapping[str, Any], **_: Any) -> bool:
+    return status.get("phase") != "Failed"
+
+
+@kopf.daemon(KIND.group, KIND.version, KIND.plural, when=_is_servable, cancellation_timeout=2.0)
+async def follow_servers(
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    namespace: str | None,
+    name: str,
+    uid: str | None,
+    **kwargs: Any,
+) -> None:
+    """Scrape the servers and run a pass, every SCRAPE_INTERVAL_SECONDS (every second
+    while the service starts, rolls or waits for its model)."""
+    namespace = namespace or "default"
+    state = common.STATES.get(uid or "")
+    state.wake = waker = common.Waker()
+    while not stopped:
+        scrape = await scrape_servers(memo, kwargs, namespace, name)
+        plan = await asyncio.to_thread(
+            reconcile_service,
+            common.kube_of(memo),
+            namespace,
+            name,
+            kwargs,
+            kwargs["logger"],
+            scrape=scrape,
+        )
+        if plan is None or plan.status.get("phase") == "Failed":
+            return
+        fast = plan.status.get("phase") in FAST_PHASES
+        await waker.wait(stopped, FAST_INTERVAL_SECONDS if fast else SCRAPE_INTERVAL_SECONDS)
