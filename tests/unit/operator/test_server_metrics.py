@@ -41,7 +41,10 @@ def test_readiness_of_a_refused_model_carries_the_servers_message() -> None:
     assert r.perplexity_after is None
 
 
-@pytest.mark.parametrize("body", ["[]", '{"ready": "yes"}', "not json"])
-def test_readiness_rejects_other_answers(body: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [("[]", "no boolean 'ready'"), ('{"ready": "yes"}', "no boolean 'ready'"), ("nope", "")],
+)
+def test_readiness_rejects_other_answers(body: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
         parse_readiness(body)
