@@ -136,6 +136,12 @@ def builtin_types() -> list[ResourceType]:
             field_selectors=("addressType",),
             top_fields=_top("addressType", "endpoints", "ports"),
         ),
+        # Stored, not enforced: devcluster has no eviction API (pods/eviction) to guard.
+        ResourceType(
+            "policy", "v1", "poddisruptionbudgets", "poddisruptionbudget",
+            "PodDisruptionBudget", True, short_names=("pdb",), status=True,
+            top_fields=_top("spec", "status"),
+        ),
         ResourceType(
             "authorization.k8s.io", "v1", "selfsubjectaccessreviews",
             "selfsubjectaccessreview", "SelfSubjectAccessReview", False, verbs=("create",),

@@ -1055,6 +1055,22 @@ async def test_events_in_both_api_groups_and_secrets(api: Api) -> None:
     assert (await api.put(f"{leases}/l", lease)).status == 400
 
 
+async def test_pod_disruption_budgets_are_stored_with_status(api: Api) -> None:
+    pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }
+    created = await api.post(pdbs, pdb)
+    assert created.status == 201
+    assert created["spec"]["maxUnavailable"] == 1
+    patched = await api.patch(f"{pdbs}/web/status", {"status": {"disruptionsAllowed": 1}})
+    assert patched["status"]["disruptionsAllowed"] == 1
+    assert [i["metadata"]["name"] for i in (await api.get(pdbs))["items"]] == ["web"]
+
+
 # --------------------------------------------------------------------------- tables
 
 
