@@ -171,12 +171,18 @@ def _pass(
             metrics=state.metrics if running else None,
         )
         plan = reconcile(ref, job, status, observed, now(), list(problems))
-        # Status first: a failure counted here is never counted again, even if an action
-        # below fails and the pass is retried.
-        common.write_status(kube, ref, state, status, plan.status, PROGRESS_FIELDS)
         if plan.scaled:
             SCALING_ACTIONS.labels(plan.scaled).inc()
-        common.apply_plan(kube, ref, state, plan, logger)
+        if plan.status.get("countedFailures") != status.get("countedFailures"):
+            # Status first: a failure counted here is never counted again, even if an
+            # action below fails and the pass is retried.
+            common.write_status(kube, ref, state, status, plan.status, PROGRESS_FIELDS)
+            common.apply_plan(kube, ref, state, plan, logger)
+        else:
+            # Nothing to count: the new pods of a scale-up need not wait for the status
+            # write's round trip.
+            common.apply_plan(kube, ref, state, plan, logger)
+            common.write_status(kube, ref, state, status, plan.status, PROGRESS_FIELDS)
         invalid = plan.status.get("phase") == "Failed" and any(
             c.get("type") == "Failed" and c.get("reason") == REASON_INVALID
             for c in plan.status.get("conditions") or []

@@ -198,11 +198,12 @@ def test_progress_alone_waits_other_changes_do_not() -> None:
     assert not should_write({}, PROGRESS_FIELDS, None)
 
 
-def test_first_passes_create_everything_status_first_and_no_reads() -> None:
+def test_first_passes_create_everything_and_make_no_reads() -> None:
     fake = FakeCluster(stored_job())
     plan = reconcile(fake)
     assert plan is not None
-    assert fake.calls == ["patch status", "create service tiny-lm-rdzv"]
+    # No failure to count: the children first, so that they need not wait for the write.
+    assert fake.calls == ["create service tiny-lm-rdzv", "patch status"]
     assert fake.job is not None
     assert fake.job["status"]["phase"] == "Pending"
     # The Service's event runs the next pass: its cluster IP lets the pods be made.
@@ -308,6 +309,21 @@ def _running(fake: FakeCluster) -> None:
     for name in ("tiny-lm-rdzv", "tiny-lm-worker-0", "tiny-lm-worker-1"):
         fake.set_pod(name, phase="Running", conditions=[{"type": "Ready", "status": "True"}])
     reconcile(fake)
+
+
+def test_a_counted_failure_is_written_before_the_failed_pod_goes() -> None:
+    fake = FakeCluster(stored_job())
+    _running(fake)
+    fake.calls.clear()
+    fake.set_pod(
+        "tiny-lm-worker-1",
+        phase="Failed",
+        containerStatuses=[{"name": "worker", "state": {"terminated": {"exitCode": 137}}}],
+    )
+    reconcile(fake)
+    assert fake.calls[:2] == ["patch status", "delete pod tiny-lm-worker-1"]
+    assert fake.job is not None
+    assert fake.job["status"]["restarts"] == 1
 
 
 def test_training_progress_is_written_at_most_every_few_seconds() -> None:

@@ -43,7 +43,11 @@ def test_readiness_of_a_refused_model_carries_the_servers_message() -> None:
 
 @pytest.mark.parametrize(
     ("body", "says"),
-    [("[]", "no boolean 'ready'"), ('{"ready": "yes"}', "no boolean 'ready'"), ("nope", "")],
+    [
+        ("[]", "no boolean 'ready'"),
+        ('{"ready": "yes"}', "no boolean 'ready'"),
+        ("nope", "Expecting value"),
+    ],
 )
 def test_readiness_rejects_other_answers(body: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
