@@ -201,6 +201,16 @@ def problems_of(service: LMService | InvalidResourceError) -> list[str]:
     return validate_server_pod(service) + runtime_problems(service, None)
 
 
+def unimplemented_settings(service: LMService) -> list[str]:
+    """Accepted settings the operator does not act on yet: said, never silently ignored."""
+    if service.spec.autoscaling is not None:
+        return [
+            "spec.autoscaling is not implemented yet: the service scales only when "
+            "spec.replicas changes (kubectl scale lms/NAME)"
+        ]
+    return []
+
+
 # --------------------------------------------------------------------------------------
 # The pass
 
@@ -245,6 +255,9 @@ def reconcile(
             plan.event(REASON_INVALID, f"The spec is invalid: {message}", warning=True)
         return finish(Phase.FAILED)
 
+    if ref.generation > int(status.get("observedGeneration") or 0):
+        for note in unimplemented_settings(service):
+            plan.event("NotImplemented", note, warning=True)
     namespace = ref.namespace
     new_status["endpoint"] = endpoint(ref.name, namespace)
     if observed.service is None:

@@ -395,3 +395,11 @@ def test_scaled_to_zero_is_pending() -> None:
     assert plan.status["phase"] == "Pending"
     ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "ScaledToZero"
+
+
+def test_autoscaling_is_said_to_be_unimplemented_once_per_generation() -> None:
+    service = make_service(autoscaling={"maxReplicas": 3})
+    plan = reconcile(REF, service, {}, Observed(), NOW)
+    assert [e.reason for e in plan.events if e.type == "Warning"] == ["NotImplemented"]
+    again = reconcile(REF, service, plan.status, Observed(), NOW)
+    assert not [e for e in again.events if e.reason == "NotImplemented"]
