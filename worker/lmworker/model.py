@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -352,7 +353,7 @@ class LlamaModel(nn.Module):
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary_at(batch.positions, x.dtype)
         for i, layer in enumerate(self.layers):
-            x = layer.forward_packed(x, cos, sin, i, cache, batch)
+            x = cast(DecoderLayer, layer).forward_packed(x, cos, sin, i, cache, batch)
         for slot, count in zip(slots, counts, strict=True):
             cache.lengths[slot] += count
         logits: torch.Tensor = self.lm_head(self.norm(x[batch.last_tokens]))
