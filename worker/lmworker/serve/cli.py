@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # Scrapers want the samples; `*_created` doubles the series for nothing.
-    prometheus_client.disable_created_metrics()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     threads = args.threads or int(os.environ.get(THREADS_ENV) or 0)
     if threads:
         torch.set_num_threads(threads)
