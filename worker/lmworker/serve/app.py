@@ -110,9 +110,11 @@ def create_app(
                 headers={"Retry-After": "5"},
             )
         state.enter()
+        metrics.in_flight_requests.inc()
         try:
             return await handler(request)
         finally:
+            metrics.in_flight_requests.dec()
             state.leave()
 
     def api() -> Api:

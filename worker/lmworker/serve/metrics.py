@@ -66,6 +66,12 @@ class ServeMetrics:
         self.generated_tokens = Counter(
             PREFIX + "generated_tokens", "Tokens generated.", registry=r
         )
+        self.in_flight_requests = Gauge(
+            PREFIX + "in_flight_requests",
+            "/v1 requests being handled, from reading the body to the last byte sent "
+            "(what a SIGTERM drain waits for).",
+            registry=r,
+        )
         self.ready = Gauge(PREFIX + "ready", "1 while the server takes requests.", registry=r)
 
     def render(self) -> bytes:
