@@ -390,7 +390,7 @@ def test_slow_clients_time_out_without_holding_up_others(server: Server) -> None
 async def test_overload_gets_429_and_leaving_clients_free_their_slots(server: Server) -> None:
     """SLOTS requests run, QUEUE wait, the next gets 429; when those clients go away,
     every slot and queue place is free again."""
-    before = server.metrics().get("elasticlm_serve_requests_total{code=429}", 0.0)
+    before = server.metrics()
     # Seconds of generation each: far longer than the checks below, which end them.
     payload = {"prompt": "Busy", "max_tokens": MAX_NEW_TOKENS, "stream": True, "ignore_eos": True}
     async with aiohttp.ClientSession(headers=AUTH) as session:
@@ -423,7 +423,13 @@ async def test_overload_gets_429_and_leaving_clients_free_their_slots(server: Se
         "the slots of the departed clients to be free",
     )
     after = server.metrics()
-    assert after["elasticlm_serve_requests_total{code=429}"] == before + 1
+
+    def count(metrics: dict[str, float], code: int) -> float:
+        return metrics.get(f"elasticlm_serve_requests_total{{code={code}}}", 0.0)
+
+    assert count(after, 429) == count(before, 429) + 1
+    # Each departed client's handler was cancelled ("client closed request").
+    assert count(after, 499) == count(before, 499) + SLOTS + QUEUE
     assert after["elasticlm_serve_kv_slots"] == SLOTS
     assert after["elasticlm_serve_time_to_first_token_seconds_count"] > 0
     assert after["elasticlm_serve_generated_tokens_total"] > 0

@@ -49,6 +49,8 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx-style proxies would otherwise hold the events back
 }
+# Set on a request whose client went away while its answer was streaming.
+CLIENT_LEFT = "elasticlm_client_left"
 # Prompt ids that give the first new token its context when decoded (see text.py).
 _DECODE_CONTEXT = 4
 
@@ -139,11 +141,11 @@ class Api:
             prompt_param,
         )
         handle = self._submit(prompt_ids, max_tokens, req)
-        if self.metrics is not None:
-            self.metrics.prompt_tokens.inc(len(prompt_ids))
-        reply = Reply(endpoint, self.settings.served_model_name)
-        text = TextStream(self._decode, req.stop, context=prompt_ids[-_DECODE_CONTEXT:])
         try:
+            if self.metrics is not None:
+                self.metrics.prompt_tokens.inc(len(prompt_ids))
+            reply = Reply(endpoint, self.settings.served_model_name)
+            text = TextStream(self._decode, req.stop, context=prompt_ids[-_DECODE_CONTEXT:])
             if req.stream:
                 return await self._stream(request, req, handle, reply, text)
             return await self._whole(handle, reply, text)
@@ -198,7 +200,7 @@ class Api:
                 finish = reason or finish
         except EngineStoppedError as exc:
             raise ApiError(503, str(exc), code="shutting_down") from exc
-        except RuntimeError as exc:
+        except Exception as exc:  # a failed forward pass (logged by the engine)
             raise ApiError(500, f"generation failed: {exc}") from exc
         used = usage(handle.prompt_tokens, handle.completion_tokens)
         return web.json_response(reply.body("".join(parts), finish, used))
@@ -228,8 +230,10 @@ class Api:
                 used = usage(handle.prompt_tokens, handle.completion_tokens)
                 await resp.write(sse(reply.usage_chunk(used)))
         except ConnectionResetError:
-            return resp  # the client left; `finally` in _generate frees the slot
-        except RuntimeError as exc:  # EngineStoppedError or a failed forward pass
+            request[CLIENT_LEFT] = True  # counted as 499, as a cancelled handler is
+            return resp  # `finally` in _generate frees the slot
+        except Exception as exc:  # EngineStoppedError, or a failed forward pass
+            # The status line is sent: the error travels as an event in the stream.
             status = 503 if isinstance(exc, EngineStoppedError) else 500
             body = ApiError(status, str(exc)).body()
             await resp.write(sse(reply.error_event(body)))

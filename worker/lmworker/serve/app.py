@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from lmworker.serve.api import Api, error_response, plain_error
+from lmworker.serve.api import CLIENT_LEFT, Api, error_response, plain_error
 from lmworker.serve.auth import BearerAuth
 from lmworker.serve.metrics import ServeMetrics
 from lmworker.serve.protocol import ApiError
@@ -31,6 +31,8 @@ log = logging.getLogger("lmworker.serve.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_PREFIX = "/v1/"
+# nginx's code for a request whose client closed the connection before the answer.
+CLIENT_CLOSED = "499"
 
 
 @dataclass
@@ -71,6 +73,10 @@ def create_app(
         """Every answer an OpenAI error object; /v1 answers counted by status code."""
         try:
             response = await handler(request)
+        except asyncio.CancelledError:  # the client went away mid-request
+            if request.path.startswith(API_PREFIX):
+                metrics.requests.labels(code=CLIENT_CLOSED).inc()
+            raise
         except ApiError as exc:
             response = error_response(exc)
         except web.HTTPException as exc:  # the router's 404 and 405, mostly
@@ -81,7 +87,8 @@ def create_app(
             log.exception("Request failed path=%s", request.path)
             response = plain_error(500, "the server failed on this request; see its log")
         if request.path.startswith(API_PREFIX):
-            metrics.requests.labels(code=str(response.status)).inc()
+            code = CLIENT_CLOSED if request.get(CLIENT_LEFT) else str(response.status)
+            metrics.requests.labels(code=code).inc()
         return response
 
     @web.middleware

@@ -305,6 +305,13 @@ class Engine:
     # -- the model thread -----------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # /healthz reports the dead thread; the log says why
+            log.exception("The engine thread died")
+            raise
+
+    def _loop(self) -> None:
         with torch.inference_mode():
             while True:
                 rows = self._next_rows()

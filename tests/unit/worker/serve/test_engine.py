@@ -209,3 +209,28 @@ def test_bf16_engine_runs() -> None:
             engine.stop()
 
     assert len(asyncio.run(run())) == 5
+
+
+async def test_a_failed_pass_fails_its_requests_and_the_engine_goes_on(model: LlamaModel) -> None:
+    engine = Engine(model, EngineConfig(max_batch_delay=0.0))
+    real = model.forward_packed
+    calls = 0
+
+    def failing_once(*args: object, **kwargs: object) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("out of memory, say")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    engine.model.forward_packed = failing_once  # type: ignore[method-assign]
+    engine.start()
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            await tokens(engine.submit(PROMPTS[0], 3, GREEDY))
+        assert await tokens(engine.submit(PROMPTS[0], 3, GREEDY)) == alone(model, PROMPTS[0], 3)
+        assert engine.alive()
+        assert engine.running == 0
+    finally:
+        engine.stop()
+        del engine.model.forward_packed
