@@ -6,6 +6,7 @@ most tests; the drain test and the exit-code test start their own processes.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -131,7 +132,7 @@ def request(
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = TINY.__class__(**{**TINY.__dict__, "context_length": CONTEXT})
+    cfg = dataclasses.replace(TINY, context_length=CONTEXT)
     return export_tiny(tmp_path_factory.mktemp("model") / "tiny", cfg)
 
 

@@ -68,6 +68,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lmworker.serve",
@@ -135,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-request-bytes", type=_positive_int, default=1 << 20)
     p.add_argument(
         "--read-timeout",
-        type=_non_negative_float,
+        type=_positive_float,
         default=10.0,
         help="seconds a request body may take to arrive",
     )
