@@ -23,7 +23,8 @@ from lmworker.serve.loading import (
 from lmworker.train import Trainer
 from tests.tiny_models import TINY, export_tiny, tiny_model
 
-# SmolLM2-135M-Instruct's config.json, as published.
+# SmolLM2-135M-Instruct's config.json, written out from its published values (no model
+# hub here to read the file from).
 SMOLLM2_CONFIG = {
     "architectures": ["LlamaForCausalLM"],
     "attention_bias": False,
