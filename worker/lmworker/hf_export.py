@@ -113,8 +113,11 @@ def model_config_from_hf(config: dict[str, Any]) -> ModelConfig:
     for field in ("attention_bias", "mlp_bias"):
         if config.get(field):
             raise ValueError(f"config.json: {field} is true; this model has no biases")
-    if config.get("rope_scaling"):
-        raise ValueError("config.json: rope_scaling is set; only plain RoPE is supported")
+    rope_scaling = config.get("rope_scaling")
+    if rope_scaling and _rope_type(rope_scaling) != "default":
+        raise ValueError(
+            f"config.json: rope_scaling is {rope_scaling}; only plain RoPE is supported"
+        )
     rope_theta = config.get("rope_theta")
     rope_parameters = config.get("rope_parameters")
     if rope_parameters:  # transformers 5 keeps rope_theta here
@@ -148,6 +151,13 @@ def model_config_from_hf(config: dict[str, Any]) -> ModelConfig:
         norm_eps=float(config.get("rms_norm_eps", 1e-6)),
         tie_embeddings=bool(config.get("tie_word_embeddings", False)),
     )
+
+
+def _rope_type(rope: Any) -> Any:
+    """The RoPE variant of a rope_scaling entry ("type" in older configs)."""
+    if not isinstance(rope, dict):
+        return rope
+    return rope.get("rope_type", rope.get("type"))
 
 
 def load_hf_llama(directory: str | os.PathLike[str]) -> tuple[LlamaModel, ModelConfig]:

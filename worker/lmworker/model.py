@@ -1,5 +1,10 @@
 """A Llama-shaped decoder-only transformer with a KV cache, and sampling from it.
 
+Two inference paths share the weights: `forward` with a `KVCache` (one length for the
+whole batch: training, evaluation, `generate`) and `forward_packed` with a `SlotKVCache`
+(independent sequences of different lengths in one pass: the server's continuous
+batching). Training never touches the second.
+
 Parameter names match Hugging Face's `LlamaModel` exactly (`embed_tokens`, `layers.{i}.
 self_attn.q_proj`, ..., `norm`, `lm_head`), so exporting is a rename: a "model." prefix on
 everything but `lm_head`. The arithmetic (RMSNorm in float32, rotate-half RoPE, SwiGLU)
@@ -9,11 +14,14 @@ follows `transformers`' Llama too, so an exported model gives the same logits th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
 from lmworker.config import ModelConfig
+from lmworker.slot_cache import PackedBatch, SlotKVCache
 
 
 def check_model_config(cfg: ModelConfig) -> None:
@@ -159,6 +167,63 @@ class Attention(nn.Module):
         projected: torch.Tensor = self.o_proj(out)
         return projected
 
+    def forward_packed(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        layer: int,
+        cache: SlotKVCache,
+        batch: PackedBatch,
+    ) -> torch.Tensor:
+        """x: [N, hidden] tokens of several sequences (see PackedBatch); cos/sin [N, D]."""
+        n = x.shape[0]
+        q = self.q_proj(x).view(n, self.heads, self.head_dim)
+        k = self.k_proj(x).view(n, self.kv_heads, self.head_dim)
+        v = self.v_proj(x).view(n, self.kv_heads, self.head_dim)
+        cos, sin = cos[:, None, :], sin[:, None, :]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        keys, values = cache.keys[layer], cache.values[layer]
+        keys[batch.token_slots, :, batch.positions] = k.to(keys.dtype)
+        values[batch.token_slots, :, batch.positions] = v.to(values.dtype)
+
+        out = q.new_empty(n, self.heads, self.head_dim)
+        if batch.decode_tokens.numel():
+            span = batch.decode_span
+            if batch.decode_slot_range is not None:  # a view: no copy of the cache
+                first, end = batch.decode_slot_range
+                dk, dv = keys[first:end, :, :span], values[first:end, :, :span]
+            else:
+                dk = keys[batch.decode_slots, :, :span]
+                dv = values[batch.decode_slots, :, :span]
+            dq = q[batch.decode_tokens][:, :, None, :]  # [D, heads, 1, head_dim]
+            dk, dv = self._expand_kv(dk.to(q.dtype)), self._expand_kv(dv.to(q.dtype))
+            attended = nn.functional.scaled_dot_product_attention(
+                dq, dk, dv, attn_mask=batch.decode_mask
+            )
+            out[batch.decode_tokens] = attended[:, :, 0, :]
+        for first, count, slot, past in batch.runs:
+            rk = self._expand_kv(keys[slot : slot + 1, :, : past + count].to(q.dtype))
+            rv = self._expand_kv(values[slot : slot + 1, :, : past + count].to(q.dtype))
+            rq = q[first : first + count].transpose(0, 1)[None]  # [1, heads, count, head_dim]
+            if past == 0:
+                attended = nn.functional.scaled_dot_product_attention(rq, rk, rv, is_causal=True)
+            else:
+                q_pos = torch.arange(past, past + count, device=x.device)
+                k_pos = torch.arange(past + count, device=x.device)
+                mask = k_pos[None, :] <= q_pos[:, None]
+                attended = nn.functional.scaled_dot_product_attention(rq, rk, rv, attn_mask=mask)
+            out[first : first + count] = attended[0].transpose(0, 1)
+        projected: torch.Tensor = self.o_proj(out.reshape(n, self.heads * self.head_dim))
+        return projected
+
+    def _expand_kv(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, kv_heads, L, D] -> [B, heads, L, D], as `forward` does (HF repeat_kv)."""
+        if self.kv_heads == self.heads:
+            return t
+        return t.repeat_interleave(self.heads // self.kv_heads, dim=1)
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
@@ -194,6 +259,20 @@ class DecoderLayer(nn.Module):
         mlp: torch.Tensor = self.mlp(self.post_attention_layernorm(x))
         return x + mlp
 
+    def forward_packed(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        layer: int,
+        cache: SlotKVCache,
+        batch: PackedBatch,
+    ) -> torch.Tensor:
+        attn = self.self_attn.forward_packed(self.input_layernorm(x), cos, sin, layer, cache, batch)
+        x = x + attn
+        mlp: torch.Tensor = self.mlp(self.post_attention_layernorm(x))
+        return x + mlp
+
 
 class LlamaModel(nn.Module):
     """Token ids [B, T] to float logits [B, T, vocab]; see the module docstring for names."""
@@ -220,11 +299,18 @@ class LlamaModel(nn.Module):
         self, start: int, length: int, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin, [1, 1, length, head_dim], for positions start..start+length-1."""
+        positions = torch.arange(start, start + length, device=self.get_buffer("inv_freq").device)
+        cos, sin = self.rotary_at(positions, dtype)
+        return cos[None, None], sin[None, None]
+
+    def rotary_at(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin, [N, head_dim], for any positions [N]."""
         inv_freq = self.get_buffer("inv_freq")
-        positions = torch.arange(start, start + length, device=inv_freq.device).float()
-        freqs = positions[:, None] * inv_freq.float()[None, :]
+        freqs = positions.float()[:, None] * inv_freq.float()[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype)[None, None], emb.sin().to(dtype)[None, None]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(self, input_ids: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         _, t = input_ids.shape
@@ -241,6 +327,48 @@ class LlamaModel(nn.Module):
             kv_cache.advance(t)
         logits: torch.Tensor = self.lm_head(self.norm(x))
         return logits.float()
+
+    def forward_packed(
+        self,
+        input_ids: torch.Tensor,
+        slots: Sequence[int],
+        counts: Sequence[int],
+        cache: SlotKVCache,
+    ) -> torch.Tensor:
+        """Extend several sequences at once: logits [S, vocab] of each one's last new token.
+
+        `input_ids` [N] concatenates `counts[i]` new tokens for the sequence in `slots[i]`,
+        which continue the `cache.lengths[slot]` positions cached there: a prompt (all its
+        tokens, slot emptied first) or the latest token of a decoding sequence.
+        """
+        if input_ids.ndim != 1 or input_ids.shape[0] != sum(counts):
+            raise ValueError(f"input_ids must be [sum(counts)] = [{sum(counts)}]")
+        needed = max(cache.lengths[s] + c for s, c in zip(slots, counts, strict=True))
+        if needed > self.cfg.context_length:
+            raise ValueError(
+                f"{needed} positions exceed the context length {self.cfg.context_length}"
+            )
+        cache.reserve(needed)
+        batch = PackedBatch.build(slots, counts, cache, device=input_ids.device)
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.rotary_at(batch.positions, x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = cast(DecoderLayer, layer).forward_packed(x, cos, sin, i, cache, batch)
+        for slot, count in zip(slots, counts, strict=True):
+            cache.lengths[slot] += count
+        logits: torch.Tensor = self.lm_head(self.norm(x[batch.last_tokens]))
+        return logits.float()
+
+    def new_slot_cache(self, slots: int, max_length: int | None = None) -> SlotKVCache:
+        """A slot cache on this model's device and dtype (max_length defaults to the context)."""
+        weight = self.embed_tokens.weight
+        return SlotKVCache(
+            self.cfg,
+            slots,
+            max_length if max_length is not None else self.cfg.context_length,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
 
     def new_kv_cache(self, batch_size: int, max_length: int | None = None) -> KVCache:
         """A cache on this model's device and dtype (max_length defaults to the context)."""

@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -333,6 +333,9 @@ class Trainer:
     def save_checkpoint(self, meta: dict[str, Any], wait: bool = False) -> None:
         if self.checkpointer is None:
             return
+        # The architecture travels with the weights: a server (lmworker.serve) loads a
+        # checkpoint without the job's spec.
+        meta = {**meta, "model": asdict(self.model_config)}
         self.checkpointer.save(self.step, self.checkpoint_state(), meta)
         if wait:
             self.checkpointer.wait()
