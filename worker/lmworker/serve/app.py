@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -41,6 +42,11 @@ class ServerState:
 
     api: Api | None = None  # set once the model is loaded and the engine runs
     draining: bool = False
+    # Why the server will never become ready (e.g. the perplexity gate refused the
+    # compressed model): /readyz says it, and the operator shows it in a condition.
+    refused: str | None = None
+    # What it serves, for /readyz: precision (and why), perplexity before and after.
+    model_info: dict[str, Any] = field(default_factory=dict)
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     engine_alive: Callable[[], bool] = lambda: True
@@ -146,11 +152,15 @@ def create_app(
         return web.Response(text="ok\n")
 
     async def readyz(request: web.Request) -> web.Response:
+        """200 when serving, else 503; the JSON body says which state and why (the
+        operator reads it: lmoperator/server_metrics.py)."""
         if state.draining:
-            return web.Response(status=503, text="shutting down\n")
+            return _readiness(503, "draining", "shutting down")
+        if state.refused is not None:
+            return _readiness(503, "refused", state.refused)
         if state.api is None:
-            return web.Response(status=503, text="loading the model\n")
-        return web.Response(text="ready\n")
+            return _readiness(503, "loading", "loading the model")
+        return _readiness(200, "ready", "", state.model_info)
 
     async def metrics_page(request: web.Request) -> web.Response:
         response = web.Response(body=metrics.render())
@@ -171,6 +181,13 @@ def create_app(
         ]
     )
     return app
+
+
+def _readiness(status: int, name: str, message: str, model: Any = None) -> web.Response:
+    body: dict[str, Any] = {"ready": status == 200, "state": name, "message": message}
+    if model:
+        body["model"] = model
+    return web.json_response(body, status=status)
 
 
 def _router_message(request: web.Request, exc: web.HTTPException) -> str:

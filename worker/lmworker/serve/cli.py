@@ -257,6 +257,7 @@ async def serve(args: argparse.Namespace, auth: BearerAuth | None) -> None:
         api = Api(engine, served, settings, metrics)  # compiles the chat template
         engine.start()
         state.engine_alive = engine.alive
+        state.model_info = {"precision": served.dtype}
         state.api = api
         metrics.ready.set(1)
         log.info(
