@@ -18,12 +18,13 @@ contender, and each serves the same requests:
 
 Fair by construction: the same requests (fixed prompts of `--prompt-tokens` tokens cut
 from a fixed text, distinct from their first token on; exactly `--new-tokens` new
-tokens each, end of text ignored; greedy), the same torch threads (`--threads`, the
-server gets `--threads` too) and the same precision, and the in-process contenders are
+tokens each, 32 for the tiny model and 16 for SmolLM2, end of text ignored; greedy),
+the same torch threads (`--threads`, the server gets `--threads` too) and the same
+precision, and the in-process contenders are
 driven by one asyncio harness: `C` clients in a closed loop (each sends its next request
 when its previous one is answered) until the level's requests are answered: C of them,
 or `--min-requests` for the model if that is more (by default 64 for the tiny model,
-whose requests take milliseconds, and 4 for SmolLM2). From the clients' timestamps:
+whose requests take milliseconds, and 2 for SmolLM2; see SHAPES). From the clients' timestamps:
 generated tokens/s (all tokens over the level's wall time), and p50 and p99 of request
 latency (sent to last token) and of time to first token. Over HTTP the first token is
 the first server-sent event carrying text.
@@ -498,13 +499,27 @@ def make_prompts(model_dir: Path, count: int, length: int) -> list[list[int]]:
 # -- one model in one precision ---------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A model's requests: each level serves max(min_requests, concurrency) of them."""
+
+    min_requests: int
+    new_tokens: int
+
+
+# The tiny model's requests take milliseconds: many, so that a level lasts long enough to
+# time. SmolLM2's take seconds, and naive generate() serves 32 of them one by one at
+# concurrency 32: few and short, to keep the run within about 10 minutes on 2 cores.
+SHAPES = {"tiny": Shape(64, 32), "smollm2": Shape(2, 16)}
+QUICK_SHAPES = {"tiny": Shape(16, 16), "smollm2": Shape(1, 8)}
+
+
 @dataclass
 class Setup:
     levels: list[int]
-    min_requests: dict[str, int]  # per model: each level serves max(this, concurrency)
+    shapes: dict[str, Shape]
     repeats: int
     prompt_tokens: int
-    new_tokens: int
     threads: int
     contenders: list[str]
     logs: Path
@@ -549,7 +564,7 @@ def level_sizes(levels: list[int], min_requests: int) -> dict[int, int]:
     return {c: max(c, min_requests) for c in levels}
 
 
-async def measure(model_dir: Path, dtype: str, setup: Setup, min_requests: int) -> dict[str, Any]:
+async def measure(model_dir: Path, dtype: str, setup: Setup, shape: Shape) -> dict[str, Any]:
     import torch
     from transformers import LlamaForCausalLM
 
@@ -557,10 +572,10 @@ async def measure(model_dir: Path, dtype: str, setup: Setup, min_requests: int) 
     from lmworker.serve.loading import load_model_dir
 
     slots = max(setup.levels)
-    longest = setup.prompt_tokens + setup.new_tokens
-    sizes = level_sizes(setup.levels, min_requests)
+    longest = setup.prompt_tokens + shape.new_tokens
+    sizes = level_sizes(setup.levels, shape.min_requests)
     prompts = make_prompts(model_dir, max(sizes.values()), setup.prompt_tokens)
-    requests = [Request(p, setup.new_tokens) for p in prompts]
+    requests = [Request(p, shape.new_tokens) for p in prompts]
     result: dict[str, Any] = {"loadavg_start": loadavg(), "cpu_pressure_start": cpu_pressure()}
 
     started: dict[str, Contender] = {}
@@ -671,7 +686,6 @@ async def run(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     figures: dict[str, Any] = {"bench": "serve_throughput"}
     figures.update(
         prompt_tokens=setup.prompt_tokens,
-        new_tokens=setup.new_tokens,
         concurrency=setup.levels,
         repeats=setup.repeats,
         threads=setup.threads,
@@ -686,15 +700,17 @@ async def run(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
                 model_dir = smollm2_dir(Path(args.smollm2_dir))
             else:
                 raise SystemExit(f"--models: unknown model {model!r} (tiny, smollm2)")
-            sizes = level_sizes(setup.levels, setup.min_requests[model])
-            figures[model] = {"requests_per_level": {f"c{c}": n for c, n in sizes.items()}}
+            shape = setup.shapes[model]
+            sizes = level_sizes(setup.levels, shape.min_requests)
+            figures[model] = {
+                "new_tokens": shape.new_tokens,
+                "requests_per_level": {f"c{c}": n for c, n in sizes.items()},
+            }
             for dtype in args.dtypes.split(","):
                 if dtype not in DTYPES:
                     raise SystemExit(f"--dtypes: unknown {dtype!r} ({', '.join(DTYPES)})")
                 log(f"{model} {dtype}: measuring")
-                figures[model][dtype] = await measure(
-                    model_dir, dtype, setup, setup.min_requests[model]
-                )
+                figures[model][dtype] = await measure(model_dir, dtype, setup, shape)
                 log(f"{model} {dtype}: {json.dumps(figures[model][dtype])}")
     figures["loadavg_end"] = loadavg()
     figures["wall_s"] = round(time.monotonic() - started, 1)
@@ -704,6 +720,19 @@ async def run(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     return figures
 
 
+def per_model(text: str | None, flag: str) -> dict[str, int]:
+    """`tiny=64,smollm2=2` -> {"tiny": 64, "smollm2": 2}."""
+    out: dict[str, int] = {}
+    for item in (text or "").split(","):
+        if not item:
+            continue
+        model, _, count = item.partition("=")
+        if model not in SHAPES or not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"{flag}: expected MODEL=N with MODEL tiny or smollm2, got {item!r}")
+        out[model] = int(count)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,smollm2", help="tiny, smollm2 or both")
@@ -711,28 +740,31 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32", help="client counts")
     parser.add_argument(
         "--min-requests",
-        default="tiny=64,smollm2=4",
-        help="per model, the fewest requests a level serves (and at least one per client)",
+        help="per model, the fewest requests a level serves, e.g. tiny=64,smollm2=2 "
+        "(and at least one per client)",
+    )
+    parser.add_argument(
+        "--new-tokens", help="per model, tokens generated per request, e.g. tiny=32,smollm2=16"
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--prompt-tokens", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--contenders", default=",".join(CONTENDERS), help=f"any of {', '.join(CONTENDERS)}"
     )
     parser.add_argument("--smollm2-dir", default=str(DEFAULT_SMOLLM2_DIR))
     parser.add_argument("--logs", help="keep the server's logs here (default: a temporary dir)")
-    parser.add_argument("--quick", action="store_true", help="1 repeat, 16 new tokens")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 repeat, fewer and shorter requests (a smoke test)"
+    )
     args = parser.parse_args()
+    shapes = dict(QUICK_SHAPES if args.quick else SHAPES)
     if args.quick:
-        args.repeats, args.new_tokens = 1, 16
-    min_requests = {"tiny": 64, "smollm2": 4}
-    for item in args.min_requests.split(","):
-        model, _, count = item.partition("=")
-        if model not in min_requests or not count.isdigit():
-            raise SystemExit(f"--min-requests: expected tiny=N,smollm2=N, got {item!r}")
-        min_requests[model] = int(count)
+        args.repeats = 1
+    for model, count in per_model(args.min_requests, "--min-requests").items():
+        shapes[model] = Shape(count, shapes[model].new_tokens)
+    for model, count in per_model(args.new_tokens, "--new-tokens").items():
+        shapes[model] = Shape(shapes[model].min_requests, count)
     contenders = args.contenders.split(",")
     unknown = set(contenders) - set(CONTENDERS)
     if unknown:
@@ -751,10 +783,9 @@ def main() -> None:
         logs.mkdir(parents=True, exist_ok=True)
         setup = Setup(
             levels=[int(c) for c in args.concurrency.split(",")],
-            min_requests=min_requests,
+            shapes=shapes,
             repeats=args.repeats,
             prompt_tokens=args.prompt_tokens,
-            new_tokens=args.new_tokens,
             threads=args.threads,
             contenders=contenders,
             logs=logs,
