@@ -33,7 +33,7 @@ from devcluster.resources.fields import (
 )
 from devcluster.resources.strategies import PodStrategy, default_pod_template_spec
 from devcluster.resources.types import Env, ResourceType, Strategy
-from devcluster.store import Obj
+from devcluster.store import Obj, bad_request
 from devcluster.values import as_dict
 
 ROLLING_UPDATE = "RollingUpdate"
@@ -158,7 +158,10 @@ def _selector_causes(spec: Obj, kind: str) -> tuple[list[Cause], selectors.Label
         return [required("spec.selector")], None
     if not isinstance(selector, dict):
         return [invalid("spec.selector", selector, "invalid label selector")], None
-    causes = check_labels(as_dict(selector.get("matchLabels")), "spec.selector.matchLabels")
+    match_labels = as_dict(selector.get("matchLabels"))
+    if not all(isinstance(v, str) for v in match_labels.values()):
+        return [invalid("spec.selector", selector, "invalid label selector")], None
+    causes = check_labels(match_labels, "spec.selector.matchLabels")
     if not selector.get("matchLabels") and not selector.get("matchExpressions"):
         causes.append(
             Cause(
@@ -182,6 +185,12 @@ def _template_causes(
     if not isinstance(template, dict):
         return [required("spec.template")]
     labels = as_dict(as_dict(template.get("metadata")).get("labels"))
+    if not all(isinstance(v, str) for v in labels.values()):
+        raise bad_request(
+            f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: json: '
+            "cannot unmarshal into Go struct field ObjectMeta.spec.template.metadata.labels "
+            "of type string"
+        )
     causes = check_labels(labels, "spec.template.metadata.labels")
     if selector is not None and not selector.empty() and not selector.matches(labels):
         causes.append(

@@ -173,11 +173,11 @@ class WorkloadControllers:
             if current[0] <= due:
                 return  # an earlier pass is already due
             current[1].cancel()
-        dirty = self._dirty_sets if kind == "rs" else self._dirty_deployments
 
         def fire() -> None:
             self._timers.pop((kind, key), None)
-            dirty.add(key)
+            # looked up now: a round swaps the sets for new ones
+            (self._dirty_sets if kind == "rs" else self._dirty_deployments).add(key)
             self._schedule()
 
         self._timers[(kind, key)] = (due, self._loop.call_later(seconds, fire))
