@@ -51,13 +51,15 @@ class WorkloadControllers:
         self._running = False
 
     def attach(self) -> None:
+        self.cluster.store.add_listener(self.on_event)
+        self.resync()  # whatever a snapshot left half-done
+
+    def resync(self) -> None:
+        """Mark every ReplicaSet and Deployment for a pass."""
         store = self.cluster.store
-        store.add_listener(self.on_event)
-        # whatever a snapshot left half-done
-        for rs in store.items(REPLICA_SETS):
-            self._dirty_sets.add(_key(rs))
-        for deployment in store.items(DEPLOYMENTS):
-            self._dirty_deployments.add(_key(deployment))
+        self._dirty_sets.update(_key(rs) for rs in store.items(REPLICA_SETS))
+        self._dirty_deployments.update(_key(d) for d in store.items(DEPLOYMENTS))
+        self._schedule()
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
