@@ -5,7 +5,7 @@ so every intermediate state of a rollout can be checked."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,8 +113,8 @@ class Harness:
 
 
 @pytest.fixture
-def h() -> Iterator[Harness]:
-    yield Harness()
+def h() -> Harness:
+    return Harness()
 
 
 def deployment(name: str = "web", replicas: int = 3, image: str = "v1", **spec: Any) -> Obj:
@@ -228,7 +228,8 @@ def test_replica_set_adopts_orphans_and_releases_strays(h: Harness) -> None:
     h.create("pods", orphan)
     owned = [p for p in h.pods() if p["metadata"].get("ownerReferences")]
     assert len(h.pods()) == 1  # adopted, then one of the two went
-    assert owned and owned[0]["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"]
+    assert owned
+    assert owned[0]["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"]
     survivor = h.pods()[0]["metadata"]["name"]
     h.change("pods", survivor, lambda p: p["metadata"]["labels"].update(app="other"))
     released = h.get("pods", survivor)
@@ -348,7 +349,8 @@ def test_rollback_reuses_the_old_replica_set(h: Harness) -> None:
     assert len(h.replica_sets()) == 2
     v1 = next(rs for rs in h.replica_sets() if rs["spec"]["replicas"] == 1)
     notes = v1["metadata"]["annotations"]
-    assert (notes["deployment.kubernetes.io/revision"], notes["deployment.kubernetes.io/revision-history"]) == ("3", "1")  # fmt: skip
+    assert notes["deployment.kubernetes.io/revision"] == "3"
+    assert notes["deployment.kubernetes.io/revision-history"] == "1"
 
 
 def test_paused_deployment_scales_but_does_not_roll(h: Harness) -> None:
@@ -375,7 +377,8 @@ def test_scaling_mid_rollout_is_proportional(h: Harness) -> None:
     h.change("deployments", "web", lambda d: d["spec"].update(replicas=20))
     grown = sizes(h)
     assert sum(grown.values()) == 20 + 3
-    assert grown["v1"] > 8 and grown["v2"] > 5
+    assert grown["v1"] > 8
+    assert grown["v2"] > 5
 
 
 def test_deployment_adopts_a_matching_replica_set(h: Harness) -> None:

@@ -4,6 +4,7 @@ proportional scaling and revision history (pkg/controller/deployment semantics).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -32,7 +33,7 @@ def rolling(surge: int | str, unavailable: int | str) -> RolloutStrategy:
     return RolloutStrategy("RollingUpdate", surge, unavailable)
 
 
-def rs(name: str, replicas: int, available: int | None = None, **fields: object) -> ReplicaSetState:
+def rs(name: str, replicas: int, available: int | None = None, **fields: Any) -> ReplicaSetState:
     available = replicas if available is None else available
     return dataclasses.replace(
         ReplicaSetState(name, replicas, current=replicas, ready=available, available=available),
@@ -74,7 +75,8 @@ def test_surge_and_unavailability_of_a_deployment() -> None:
     assert max_unavailable(rolling("25%", "25%"), 4) == 1
     assert max_unavailable(rolling(1, 5), 3) == 3  # never more than the replicas
     assert max_unavailable(rolling(1, 1), 0) == 0
-    assert max_surge(RECREATE, 4) == 0 and max_unavailable(RECREATE, 4) == 0
+    assert max_surge(RECREATE, 4) == 0
+    assert max_unavailable(RECREATE, 4) == 0
 
 
 def test_new_replica_set_grows_within_the_surge() -> None:
@@ -158,7 +160,9 @@ def test_a_rolling_update_completes_within_its_bounds(
         all_sets = [*olds, new]
         assert sum(s.replicas for s in all_sets) <= ceiling
         assert sum(s.available for s in all_sets) >= min(floor, desired)
-    assert new is not None and new.replicas == desired and new.available == desired
+    assert new is not None
+    assert new.replicas == desired
+    assert new.available == desired
     assert all(o.replicas == 0 for o in olds)
 
 
@@ -205,7 +209,8 @@ def test_a_scaling_event_mid_rollout_is_spread_proportionally() -> None:
     scales = proportional_scale(strategy, 15, new, [old], 13)
     sizes = {s.name: s.replicas for s in scales}
     assert sum(sizes.values()) == 15 + max_surge(strategy, 15)
-    assert sizes["old"] > 8 and sizes["new"] > 5
+    assert sizes["old"] > 8
+    assert sizes["new"] > 5
     assert sizes["old"] - 8 >= sizes["new"] - 5  # the larger one gets the larger share
     # and back down to 5: everything shrinks, nothing goes negative
     down = {s.name: s.replicas for s in proportional_scale(strategy, 5, new, [old], 13)}

@@ -67,8 +67,10 @@ def test_counts_and_availability() -> None:
     d = deployment(3)
     new, old = rs("new", 2, 1), rs("old", 2, 2)
     status = calculate_status(d, [old, new], new, T0)
-    assert status["replicas"] == 4 and status["updatedReplicas"] == 2
-    assert status["availableReplicas"] == 3 and status["unavailableReplicas"] == 1
+    assert status["replicas"] == 4
+    assert status["updatedReplicas"] == 2
+    assert status["availableReplicas"] == 3
+    assert status["unavailableReplicas"] == 1
     assert status["observedGeneration"] == 1
     assert reason(status, AVAILABLE) == ("True", "MinimumReplicasAvailable")
     short = calculate_status(d, [rs("new", 3, 2)], None, T0)
@@ -120,7 +122,8 @@ def test_pause_and_resume_conditions() -> None:
     d = deployment(1)
     d["spec"]["paused"] = True
     paused = paused_condition(d, T0)
-    assert paused is not None and (paused["status"], paused["reason"]) == (
+    assert paused is not None
+    assert (paused["status"], paused["reason"]) == (
         "Unknown",
         "DeploymentPaused",
     )
@@ -128,7 +131,8 @@ def test_pause_and_resume_conditions() -> None:
     assert paused_condition(d, T0) is None
     d["spec"]["paused"] = False
     resumed = paused_condition(d, T0)
-    assert resumed is not None and resumed["reason"] == "DeploymentResumed"
+    assert resumed is not None
+    assert resumed["reason"] == "DeploymentResumed"
 
 
 # --------------------------------------------------------------------------- templates
