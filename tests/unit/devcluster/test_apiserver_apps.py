@@ -160,6 +160,7 @@ async def test_template_rules(api: Api) -> None:
 async def test_selector_is_immutable(api: Api) -> None:
     created = await api.post(DEPLOYS, deployment())
     changed = copy.deepcopy(created.body)
+    del changed["metadata"]["resourceVersion"]  # unconditional: the controller writes too
     changed["spec"]["selector"] = {"matchLabels": {"app": "web", "tier": "x"}}
     changed["spec"]["template"]["metadata"]["labels"]["tier"] = "x"
     reply = await api.put(f"{DEPLOYS}/web", changed)
@@ -203,6 +204,7 @@ async def test_scale_subresource(api: Api) -> None:
     assert scale["spec"] == {"replicas": 1}
     assert scale["status"]["selector"] == "app=web,tier in (a,b)"
     scale.body["spec"]["replicas"] = 4
+    del scale.body["metadata"]["resourceVersion"]  # unconditional: the controller writes too
     put = await api.put(path, scale.body)
     assert put["spec"]["replicas"] == 4
     patched = await api.patch(path, {"spec": {"replicas": 2}})
