@@ -100,43 +100,57 @@ async def test_defaults(api: Api) -> None:
     assert rs["status"] == {"replicas": 0}
 
 
+ROLLING = "spec.strategy.rollingUpdate"
+EMPTY_SELECTOR = (
+    "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{}, "
+    "MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for "
+    "deployment"
+)
+OTHER_TEMPLATE = {
+    "metadata": {"labels": {"app": "other"}},
+    "spec": {"containers": [{"name": "m", "image": "i"}]},
+}
+
+
+def rolling(**fields: Any) -> JSON:
+    return {"strategy": {"type": "RollingUpdate", "rollingUpdate": fields}}
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
         (
-            {"template": {"metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "m", "image": "i"}]}}},
+            {"template": OTHER_TEMPLATE},
             'Deployment.apps "web" is invalid: spec.template.metadata.labels: Invalid value: '
             'map[string]string{"app":"other"}: `selector` does not match template `labels`',
         ),
-        ({"selector": {}}, "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"),
+        ({"selector": {}}, EMPTY_SELECTOR),
         ({"selector": None}, "spec.selector: Required value"),
         ({"replicas": -1}, "spec.replicas: Invalid value: -1: must be greater than or equal to 0"),
         (
-            {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}},
-            'spec.strategy.rollingUpdate.maxUnavailable: Invalid value: "0%": may not be 0 when `maxSurge` is 0',
+            rolling(maxSurge=0, maxUnavailable="0%"),
+            f'{ROLLING}.maxUnavailable: Invalid value: "0%": may not be 0 when `maxSurge` is 0',
         ),
         (
-            {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "150%"}}},
-            'spec.strategy.rollingUpdate.maxUnavailable: Invalid value: "150%": must not be greater than 100%',
+            rolling(maxUnavailable="150%"),
+            f'{ROLLING}.maxUnavailable: Invalid value: "150%": must not be greater than 100%',
         ),
-        (
-            {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "x"}}},
-            "spec.strategy.rollingUpdate.maxSurge: Invalid value: \"x\": a valid percent string",
-        ),
+        (rolling(maxSurge="x"), f'{ROLLING}.maxSurge: Invalid value: "x": a valid percent string'),
         (
             {"strategy": {"type": "Recreate", "rollingUpdate": {"maxSurge": 1}}},
-            "spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'",
+            f"{ROLLING}: Forbidden: may not be specified when strategy `type` is 'Recreate'",
         ),
         (
             {"strategy": {"type": "Blue"}},
-            'spec.strategy.type: Unsupported value: "Blue": supported values: "Recreate", "RollingUpdate"',
+            'spec.strategy.type: Unsupported value: "Blue": supported values: "Recreate", '
+            '"RollingUpdate"',
         ),
         (
             {"minReadySeconds": 10, "progressDeadlineSeconds": 10},
             "spec.progressDeadlineSeconds: Invalid value: 10: must be greater than minReadySeconds",
         ),
     ],
-)  # fmt: skip
+)
 async def test_validation(api: Api, change: JSON, expected: str) -> None:
     body = deployment()
     body["spec"].update(change)
