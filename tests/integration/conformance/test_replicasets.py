@@ -87,14 +87,19 @@ def test_replica_set_adopts_orphans_and_releases_strays(workloads: Workloads) ->
     orphan["spec"]["restartPolicy"] = "Always"
     w.core.create_namespaced_pod(w.namespace, orphan)
     rs = create(w, replica_set("solo", 1))
-    wait_for(
-        lambda: names(w, "solo") == {"orphan"},
-        POD_TIMEOUT,
-        lambda: f"the orphan adopted and no pod made; pods {names(w, 'solo')}",
-    )
-    adopted = read(w.core.read_namespaced_pod, "orphan", w.namespace)
-    (owner,) = adopted["metadata"]["ownerReferences"]
+
+    def adopted() -> Obj | None:
+        pod = read(w.core.read_namespaced_pod, "orphan", w.namespace)
+        return pod if pod["metadata"].get("ownerReferences") else None
+
+    (owner,) = wait_for(adopted, POD_TIMEOUT, "the orphan adopted")["metadata"]["ownerReferences"]
     assert (owner["uid"], owner["controller"]) == (rs["metadata"]["uid"], True)
+    wait_for(
+        lambda: rs_status(w, "solo").get("observedGeneration") == 1,
+        CONTROLLER_TIMEOUT,
+        "the ReplicaSet's status",
+    )
+    assert names(w, "solo") == {"orphan"}  # it counts: no pod made
 
     w.core.patch_namespaced_pod("orphan", w.namespace, {"metadata": {"labels": {"app": "x"}}})
 
