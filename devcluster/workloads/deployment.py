@@ -63,8 +63,24 @@ def state(rs: Obj) -> ReplicaSetState:
     return ReplicaSetState.of(rs, timestamp(rs["metadata"].get("creationTimestamp")) or 0.0)
 
 
+def state_of(rs: Obj | None) -> ReplicaSetState | None:
+    return state(rs) if rs is not None else None
+
+
+def with_new(new: Obj | None, olds: list[Obj]) -> list[Obj]:
+    """All of a Deployment's ReplicaSets: the old ones, then the new one if any."""
+    return [*olds, *([new] if new is not None else [])]
+
+
 def revision_of(rs: Obj) -> int:
     return state(rs).revision
+
+
+def set_progressing(d: Obj, status: str, reason: str, message: str, now: float) -> None:
+    """Set the Progressing condition of the working copy, when it has a deadline."""
+    if conditions.progress_deadline(d) is not None:
+        condition = conditions.new_condition(conditions.PROGRESSING, status, reason, message, now)
+        conditions.set_condition(d["status"], condition)
 
 
 class DeploymentController:
@@ -97,8 +113,7 @@ class DeploymentController:
         rs_list = self.claim_replica_sets(d)
         if d["metadata"].get("deletionTimestamp"):
             new, olds = self._new_and_old(d, rs_list, now, create=False)
-            new_state = state(new) if new is not None else None
-            status = conditions.calculate_status(d, self._states(new, olds), new_state, now)
+            status = conditions.calculate_status(d, self._states(new, olds), state_of(new), now)
             self._finish(stored, d, status)
             return None
         paused = conditions.paused_condition(d, now)
@@ -115,7 +130,7 @@ class DeploymentController:
         return conditions.progress_check_in(d, status, now)
 
     def _states(self, new: Obj | None, olds: list[Obj]) -> list[ReplicaSetState]:
-        return [state(rs) for rs in [*olds, *([new] if new is not None else [])]]
+        return [state(rs) for rs in with_new(new, olds)]
 
     def _reload(self, rs: Obj | None) -> Obj | None:
         """The stored state of a ReplicaSet this pass may have changed."""
@@ -133,39 +148,34 @@ class DeploymentController:
         scales = proportional_scale(
             RolloutStrategy.of(d),
             conditions.desired_replicas(d),
-            state(new) if new is not None else None,
+            state_of(new),
             [state(rs) for rs in olds],
             int(d["status"].get("replicas") or 0),
         )
-        self._apply(d, [*olds, *([new] if new else [])], scales)
+        self._apply(d, with_new(new, olds), scales)
         olds, new = self._reload_all(olds), self._reload(new)
         if as_dict(d.get("spec")).get("paused"):
             self._clean_history(d, olds)
-        return conditions.calculate_status(
-            d, self._states(new, olds), state(new) if new else None, now
-        )
+        return conditions.calculate_status(d, self._states(new, olds), state_of(new), now)
 
     def _rollout(self, d: Obj, rs_list: list[Obj], now: float) -> Obj:
         strategy = RolloutStrategy.of(d)
         desired = conditions.desired_replicas(d)
         new, olds = self._new_and_old(d, rs_list, now, create=strategy.type != RECREATE)
-        running = strategy.type == RECREATE and self._old_pods_running(d, new, olds)
-        step = rollout_step(
-            strategy, desired, state(new) if new else None, [state(rs) for rs in olds], running
-        )
+        running = strategy.type == RECREATE and self._old_pods_running(d, olds)
+        step = rollout_step(strategy, desired, state_of(new), [state(rs) for rs in olds], running)
         if step.create_new:
             new, olds = self._new_and_old(d, rs_list, now, create=True)
             if new is not None:
                 step = rollout_step(
                     strategy, desired, state(new), [state(rs) for rs in olds], running
                 )
-        scaled = self._apply(d, [*olds, *([new] if new else [])], list(step.scales))
+        scaled = self._apply(d, with_new(new, olds), list(step.scales))
         olds, new = self._reload_all(olds), self._reload(new)
         if not scaled and conditions.deployment_complete(d, d["status"]):
             self._clean_history(d, olds)
             olds = self._reload_all(olds)
-        new_state = state(new) if new is not None else None
-        return conditions.rollout_status(d, self._states(new, olds), new_state, now)
+        return conditions.rollout_status(d, self._states(new, olds), state_of(new), now)
 
     # ---- ReplicaSets
 
@@ -250,24 +260,20 @@ class DeploymentController:
                     obj["spec"].pop("minReadySeconds")
 
             m = new["metadata"]
-            updated = self.cluster.mutate(
-                self._rt("replicasets"), m["namespace"], m["name"], change
-            )
+            try:
+                updated = self.cluster.mutate(
+                    self._rt("replicasets"), m["namespace"], m["name"], change
+                )
+            except APIError as exc:
+                log.warning("could not update replicaset %s: %s", m["name"], exc.message)
+                return new
             return updated if updated is not None else new
         d["metadata"].setdefault("annotations", {})[REVISION] = annotations.get(
             REVISION, str(revision)
         )
-        if (
-            conditions.progress_deadline(d) is not None
-            and conditions.get_condition(d["status"], conditions.PROGRESSING) is None
-        ):
+        if conditions.get_condition(d["status"], conditions.PROGRESSING) is None:
             message = f'Found new replica set "{new["metadata"]["name"]}"'
-            conditions.set_condition(
-                d["status"],
-                conditions.new_condition(
-                    conditions.PROGRESSING, "True", conditions.FOUND_NEW_RS, message, now
-                ),
-            )
+            set_progressing(d, "True", conditions.FOUND_NEW_RS, message, now)
         return new
 
     def _create_new(self, d: Obj, olds: list[Obj], revision: int, now: float) -> Obj | None:
@@ -292,13 +298,7 @@ class DeploymentController:
             if exc.code == 409:
                 return self._on_collision(d, manifest)
             message = f'Failed to create new replica set "{name}": {exc.message}'
-            if conditions.progress_deadline(d) is not None:
-                conditions.set_condition(
-                    d["status"],
-                    conditions.new_condition(
-                        conditions.PROGRESSING, "False", CREATE_FAILED, message, now
-                    ),
-                )
+            set_progressing(d, "False", CREATE_FAILED, message, now)
             self.events.record(d, WARNING, CREATE_FAILED, message)
             return None
         if size > 0:
@@ -306,14 +306,9 @@ class DeploymentController:
                 d, NORMAL, "ScalingReplicaSet", f"Scaled up replica set {name} from 0 to {size}"
             )
         d["metadata"].setdefault("annotations", {})[REVISION] = str(revision)
-        if conditions.progress_deadline(d) is not None:
-            message = f'Created new replica set "{name}"'
-            conditions.set_condition(
-                d["status"],
-                conditions.new_condition(
-                    conditions.PROGRESSING, "True", conditions.NEW_RS_CREATED, message, now
-                ),
-            )
+        set_progressing(
+            d, "True", conditions.NEW_RS_CREATED, f'Created new replica set "{name}"', now
+        )
         return created
 
     def _on_collision(self, d: Obj, manifest: Obj) -> Obj | None:
@@ -333,7 +328,7 @@ class DeploymentController:
         d["status"]["collisionCount"] = int(d["status"].get("collisionCount") or 0) + 1
         return None
 
-    def _old_pods_running(self, d: Obj, new: Obj | None, olds: list[Obj]) -> bool:
+    def _old_pods_running(self, d: Obj, olds: list[Obj]) -> bool:
         """Whether a pod of an old ReplicaSet still runs (oldPodsRunning, for Recreate)."""
         if any(state(rs).current > 0 for rs in olds):
             return True
