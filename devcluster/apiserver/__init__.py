@@ -6,8 +6,9 @@ that need a server next to their own event loop). `Cluster` holds the object
 semantics (create, update, patch, delete, finalizers, generation, subresources)
 independently of HTTP; the built-in controllers of `devcluster.gc` (garbage collector,
 namespace and CRD clean-up, PVC protection, event expiry, Endpoints and EndpointSlices)
-and of `devcluster.workloads` (ReplicaSets and Deployments) use it. Resource types and per-kind rules live in `devcluster.resources`, tables in
-`devcluster.tables`, OpenAPI documents in `devcluster.openapi`.
+and of `devcluster.workloads` (ReplicaSets and Deployments) use it. Resource types and
+per-kind rules live in `devcluster.resources`, tables in `devcluster.tables`, OpenAPI
+documents in `devcluster.openapi`.
 
 Modules: the object semantics are `cluster` (`Cluster`), `objects` (checks of one
 object), `node`, `options` (`Ctx`, `DeleteOptions`) and `codec` (request bodies, patch

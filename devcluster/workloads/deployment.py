@@ -123,9 +123,9 @@ class DeploymentController:
         if as_dict(d.get("spec")).get("paused") or is_scaling_event(
             desired, [state(rs) for rs in rs_list]
         ):
-            status = self._sync_scaling(d, rs_list, now)
-        else:
-            status = self._rollout(d, rs_list, now)
+            self._finish(stored, d, self._sync_scaling(d, rs_list, now))
+            return None  # no progress is estimated while paused or resizing
+        status = self._rollout(d, rs_list, now)
         self._finish(stored, d, status)
         return conditions.progress_check_in(d, status, now)
 
