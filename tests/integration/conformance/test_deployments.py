@@ -225,7 +225,8 @@ def test_recreate_stops_old_pods_before_starting_new_ones(workloads: Workloads) 
         def settled(event: Obj) -> bool:
             pod = event["object"]
             name, labels = pod["metadata"]["name"], pod["metadata"].get("labels", {})
-            if event["type"] == "DELETED":
+            # An old pod counts until it is gone or has terminated (oldPodsRunning).
+            if event["type"] == "DELETED" or pod["status"].get("phase") in ("Failed", "Succeeded"):
                 old_left.discard(name)
             elif labels.get(HASH) == new_hash and name not in seen:
                 seen[name] = "added"
