@@ -753,6 +753,15 @@ SERVICE_RULES: list[Case] = [
         ["spec.serving.maxQueue (64) must be >= spec.serving.maxBatchSize (65)"],
     ),
     (
+        "int8-in-bf16",
+        SERVICE,
+        {"spec.precision": "bf16"},
+        [
+            "spec.compression.quantization int8 computes in fp32: set spec.precision to auto"
+            " or fp32 (got bf16)"
+        ],
+    ),
+    (
         "prometheus-source-without-url",
         SERVICE,
         {"spec.autoscaling.source": "Prometheus"},

@@ -335,6 +335,20 @@ def _queue_holds_batch(s: LMServiceSpec) -> str | None:
     return None
 
 
+def _int8_computes_in_fp32(s: LMServiceSpec) -> str | None:
+    c = s.compression
+    if (
+        c is not None
+        and c.quantization == Quantization.INT8
+        and s.precision in (ServingPrecision.BF16, ServingPrecision.FP16)
+    ):
+        return (
+            f"spec.compression.quantization int8 computes in fp32: set spec.precision to "
+            f"auto or fp32 (got {s.precision.value})"
+        )
+    return None
+
+
 def _prometheus_needs_url(s: LMServiceSpec) -> str | None:
     a = s.autoscaling
     if a is not None and a.source == MetricsSource.PROMETHEUS and a.prometheus is None:
@@ -428,6 +442,15 @@ class LMServiceSpec(ApiModel):
             "') must be >= spec.serving.maxBatchSize (' + string(self.serving.maxBatchSize) + ')'",
             message="spec.serving.maxQueue must be >= maxBatchSize",
             check=_queue_holds_batch,
+        ),
+        CelRule(
+            name="int8-computes-in-fp32",
+            rule="!has(self.compression) || self.compression.quantization != 'int8' || "
+            "self.precision == 'auto' || self.precision == 'fp32'",
+            message_expression="'spec.compression.quantization int8 computes in fp32: set "
+            "spec.precision to auto or fp32 (got ' + self.precision + ')'",
+            message="spec.compression.quantization int8 needs spec.precision auto or fp32",
+            check=_int8_computes_in_fp32,
         ),
         CelRule(
             name="prometheus-needs-url",
