@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from lmworker import perplexity as ppl
 from lmworker import quantization
 from lmworker.model import LlamaModel
@@ -187,12 +188,13 @@ def compress(
 ) -> str:
     """Apply pruning, then int8 or the precision, in place; returns the pruning in words.
 
-    `calibration_ids` ([1, T], text the perplexity is not measured on) calibrate int8.
+    `calibration_ids` ([1, T], text the perplexity is not measured on) calibrate int8
+    and rank Structured pruning's channels.
     """
     done = ""
     if settings.prunes:
         assert settings.pruning_method is not None
-        done = prune(model, settings.pruning_method, settings.pruning_amount)
+        done = prune(model, settings.pruning_method, settings.pruning_amount, calibration_ids)
     if settings.quantization == "int8":
         reduce_range = quantization.reduce_range_needed(facts.cpu_flags, facts.architecture)
         quantization.quantize_int8(model, calibration_ids, reduce_range=reduce_range)
