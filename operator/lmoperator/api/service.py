@@ -68,12 +68,16 @@ class Pruning(ApiModel):
     """Weight pruning applied when the model loads."""
 
     amount: float = Field(
-        ge=0, lt=1, description="Fraction of the weights of each linear layer to zero."
+        ge=0,
+        lt=1,
+        description="Fraction to remove: of each decoder linear layer's weights (Magnitude) "
+        "or of each MLP's intermediate channels (Structured).",
     )
     method: PruningMethod = Field(
         PruningMethod.MAGNITUDE,
-        description="Magnitude (smallest individual weights) or Structured (whole rows "
-        "with the smallest L2 norm).",
+        description="Magnitude (zero the smallest individual weights) or Structured (remove "
+        "the MLP channels whose output has the smallest L2 norm on calibration text, so "
+        "the matmuls shrink).",
     )
 
 
@@ -82,7 +86,8 @@ class Compression(ApiModel):
 
     quantization: Quantization = Field(
         Quantization.NONE,
-        description="none, int8 (dynamic quantization of linear layers), fp16 or bf16.",
+        description="none, int8 (int8 weights and per-token int8 activations in every "
+        "linear layer; CPU), fp16 or bf16 (the precision the model computes in).",
     )
     pruning: Pruning | None = Field(None, description="Weight pruning.")
     max_perplexity_increase: float = Field(
