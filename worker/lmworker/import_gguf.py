@@ -36,6 +36,9 @@ import torch
 from lmworker.files import replace_directory, write_atomically
 from lmworker.hf_export import WEIGHTS_FILE, model_config_from_hf
 
+# Bumped whenever the directory written changes, so caches of imports can key on it.
+FORMAT_VERSION = 3
+
 
 def import_gguf(gguf_file: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """Write the Hugging Face Llama directory of `gguf_file` to `out_dir` (replaced)."""
@@ -77,8 +80,10 @@ def import_gguf(gguf_file: str | os.PathLike[str], out_dir: str | os.PathLike[st
         tokenizer.save_pretrained(tmp, save_jinja_files=False)
         check_directory(tmp)
         _portable_tokenizer_config(tmp / "tokenizer_config.json")
-        # mkdtemp made it private; a model directory is read by other users (serving pods).
+        # mkdtemp and the writers made it private; serving pods may read as other users.
         tmp.chmod(0o755)
+        for path in tmp.iterdir():
+            path.chmod(0o644)
         replace_directory(tmp, target)
     finally:
         if tmp.exists():
