@@ -47,7 +47,7 @@ import torch
 from lmworker import perplexity as ppl
 from lmworker import quantization
 from lmworker.model import LlamaModel
-from lmworker.precision import MachineFacts, PrecisionChoice, choose_precision
+from lmworker.precision import PRECISIONS, MachineFacts, PrecisionChoice, choose_precision
 from lmworker.precision import probe_machine as probe
 from lmworker.pruning import PRUNING_METHODS, check_amount, prune
 from lmworker.tokenizer import Tokenizer
@@ -78,6 +78,8 @@ class CompressionSettings:
         found = []
         if self.quantization not in QUANTIZATIONS:
             found.append(f"quantization must be one of {', '.join(QUANTIZATIONS)}")
+        if self.precision not in PRECISIONS:
+            found.append(f"precision must be one of {', '.join(PRECISIONS)}")
         if self.pruning_method is not None and self.pruning_method not in PRUNING_METHODS:
             found.append(f"pruning method must be one of {', '.join(PRUNING_METHODS)}")
         try:
@@ -106,7 +108,8 @@ def settings_from_spec(compression: dict[str, Any] | None) -> CompressionSetting
     quantization = str(spec.get("quantization", "none"))
     precision = str(spec.get("precision", "auto"))
     if quantization in ("fp16", "bf16", "fp32"):
-        precision, quantization = quantization, "none"
+        precision = str(spec.get("precision", quantization))
+        quantization = "none"
     pruning = spec.get("pruning") or {}
     return CompressionSettings(
         quantization=quantization,

@@ -432,6 +432,10 @@ def test_settings_that_cannot_apply_are_errors() -> None:
         prepare_for_serving(
             tiny_model(), ByteTokenizer(), None, CompressionSettings(quantization="int8"), facts=gpu
         )
+    with pytest.raises(CompressionError, match="precision must be one of auto, fp32, bf16, fp16"):
+        prepare_for_serving(
+            tiny_model(), ByteTokenizer(), None, CompressionSettings(precision="fp8")
+        )
     with pytest.raises(CompressionError, match="quantization must be one of none, int8"):
         prepare_for_serving(
             tiny_model(), ByteTokenizer(), None, CompressionSettings(quantization="int4")
@@ -451,3 +455,5 @@ def test_settings_from_the_lmservice_spec() -> None:
     )
     assert (pruned.quantization, pruned.precision) == ("int8", "auto")
     assert (pruned.pruning_method, pruned.pruning_amount) == ("Structured", 0.3)
+    explicit = settings_from_spec({"quantization": "bf16", "precision": "fp32"})
+    assert (explicit.quantization, explicit.precision) == ("none", "fp32")
