@@ -33,13 +33,22 @@ from typing import Any
 
 import torch
 
+from lmworker.files import replace_directory, write_atomically
 from lmworker.hf_export import WEIGHTS_FILE, model_config_from_hf
+
+# Bumped whenever the directory written changes, so caches of imports can key on it.
+FORMAT_VERSION = 3
 
 
 def import_gguf(gguf_file: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """Write the Hugging Face Llama directory of `gguf_file` to `out_dir` (replaced)."""
     # Imported here: the worker image serves without transformers; only importing needs it.
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     source = Path(gguf_file)
     if not source.is_file():
@@ -53,7 +62,7 @@ def import_gguf(gguf_file: str | os.PathLike[str], out_dir: str | os.PathLike[st
             source.parent, gguf_file=source.name, dtype=torch.float32
         )
         config = loaded.config
-        if config.model_type != "llama":
+        if not isinstance(config, LlamaConfig):
             raise ValueError(
                 f"{source}: the architecture is {config.model_type!r}; only llama is supported"
             )
@@ -70,11 +79,29 @@ def import_gguf(gguf_file: str | os.PathLike[str], out_dir: str | os.PathLike[st
         # every transformers version and our server look for it.
         tokenizer.save_pretrained(tmp, save_jinja_files=False)
         check_directory(tmp)
-        _replace_dir(tmp, target)
+        _portable_tokenizer_config(tmp / "tokenizer_config.json")
+        # mkdtemp and the writers made it private; serving pods may read as other users.
+        tmp.chmod(0o755)
+        for path in tmp.iterdir():
+            path.chmod(0o644)
+        replace_directory(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _portable_tokenizer_config(path: Path) -> None:
+    """Name the tokenizer class every transformers version knows; drop load-time keys.
+
+    transformers 5 writes its new `TokenizersBackend`, which 4.x cannot resolve; the
+    `PreTrainedTokenizerFast` alias loads the same tokenizer.json in both.
+    """
+    config: dict[str, Any] = json.loads(path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    for key in ("is_local", "local_files_only", "backend"):
+        config.pop(key, None)
+    write_atomically(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def check_directory(directory: Path) -> None:
@@ -84,22 +111,6 @@ def check_directory(directory: Path) -> None:
     for name in (WEIGHTS_FILE, "tokenizer.json", "tokenizer_config.json"):
         if not (directory / name).is_file():
             raise RuntimeError(f"the import wrote no {name} into {directory}")
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename `new` onto `target`; an existing `target` is moved aside first, then deleted."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    old.rmdir()
-    os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

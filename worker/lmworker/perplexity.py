@@ -229,6 +229,7 @@ class BaselineCache:
             entries[key] = {"perplexity": value, **details}
             try:
                 write_atomically(path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+                path.chmod(0o644)  # pods of other users share the model directory
             except OSError as exc:
                 log.info("Could not cache the baseline perplexity in %s: %s", path, exc)
                 continue

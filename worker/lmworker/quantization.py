@@ -38,7 +38,7 @@ from lmworker.model import MLP, Attention, DecoderLayer, LlamaModel
 
 # /proc/cpuinfo flags of int8 dot products accumulating in 32 bits.
 VNNI_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-SMOOTHQUANT_ALPHA = 0.5
+SMOOTHQUANT_ALPHA = 0.6
 # Rows whose largest magnitude is below this are left unscaled (all zeros, in practice).
 _TINY = 1e-12
 
@@ -52,6 +52,10 @@ def reduce_range_needed(cpu_flags: frozenset[str], machine: str) -> bool:
 
 class Int8Linear(nn.Module):
     """A bias-free linear layer with int8 weights and per-token int8 activations."""
+
+    in_features: int
+    out_features: int
+    reduce_range: bool
 
     def __init__(self, linear: nn.Linear, reduce_range: bool) -> None:
         super().__init__()
@@ -139,7 +143,8 @@ def smooth_activations(
     for i, block in enumerate(model.layers):
         assert isinstance(block, DecoderLayer)
         attn, mlp = block.self_attn, block.mlp
-        assert isinstance(attn, Attention) and isinstance(mlp, MLP)
+        assert isinstance(attn, Attention)
+        assert isinstance(mlp, MLP)
         prefix = f"layers.{i}."
 
         qkv = [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]

@@ -80,12 +80,16 @@ class Pruning(ApiModel):
     """Weight pruning applied when the model loads."""
 
     amount: float = Field(
-        ge=0, lt=1, description="Fraction of the weights of each linear layer to zero."
+        ge=0,
+        lt=1,
+        description="Fraction to remove: of each decoder linear layer's weights (Magnitude) "
+        "or of each MLP's intermediate channels (Structured).",
     )
     method: PruningMethod = Field(
         PruningMethod.MAGNITUDE,
-        description="Magnitude (smallest individual weights) or Structured (whole rows "
-        "with the smallest L2 norm).",
+        description="Magnitude (zero the smallest individual weights) or Structured (remove "
+        "the MLP channels whose output has the smallest L2 norm on calibration text, so "
+        "the matmuls shrink).",
     )
 
 
@@ -94,8 +98,8 @@ class Compression(ApiModel):
 
     quantization: Quantization = Field(
         Quantization.NONE,
-        description="none or int8 (8-bit weights of the linear layers); applied on top of "
-        "spec.precision.",
+        description="none or int8 (int8 weights and per-token int8 activations in every linear "
+        "layer; CPU only; computes in fp32, so spec.precision must be auto or fp32).",
     )
     pruning: Pruning | None = Field(None, description="Weight pruning.")
     max_perplexity_increase: float = Field(

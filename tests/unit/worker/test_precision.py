@@ -75,7 +75,8 @@ def test_reasons_warn_where_an_explicit_choice_is_slow() -> None:
 
 
 def test_formats_a_gpu_cannot_compute_are_refused_with_the_alternative() -> None:
-    with pytest.raises(PrecisionError, match=r"bf16 needs CUDA compute capability 8\.0.*7\.0.*fp16"):
+    needs_ampere = r"bf16 needs CUDA compute capability 8\.0.*7\.0.*fp16"
+    with pytest.raises(PrecisionError, match=needs_ampere):
         choose_precision("bf16", cuda(7, 0))
     with pytest.raises(PrecisionError, match=r"fp16 needs CUDA compute capability 5\.3"):
         choose_precision("fp16", cuda(5, 2))
