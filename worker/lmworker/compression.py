@@ -223,6 +223,8 @@ def prepare_for_serving(
     to probing this machine. Raises CompressionError for settings that cannot apply.
     """
     problems = settings.problems()
+    if model.embed_tokens.weight.dtype != torch.float32:
+        problems.append("prepare_for_serving takes the float32 model as loaded")
     if problems:
         raise CompressionError("; ".join(problems))
     started = time.perf_counter()
