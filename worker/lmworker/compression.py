@@ -19,8 +19,9 @@ after on held-out text, and `refused` — None, or the message for the LMService
 Compressed=False condition when the increase exceeds `max_perplexity_increase`. A
 refused model must not serve. The uncompressed perplexity is cached (see
 `lmworker.perplexity.BaselineCache`), so a pod start pays only for the compressed pass.
-When nothing is compressed (no pruning, no int8, fp32) nothing is measured.
-`settings_from_spec(spec["compression"])` turns an LMService's spec into the settings.
+When nothing is compressed (no pruning, no int8, fp32) nothing is measured. The server
+(`lmworker.serve.cli`) builds the settings from its flags, which the operator renders from
+the LMService's spec.precision and spec.compression.
 
 int8 (`lmworker.quantization`) is SmoothQuant plus per-token activation scales on
 PyTorch's dynamic int8 kernels (FBGEMM/oneDNN): plain `quantize_dynamic` raised
@@ -40,7 +41,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -95,29 +95,6 @@ class CompressionSettings:
     @property
     def prunes(self) -> bool:
         return self.pruning_method is not None and self.pruning_amount > 0
-
-
-def settings_from_spec(compression: dict[str, Any] | None) -> CompressionSettings:
-    """Settings from an LMService `spec.compression` (camelCase, as the API writes it).
-
-    The v1alpha1 API has one `quantization` field for none|int8|fp16|bf16: fp16 and bf16
-    there mean the precision, int8 the quantization; a `precision` field, when present,
-    wins for the precision.
-    """
-    spec = compression or {}
-    quantization = str(spec.get("quantization", "none"))
-    precision = str(spec.get("precision", "auto"))
-    if quantization in ("fp16", "bf16", "fp32"):
-        precision = str(spec.get("precision", quantization))
-        quantization = "none"
-    pruning = spec.get("pruning") or {}
-    return CompressionSettings(
-        quantization=quantization,
-        precision=precision,
-        pruning_method=str(pruning.get("method", "Magnitude")) if pruning else None,
-        pruning_amount=float(pruning.get("amount", 0.0)),
-        max_perplexity_increase=float(spec.get("maxPerplexityIncrease", 0.05)),
-    )
 
 
 @dataclass(frozen=True)

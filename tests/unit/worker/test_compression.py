@@ -17,7 +17,6 @@ from lmworker.compression import (
     CompressionSettings,
     cast_to,
     prepare_for_serving,
-    settings_from_spec,
 )
 from lmworker.config import ModelConfig
 from lmworker.model import MLP, LlamaModel, generate, init_weights
@@ -440,20 +439,3 @@ def test_settings_that_cannot_apply_are_errors() -> None:
         prepare_for_serving(
             tiny_model(), ByteTokenizer(), None, CompressionSettings(quantization="int4")
         )
-
-
-def test_settings_from_the_lmservice_spec() -> None:
-    assert settings_from_spec(None) == CompressionSettings()
-    half = settings_from_spec({"quantization": "bf16", "maxPerplexityIncrease": 0.02})
-    assert (half.quantization, half.precision, half.max_perplexity_increase) == (
-        "none",
-        "bf16",
-        0.02,
-    )
-    pruned = settings_from_spec(
-        {"quantization": "int8", "pruning": {"amount": 0.3, "method": "Structured"}}
-    )
-    assert (pruned.quantization, pruned.precision) == ("int8", "auto")
-    assert (pruned.pruning_method, pruned.pruning_amount) == ("Structured", 0.3)
-    explicit = settings_from_spec({"quantization": "bf16", "precision": "fp32"})
-    assert (explicit.quantization, explicit.precision) == ("none", "fp32")
