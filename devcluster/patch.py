@@ -385,8 +385,20 @@ def _pod_keys() -> dict[str, str]:
     return keys
 
 
+def _workload_keys() -> dict[str, str]:
+    """Deployments and ReplicaSets: their pod template merges as a pod does."""
+    keys = dict(_OBJECT_META)
+    for path, key in _pod_keys().items():
+        if not path.startswith("status."):
+            keys[f"spec.template.{path}"] = key
+    keys["status.conditions"] = "type"
+    return keys
+
+
 MERGE_KEYS: Final[dict[str, dict[str, str]]] = {
     "Pod": _pod_keys(),
+    "Deployment": _workload_keys(),
+    "ReplicaSet": _workload_keys(),
     "Service": {**_OBJECT_META, "spec.ports": "port", "status.conditions": "type"},
     "Endpoints": dict(_OBJECT_META),
     "ConfigMap": dict(_OBJECT_META),

@@ -1,7 +1,7 @@
 """Kubernetes protobuf request bodies, decoded to JSON for the few kinds that need it.
 
-kubectl's typed clients (`kubectl create configmap|secret|namespace|serviceaccount`,
-`kubectl auth can-i`) send Kubernetes protobuf: the magic `k8s\0`, then a
+kubectl's typed clients (`kubectl create configmap|secret|namespace|serviceaccount|
+deployment`, `kubectl auth can-i`) send Kubernetes protobuf: the magic `k8s\0`, then a
 runtime.Unknown {typeMeta{apiVersion, kind}, raw} whose `raw` is the object in the
 field numbering of k8s.io/api's generated.proto. These few kinds are decoded to JSON;
 others answer 415 UnsupportedMediaType.
@@ -16,8 +16,9 @@ from devcluster.store import APIError, Obj, bad_request
 
 PROTOBUF_MAGIC = b"k8s\x00"
 #: A message description: field number -> (JSON name, type, sub-message or None, repeated).
-#: Types: string, int, bool (a *bool), flag (a plain bool), intorstring, map_ss
-#: (map<string, string>), map_sb (map<string, bytes>, base64 in JSON), message.
+#: Types: string, int (a plain int), pint (an *int: kept when 0), bool (a *bool), flag (a
+#: plain bool), intorstring, map_ss (map<string, string>), map_sb (map<string, bytes>,
+#: base64 in JSON), message.
 Proto = dict[int, tuple[str, str, Any, bool]]
 
 _OWNER_REFERENCE: Proto = {
@@ -78,7 +79,92 @@ _SERVICE_SPEC: Proto = {
     21: ("loadBalancerClass", "string", None, False),
     22: ("internalTrafficPolicy", "string", None, False),
 }
+# What `kubectl create deployment NAME --image=... [--replicas] [--port] [-- COMMAND]` sends.
+_LABEL_SELECTOR: Proto = {
+    1: ("matchLabels", "map_ss", None, False),
+    2: (
+        "matchExpressions",
+        "message",
+        {
+            1: ("key", "string", None, False),
+            2: ("operator", "string", None, False),
+            3: ("values", "string", None, True),
+        },
+        True,
+    ),
+}
+_CONTAINER: Proto = {
+    1: ("name", "string", None, False),
+    2: ("image", "string", None, False),
+    3: ("command", "string", None, True),
+    4: ("args", "string", None, True),
+    5: ("workingDir", "string", None, False),
+    6: (
+        "ports",
+        "message",
+        {
+            1: ("name", "string", None, False),
+            2: ("hostPort", "int", None, False),
+            3: ("containerPort", "int", None, False),
+            4: ("protocol", "string", None, False),
+            5: ("hostIP", "string", None, False),
+        },
+        True,
+    ),
+    7: (
+        "env",
+        "message",
+        {1: ("name", "string", None, False), 2: ("value", "string", None, False)},
+        True,
+    ),
+    8: ("resources", "message", {}, False),  # what kubectl sends: empty
+    14: ("imagePullPolicy", "string", None, False),
+}
+_POD_SPEC: Proto = {
+    2: ("containers", "message", _CONTAINER, True),
+    3: ("restartPolicy", "string", None, False),
+    4: ("terminationGracePeriodSeconds", "pint", None, False),
+    6: ("dnsPolicy", "string", None, False),
+    7: ("nodeSelector", "map_ss", None, False),
+    8: ("serviceAccountName", "string", None, False),
+    20: ("initContainers", "message", _CONTAINER, True),
+}
+_DEPLOYMENT_SPEC: Proto = {
+    1: ("replicas", "pint", None, False),
+    2: ("selector", "message", _LABEL_SELECTOR, False),
+    3: (
+        "template",
+        "message",
+        {1: ("metadata", "message", _OBJECT_META, False), 2: ("spec", "message", _POD_SPEC, False)},
+        False,
+    ),
+    4: (
+        "strategy",
+        "message",
+        {
+            1: ("type", "string", None, False),
+            2: (
+                "rollingUpdate",
+                "message",
+                {
+                    1: ("maxUnavailable", "intorstring", None, False),
+                    2: ("maxSurge", "intorstring", None, False),
+                },
+                False,
+            ),
+        },
+        False,
+    ),
+    5: ("minReadySeconds", "int", None, False),
+    6: ("revisionHistoryLimit", "pint", None, False),
+    7: ("paused", "flag", None, False),
+    9: ("progressDeadlineSeconds", "pint", None, False),
+}
 PROTOBUF_KINDS: dict[str, Proto] = {
+    "Deployment": {
+        1: ("metadata", "message", _OBJECT_META, False),
+        2: ("spec", "message", _DEPLOYMENT_SPEC, False),
+    },
     "Service": {
         1: ("metadata", "message", _OBJECT_META, False),
         2: ("spec", "message", _SERVICE_SPEC, False),
@@ -169,8 +255,11 @@ def _decode_message(data: bytes, proto: Proto) -> Obj:
             decoded = bool(value)
             if kind == "flag" and not decoded:
                 continue
-        elif kind == "int":
+        elif kind in ("int", "pint"):  # int (omitted when 0) or *int (kept)
             decoded = value - (1 << 64) if value >= 1 << 63 else value
+            if kind == "pint":
+                result[name] = decoded
+                continue
         elif kind == "intorstring":
             parts = {n: v for n, _, v in _wire_fields(bytes(value))}
             decoded = bytes(parts.get(3, b"")).decode() if parts.get(1) == 1 else parts.get(2, 0)

@@ -430,11 +430,73 @@ CLAIM_COLUMNS = [
     column("VolumeMode", description="The volume mode.", priority=1),
 ]
 
+
+def _template_columns(obj: Obj) -> list[str]:
+    """CONTAINERS, IMAGES and SELECTOR of a Deployment or ReplicaSet (`-o wide`)."""
+    spec = as_dict(obj.get("spec"))
+    containers = [
+        as_dict(c)
+        for c in as_list(as_dict(as_dict(spec.get("template")).get("spec")).get("containers"))
+    ]
+    selector = as_dict(spec.get("selector"))
+    terms = [f"{k}={v}" for k, v in sorted(as_dict(selector.get("matchLabels")).items())]
+    for expression in map(as_dict, as_list(selector.get("matchExpressions"))):
+        values = ",".join(str(v) for v in as_list(expression.get("values")))
+        terms.append(
+            f"{expression.get('key')} {str(expression.get('operator')).lower()} ({values})"
+        )
+    return [
+        ",".join(str(c.get("name", "")) for c in containers),
+        ",".join(str(c.get("image", "")) for c in containers),
+        ",".join(terms) or "<none>",
+    ]
+
+
+def deployment_row(obj: Obj) -> list[Any]:
+    spec, status = as_dict(obj.get("spec")), as_dict(obj.get("status"))
+    ready = f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}"
+    counts = [status.get("updatedReplicas", 0), status.get("availableReplicas", 0)]
+    return [_name(obj), ready, *counts, _age(obj), *_template_columns(obj)]
+
+
+def replica_set_row(obj: Obj) -> list[Any]:
+    spec, status = as_dict(obj.get("spec")), as_dict(obj.get("status"))
+    counts = [spec.get("replicas", 0), status.get("replicas", 0), status.get("readyReplicas", 0)]
+    return [_name(obj), *counts, _age(obj), *_template_columns(obj)]
+
+
+TEMPLATE_COLUMNS = [
+    column("Containers", description="Names of each container in the template.", priority=1),
+    column("Images", description="Images referenced by each container in the template.",
+           priority=1),
+    column("Selector", description="Label selector for pods.", priority=1),
+]  # fmt: skip
+DEPLOYMENT_COLUMNS = [
+    NAME_COLUMN,
+    column("Ready", description="Number of the pod with ready state"),
+    column("Up-to-date", "integer", "Total number of non-terminated pods targeted by this "
+           "deployment that have the desired template spec."),
+    column("Available", "integer", "Total number of available pods (ready for at least "
+           "minReadySeconds) targeted by this deployment."),
+    AGE_COLUMN,
+    *TEMPLATE_COLUMNS,
+]  # fmt: skip
+REPLICA_SET_COLUMNS = [
+    NAME_COLUMN,
+    column("Desired", "integer", "Replicas is the number of desired replicas."),
+    column("Current", "integer", "Replicas is the most recently observed number of replicas."),
+    column("Ready", "integer", "The number of ready replicas for this replica set."),
+    AGE_COLUMN,
+    *TEMPLATE_COLUMNS,
+]
+
 Spec = tuple[list[Obj], Callable[[Obj], list[Any]]]
 
 BUILTIN: dict[tuple[str, str], Spec] = {
     ("", "pods"): (POD_COLUMNS, pod_row),
     ("", "services"): (SERVICE_COLUMNS, service_row),
+    ("apps", "deployments"): (DEPLOYMENT_COLUMNS, deployment_row),
+    ("apps", "replicasets"): (REPLICA_SET_COLUMNS, replica_set_row),
     ("", "namespaces"): (
         [NAME_COLUMN, column("Status", description="The status of the namespace"), AGE_COLUMN],
         lambda o: [_name(o), as_dict(o.get("status")).get("phase", ""), _age(o)],

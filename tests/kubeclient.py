@@ -19,6 +19,8 @@ CoreApi: TypeAlias = Any
 CustomApi: TypeAlias = Any
 #: kubernetes.client.ApiextensionsV1Api
 ExtensionsApi: TypeAlias = Any
+#: kubernetes.client.AppsV1Api
+AppsApi: TypeAlias = Any
 
 
 def core_api(api: kubernetes.client.ApiClient) -> CoreApi:
@@ -31,6 +33,10 @@ def custom_api(api: kubernetes.client.ApiClient) -> CustomApi:
 
 def extensions_api(api: kubernetes.client.ApiClient) -> ExtensionsApi:
     return kubernetes.client.ApiextensionsV1Api(api)
+
+
+def apps_api(api: kubernetes.client.ApiClient) -> AppsApi:
+    return kubernetes.client.AppsV1Api(api)
 
 
 def api_client(kubeconfig: Path | str) -> kubernetes.client.ApiClient:

@@ -6,8 +6,9 @@ that need a server next to their own event loop). `Cluster` holds the object
 semantics (create, update, patch, delete, finalizers, generation, subresources)
 independently of HTTP; the built-in controllers of `devcluster.gc` (garbage collector,
 namespace and CRD clean-up, PVC protection, event expiry, Endpoints and EndpointSlices)
-use it. Resource types and per-kind rules live in `devcluster.resources`, tables in
-`devcluster.tables`, OpenAPI documents in `devcluster.openapi`.
+and of `devcluster.workloads` (ReplicaSets and Deployments) use it. Resource types and
+per-kind rules live in `devcluster.resources`, tables in `devcluster.tables`, OpenAPI
+documents in `devcluster.openapi`.
 
 Modules: the object semantics are `cluster` (`Cluster`), `objects` (checks of one
 object), `node`, `options` (`Ctx`, `DeleteOptions`) and `codec` (request bodies, patch
@@ -34,7 +35,7 @@ Deliberate simplifications:
   ports, immutability of pod specs and cluster IPs, ...), not field by field; unknown
   fields are detected at the top level and in `metadata` only.
 - Protobuf request bodies (kubectl's typed clients: `kubectl create configmap|secret|
-  namespace|serviceaccount|service`) are decoded for those kinds only; responses are
+  namespace|serviceaccount|service|deployment`) are decoded for those kinds only; responses are
   always JSON (or YAML when asked).
 - Continued lists (`continue`) read the current state after the last key served, not
   a consistent snapshot at the first page's resourceVersion.

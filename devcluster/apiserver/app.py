@@ -16,6 +16,7 @@ from devcluster import DEFAULT_KUBERNETES_VERSION
 from devcluster.apiserver.cluster import DEFAULT_NODE, Cluster
 from devcluster.apiserver.routes import APIServer
 from devcluster.gc import Controllers
+from devcluster.workloads.loop import WorkloadControllers
 
 
 def create_app(
@@ -35,7 +36,8 @@ def create_app(
     `persist`, the objects are also snapshotted to `paths.snapshot_file(state_dir)` and
     reloaded from it. `simulate` deletes pods at once (no kubelet terminates them).
     The `Cluster` is available as `app[CLUSTER_KEY]`, its built-in controllers (which
-    attach to it here) as `app[CONTROLLERS_KEY]`.
+    attach to it here) as `app[CONTROLLERS_KEY]`, the ReplicaSet and Deployment
+    controllers as `app[WORKLOADS_KEY]`.
     """
     cluster = Cluster(
         state_dir,
@@ -47,6 +49,8 @@ def create_app(
     )
     controllers = Controllers(cluster)
     controllers.attach()
+    workloads = WorkloadControllers(cluster)
+    workloads.attach()
     server = APIServer(
         cluster,
         controllers,
@@ -56,12 +60,23 @@ def create_app(
     app = server.make_app()
     app[CLUSTER_KEY] = cluster
     app[CONTROLLERS_KEY] = controllers
+    app[WORKLOADS_KEY] = workloads
     app[SERVER_KEY] = server
+
+    async def start_workloads(app: web.Application) -> None:
+        workloads.start()
+
+    async def stop_workloads(app: web.Application) -> None:
+        await workloads.stop()
+
+    app.on_startup.append(start_workloads)
+    app.on_cleanup.append(stop_workloads)
     return app
 
 
 CLUSTER_KEY = web.AppKey("devcluster.cluster", Cluster)
 CONTROLLERS_KEY = web.AppKey("devcluster.controllers", Controllers)
+WORKLOADS_KEY = web.AppKey("devcluster.workloads", WorkloadControllers)
 SERVER_KEY = web.AppKey("devcluster.apiserver", APIServer)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devcluster import DEFAULT_KUBERNETES_VERSION, paths
+from devcluster import DEFAULT_KUBERNETES_VERSION, paths, selectors
 from devcluster import patch as patching
 from devcluster.apiserver.codec import (
     APPLY_PATCH,
@@ -392,12 +392,14 @@ class Cluster:
         m.pop("selfLink", None)
         m.pop("managedFields", None)
         if subresource == "status":
-            status = new.get("status")
-            new = copy.deepcopy(old)
+            submitted, new = new, copy.deepcopy(old)
+            status = submitted.get("status")
             if status is None:
                 new.pop("status", None)
             else:
                 new["status"] = status
+            if rt.strategy is not None:
+                rt.strategy.prepare_status_update(self.env(ctx), rt, new, submitted)
             causes = []
         elif rt.status:
             if "status" in old:
@@ -775,6 +777,8 @@ class Cluster:
             scale["spec"]["replicas"] = spec_replicas
         if rt.scale.label_selector_path:
             found, selector = json_path_get(obj, rt.scale.label_selector_path)
+            if found and isinstance(selector, dict):  # a built-in kind's LabelSelector
+                selector = _selector_string(selector)
             if found and isinstance(selector, str) and selector:
                 scale["status"]["selector"] = selector
         return scale
@@ -862,3 +866,11 @@ class Cluster:
         ):
             patched.setdefault("metadata", {}).pop("resourceVersion", None)
         return self.update_scale(rt, namespace, name, patched, ctx)
+
+
+def _selector_string(selector: Obj) -> str:
+    """A metav1.LabelSelector as a Scale's `status.selector` (`app=web,tier in (a,b)`)."""
+    try:
+        return str(selectors.label_selector_from_dict(selector))
+    except selectors.SelectorError:
+        return ""

@@ -13,7 +13,8 @@ resources are admitted through their CRD's schema, and CRDs are checked for
 structural schemas.
 
 Modules: `types` (`ResourceType`, the converters, the `Strategy` base and its `Env`),
-`fields` (name rules and field errors), `strategies` (the built-in kinds), `crds`
+`fields` (name rules and field errors), `strategies` (the built-in kinds), `apps`
+(Deployments and ReplicaSets), `crds`
 (custom resources and CRDs), `registry` (`Registry` and the built-in types), `times`
 (time fields as Kubernetes writes them), `jsonpath` (the JSONPaths of CRDs).
 """

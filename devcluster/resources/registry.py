@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from devcluster.resources.apps import DeploymentStrategy, ReplicaSetStrategy
 from devcluster.resources.crds import CRDStrategy, CustomResourceStrategy, version_priority
 from devcluster.resources.strategies import (
     ClaimStrategy,
@@ -126,6 +127,18 @@ def builtin_types() -> list[ResourceType]:
                 "action", "reportingController", "reportingInstance", "deprecatedSource",
                 "deprecatedFirstTimestamp", "deprecatedLastTimestamp", "deprecatedCount",
             ),
+        ),
+        ResourceType(
+            "apps", "v1", "deployments", "deployment", "Deployment", True,
+            short_names=("deploy",), categories=("all",), status=True,
+            scale=ScaleSpec(".spec.replicas", ".status.replicas", ".spec.selector"),
+            top_fields=_top("spec", "status"), strategy=DeploymentStrategy(),
+        ),
+        ResourceType(
+            "apps", "v1", "replicasets", "replicaset", "ReplicaSet", True,
+            short_names=("rs",), categories=("all",), status=True,
+            scale=ScaleSpec(".spec.replicas", ".status.replicas", ".spec.selector"),
+            top_fields=_top("spec", "status"), strategy=ReplicaSetStrategy(),
         ),
         ResourceType(
             "coordination.k8s.io", "v1", "leases", "lease", "Lease", True,

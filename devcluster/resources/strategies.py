@@ -53,25 +53,31 @@ POD_UPDATE_MESSAGE = (
 )
 
 
+def default_pod_template_spec(spec: Obj) -> None:
+    """The API defaults of a pod spec, as a pod template (a Deployment's) gets them."""
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("securityContext", {})
+    for key in ("containers", "initContainers"):
+        for c in as_list(spec.get(key)):
+            if isinstance(c, dict):
+                _default_container(c)
+
+
 class PodStrategy(Strategy):
     def prepare_create(self, env: Env, rt: ResourceType, obj: Obj) -> None:
         spec = obj.setdefault("spec", {})
         if not isinstance(spec, dict):
             return
-        spec.setdefault("restartPolicy", "Always")
-        spec.setdefault("terminationGracePeriodSeconds", 30)
-        spec.setdefault("dnsPolicy", "ClusterFirst")
-        spec.setdefault("schedulerName", "default-scheduler")
-        spec.setdefault("securityContext", {})
+        default_pod_template_spec(spec)
+        # what admission adds to pods, not to templates
         spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
         spec.setdefault("serviceAccount", spec["serviceAccountName"])
         spec.setdefault("enableServiceLinks", True)
         spec.setdefault("priority", 0)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
-        for key in ("containers", "initContainers"):
-            for c in as_list(spec.get(key)):
-                if isinstance(c, dict):
-                    _default_container(c)
         if not spec.get("nodeName"):
             spec["nodeName"] = env.node_name  # "scheduled" to the one node
         obj["status"] = {

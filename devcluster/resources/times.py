@@ -42,6 +42,11 @@ TIME_FIELDS: dict[tuple[str, str], list[tuple[str, ...]]] = {
         (*_CONDITIONS, "lastTransitionTime"),
     ],
     ("apiextensions.k8s.io", "customresourcedefinitions"): [(*_CONDITIONS, "lastTransitionTime")],
+    ("apps", "deployments"): [
+        (*_CONDITIONS, "lastUpdateTime"),
+        (*_CONDITIONS, "lastTransitionTime"),
+    ],
+    ("apps", "replicasets"): [(*_CONDITIONS, "lastTransitionTime")],
     ("", "events"): [("firstTimestamp",), ("lastTimestamp",)],
     ("events.k8s.io", "events"): [("deprecatedFirstTimestamp",), ("deprecatedLastTimestamp",)],
 }

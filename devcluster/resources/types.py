@@ -23,6 +23,7 @@ SUBRESOURCE_VERBS = ("get", "patch", "update")
 #: Group names of the built-in API groups, in discovery order.
 BUILTIN_GROUPS = (
     "",
+    "apps",
     "events.k8s.io",
     "coordination.k8s.io",
     "discovery.k8s.io",
@@ -273,3 +274,7 @@ class Strategy:
     def validate_status(self, env: Env, rt: ResourceType, obj: Obj, old: Obj) -> list[Cause]:
         """Validation of a status subresource write (the whole resulting object)."""
         return []
+
+    def prepare_status_update(self, env: Env, rt: ResourceType, new: Obj, submitted: Obj) -> None:
+        """What a status write keeps of the submitted object besides `status` (nothing);
+        `new` is the stored object with the submitted status."""

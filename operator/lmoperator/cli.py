@@ -90,7 +90,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("  1. start devcluster, the embedded Kubernetes stand-in, and the operator;")
     print("  2. write a synthetic corpus, apply the example LMTrainingJob, train on 2 workers;")
     print("  3. rescale the job 2 -> 3 -> 2 while it trains, printing its progress;")
-    print("  4. finish the training and export the model in the Hugging Face layout.")
+    print("  4. finish the training and export the model in the Hugging Face layout;")
+    print("  5. serve it with the example LMService, ask for completions, scale 1 -> 2 -> 1.")
     print()
     status = cmd_validate(argparse.Namespace(files=[str(p) for p in examples]))
     if status != EXIT_OK:

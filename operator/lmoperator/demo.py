@@ -1,13 +1,17 @@
-"""`elasticlm demo`: train the example job on devcluster, rescale it 2 → 3 → 2, finish.
+"""`elasticlm demo`: train the example job on devcluster, rescale it 2 → 3 → 2, finish,
+then serve the trained model with the example LMService, ask it for a few completions
+and scale the servers 1 → 2 → 1.
 
 Everything runs on this machine: devcluster (the embedded Kubernetes stand-in), the
-operator, a rendezvous pod and the worker pods as local processes.
+operator, a rendezvous pod, the worker pods and the server pods as local processes.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,11 +19,12 @@ from typing import Any
 import kubernetes
 import yaml
 
-from lmoperator.api.kinds import GROUP, TRAINING_JOB, VERSION
+from lmoperator.api.kinds import GROUP, SERVICE, TRAINING_JOB, VERSION
 from lmoperator.localstack import LocalStack, local_stack
 
 PLURAL = TRAINING_JOB.plural
 CORPUS_BYTES = 2_000_000
+PROMPTS = ("the ", "and then ", "it was ")
 
 
 class DemoError(RuntimeError):
@@ -120,6 +125,96 @@ class Demo:
         return final
 
 
+class ServingDemo:
+    """The example LMService: serve the model the demo trained, ask it, scale it."""
+
+    def __init__(self, stack: LocalStack, service: dict[str, Any], demo: Demo) -> None:
+        self.stack = stack
+        self.service = service
+        self.name = str(service["metadata"]["name"])
+        self.namespace = str(service["metadata"].get("namespace") or "default")
+        self.custom: Any = kubernetes.client.CustomObjectsApi(stack.api)
+        self.core: Any = kubernetes.client.CoreV1Api(stack.api)
+        self.say = demo.say
+        self.last = ""
+
+    def status(self) -> dict[str, Any]:
+        obj = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, SERVICE.plural, self.name
+        )
+        return dict(obj.get("status") or {})
+
+    def wait(
+        self, what: str, done: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            ready: dict[str, Any] = next(
+                (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+            )
+            line = (
+                f"{status.get('phase', 'Pending'):<8} replicas {status.get('replicas', 0)}"
+                f"  ready {status.get('readyReplicas', 0)}  {ready.get('message', '')}"
+            )
+            if line != self.last:
+                self.say(line)
+                self.last = line
+            if done(status):
+                return status
+            if status.get("phase") == "Failed":
+                raise DemoError(f"the service failed: {ready.get('message')}")
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out after {timeout:g}s waiting for {what}")
+            time.sleep(0.5)
+
+    def complete(self, base: str, prompt: str) -> str:
+        body = {"model": self.name, "prompt": prompt, "max_tokens": 24, "temperature": 0}
+        request = urllib.request.Request(
+            f"{base}/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        return str(answer["choices"][0]["text"])
+
+    def scale(self, replicas: int) -> None:
+        self.say(f"scaling the servers to {replicas} (as `kubectl scale lms/{self.name} ...`)")
+        self.custom.patch_namespaced_custom_object_scale(
+            GROUP,
+            VERSION,
+            self.namespace,
+            SERVICE.plural,
+            self.name,
+            {"spec": {"replicas": replicas}},
+        )
+        self.wait(
+            f"{replicas} ready servers",
+            lambda s: s.get("replicas") == replicas and s.get("readyReplicas") == replicas,
+            timeout=300,
+        )
+
+    def run(self) -> None:
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, SERVICE.plural, self.service
+        )
+        self.say(f"created LMService {self.name}: serving the trained model")
+        status = self.wait("a ready server", lambda s: s.get("phase") == "Ready", timeout=300)
+        model = status.get("model") or {}
+        self.say(
+            f"serving {model.get('checkpoint')} in {model.get('precision')} at "
+            f"{status.get('endpoint')}"
+        )
+        svc = self.core.read_namespaced_service(self.name, self.namespace)
+        base = f"http://{svc.spec.cluster_ip}:80/v1"  # devcluster has no DNS
+        for prompt in PROMPTS:
+            self.say(f"completion of {prompt!r}: {self.complete(base, prompt)!r}")
+        self.scale(2)
+        self.scale(1)
+        self.say("served, scaled to 2 and back to 1")
+
+
 def failure_message(status: dict[str, Any]) -> str:
     for c in status.get("conditions") or []:
         if c.get("type") == "Failed" and c.get("status") == "True":
@@ -156,8 +251,11 @@ def run_demo(examples: Path, state_dir: Path | None, out: Callable[[str], None])
         history = final.get("scalingHistory") or []
         for h in history:
             out(f"  scaling: {h.get('from')} -> {h.get('to')} ({h.get('reason')})")
-        out(
-            "The LMService (serving) part of the demo is not available yet; the trained "
-            "model is exported in the Hugging Face Llama layout above."
-        )
+        service = yaml.safe_load((examples / "service.yaml").read_text())
+        try:
+            ServingDemo(stack, service, demo).run()
+        except DemoError as exc:
+            out(f"error: {exc}")
+            out(f"operator log: {stack.operator_log}; pod logs under {stack.state_dir}/pods")
+            return 1
     return 0

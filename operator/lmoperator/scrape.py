@@ -14,8 +14,6 @@ from lmworker.config import METRICS_PORT
 
 SCRAPE_TIMEOUT_SECONDS = 1.0
 MAX_SCRAPE_BYTES = 1 << 20
-# Longer than the metrics loop's interval, so a running job's connection is reused.
-KEEPALIVE_SECONDS = 30.0
 
 
 class Scraper:
@@ -28,13 +26,8 @@ class Scraper:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            # No proxies from the environment: pod IPs are reached directly. Connections
-            # are kept between scrapes (workers' metrics servers keep them alive), which
-            # saves a TCP handshake per scrape: at 500 jobs, most of the scrapes' CPU.
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self.timeout, trust_env=False
-            )
+            # No proxies from the environment: pod IPs are reached directly.
+            self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=False)
         return self._session
 
     async def close(self) -> None:

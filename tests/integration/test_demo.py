@@ -17,12 +17,14 @@ pytestmark = pytest.mark.skipif(E2E, reason="the demo runs its own devcluster")
 
 
 @pytest.mark.timeout(600)  # a whole demo: training, two rescales, the export
-def test_demo_trains_rescales_2_3_2_and_finishes(tmp_path: Path) -> None:
+def test_demo_trains_rescales_2_3_2_finishes_and_serves(tmp_path: Path) -> None:
     examples = tmp_path / "examples"
     examples.mkdir()
     job = yaml.safe_load((ROOT / "manifests/examples/training-job.yaml").read_text())
-    job["spec"]["training"]["steps"] = 200
+    # The example's own 300 steps: on a fast machine both rescales still land mid-run.
+    job["spec"]["training"]["steps"] = 300
     (examples / "training-job.yaml").write_text(yaml.safe_dump(job))
+    (examples / "service.yaml").write_text((ROOT / "manifests/examples/service.yaml").read_text())
     result = subprocess.run(
         [
             sys.executable,
@@ -47,7 +49,11 @@ def test_demo_trains_rescales_2_3_2_and_finishes(tmp_path: Path) -> None:
     assert "training at world size 3" in out
     assert "scaling 3 -> 2 workers" in out
     assert "training at world size 2" in out
-    assert "Succeeded at step 200" in out
+    assert "Succeeded at step 300" in out
     assert "redone" in out
     export = tmp_path / "state/devcluster/claims/default/tiny-lm-checkpoints/tiny-lm/export"
     assert (export / "model.safetensors").is_file()
+    # Then the example LMService serves the exported model, answers, and scales.
+    assert "created LMService tiny-lm" in out
+    assert "completion of 'the '" in out
+    assert "served, scaled to 2 and back to 1" in out

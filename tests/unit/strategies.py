@@ -593,6 +593,9 @@ def service_specs(draw: st.DrawFn) -> Wire:
         spec["autoscaling"] = autoscaling
     _maybe(draw, spec, "precision", st.sampled_from(["auto", "fp32", "bf16", "fp16"]))
     _maybe(draw, spec, "compression", compressions())
+    if (spec.get("compression") or {}).get("quantization") == "int8":
+        spec.pop("precision", None)  # int8 computes in fp32: only auto (the default) or fp32
+        _maybe(draw, spec, "precision", st.sampled_from(["auto", "fp32"]))
     _maybe(draw, spec, "runtime", st.sampled_from(["Builtin", "VLLM"]))
     _maybe(draw, spec, "serving", serving_specs())
     _maybe(draw, spec, "worker", workers())

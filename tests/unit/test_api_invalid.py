@@ -243,7 +243,7 @@ ENUMS: list[Case] = [
         "precision-fp8",
         JOB,
         {"spec.training.precision": "fp8"},
-        ["spec.training.precision: must be one of 'fp32', 'bf16' or 'fp16' (got 'fp8')"],
+        ["spec.training.precision: must be one of 'auto', 'fp32', 'bf16' or 'fp16' (got 'fp8')"],
     ),
     (
         "sync-async",
@@ -753,6 +753,15 @@ SERVICE_RULES: list[Case] = [
         ["spec.serving.maxQueue (64) must be >= spec.serving.maxBatchSize (65)"],
     ),
     (
+        "int8-in-bf16",
+        SERVICE,
+        {"spec.precision": "bf16"},
+        [
+            "spec.compression.quantization int8 computes in fp32: set spec.precision to auto"
+            " or fp32 (got bf16)"
+        ],
+    ),
+    (
         "prometheus-source-without-url",
         SERVICE,
         {"spec.autoscaling.source": "Prometheus"},
@@ -1032,7 +1041,7 @@ def test_independent_field_problems_are_reported_together() -> None:
         [
             "spec.replicas: must be >= 1 (got 0)",
             "spec.training.steps: must be >= 1 (got 0)",
-            "spec.training.precision: must be one of 'fp32', 'bf16' or 'fp16' (got 'fp8')",
+            "spec.training.precision: must be one of 'auto', 'fp32', 'bf16' or 'fp16' (got 'fp8')",
             "spec.checkpoint.path: is required",
             "spec.trainig: unknown field, check its spelling" + _HINT_JOB,
         ]

@@ -514,6 +514,7 @@ VIOLATIONS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("LMService", "spec", "replicas-at-least-min"): {"spec.autoscaling.minReplicas": 2},
     ("LMService", "spec", "replicas-at-most-max"): {"spec.replicas": 4},
     ("LMService", "spec", "queue-holds-a-batch"): {"spec.serving.maxQueue": 4},
+    ("LMService", "spec", "int8-computes-in-fp32"): {"spec.precision": "fp16"},
     ("LMService", "spec", "prometheus-needs-url"): {"spec.autoscaling.source": "Prometheus"},
     ("LMService", "spec", "schedules-within-max"): {
         "spec.autoscaling.schedules": [

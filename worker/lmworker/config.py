@@ -67,7 +67,7 @@ class TrainingConfig:
     warmup_steps: int
     weight_decay: float
     grad_clip: float
-    precision: str  # fp32 | bf16 | fp16
+    precision: str  # fp32 | bf16 | fp16 | auto (lmworker.precision decides)
     sync: str  # DDP | LocalSGD
     local_sgd_sync_steps: int
     seed: int

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmworker.config import ModelConfig
+from lmworker.files import replace_directory
 from lmworker.model import LlamaModel
 from lmworker.tokenizer import Tokenizer
 
@@ -98,7 +99,7 @@ def export_hf_llama(
             {"_from_model_config": True, "bos_token_id": eos, "eos_token_id": eos},
         )
         tokenizer.save(tmp)
-        _replace_dir(tmp, target)
+        replace_directory(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -205,21 +206,6 @@ def _read_weights(root: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(
         f"no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in {root}: only safetensors weights load"
     )
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    old.rmdir()
-    os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -60,11 +60,6 @@ def serve(metrics: TrainMetrics, host: str, port: int) -> ThreadingHTTPServer:
     """Serve the endpoints in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
-        # Keep-alive: the operator scrapes every few seconds over one connection instead
-        # of a TCP handshake each time. An idle connection is closed after `timeout`.
-        protocol_version = "HTTP/1.1"
-        timeout = 60
-
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

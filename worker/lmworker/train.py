@@ -61,6 +61,7 @@ from lmworker.files import write_atomically
 from lmworker.metrics import TrainMetrics
 from lmworker.metrics import serve as serve_metrics
 from lmworker.model import LlamaModel, init_weights
+from lmworker.precision import PrecisionError, resolve_precision
 from lmworker.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 
 log = logging.getLogger("lmworker.train")
@@ -145,8 +146,13 @@ class Trainer:
             weight_decay=t.weight_decay,
             fused=False,
         )
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
-        self.scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
+        try:
+            precision = resolve_precision(t.precision, device)
+        except PrecisionError as exc:
+            raise ConfigError(str(exc)) from exc
+        log.info("Precision %s: %s", precision.name, precision.reason)
+        self.autocast_dtype = None if precision.name == "fp32" else precision.dtype
+        self.scaler = torch.amp.GradScaler(device.type) if precision.name == "fp16" else None
         self.step = -1  # no state yet: fresh, restored or received decides
         self.checkpointer = (
             ckpt.Checkpointer(cfg.checkpoint_dir, cfg.checkpoint_keep, cfg.checkpoint_async)

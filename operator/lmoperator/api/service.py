@@ -80,12 +80,16 @@ class Pruning(ApiModel):
     """Weight pruning applied when the model loads."""
 
     amount: float = Field(
-        ge=0, lt=1, description="Fraction of the weights of each linear layer to zero."
+        ge=0,
+        lt=1,
+        description="Fraction to remove: of each decoder linear layer's weights (Magnitude) "
+        "or of each MLP's intermediate channels (Structured).",
     )
     method: PruningMethod = Field(
         PruningMethod.MAGNITUDE,
-        description="Magnitude (smallest individual weights) or Structured (whole rows "
-        "with the smallest L2 norm).",
+        description="Magnitude (zero the smallest individual weights) or Structured (remove "
+        "the MLP channels whose output has the smallest L2 norm on calibration text, so "
+        "the matmuls shrink).",
     )
 
 
@@ -94,8 +98,8 @@ class Compression(ApiModel):
 
     quantization: Quantization = Field(
         Quantization.NONE,
-        description="none or int8 (8-bit weights of the linear layers); applied on top of "
-        "spec.precision.",
+        description="none or int8 (int8 weights and per-token int8 activations in every linear "
+        "layer; CPU only; computes in fp32, so spec.precision must be auto or fp32).",
     )
     pruning: Pruning | None = Field(None, description="Weight pruning.")
     max_perplexity_increase: float = Field(
@@ -335,6 +339,20 @@ def _queue_holds_batch(s: LMServiceSpec) -> str | None:
     return None
 
 
+def _int8_computes_in_fp32(s: LMServiceSpec) -> str | None:
+    c = s.compression
+    if (
+        c is not None
+        and c.quantization == Quantization.INT8
+        and s.precision in (ServingPrecision.BF16, ServingPrecision.FP16)
+    ):
+        return (
+            f"spec.compression.quantization int8 computes in fp32: set spec.precision to "
+            f"auto or fp32 (got {s.precision.value})"
+        )
+    return None
+
+
 def _prometheus_needs_url(s: LMServiceSpec) -> str | None:
     a = s.autoscaling
     if a is not None and a.source == MetricsSource.PROMETHEUS and a.prometheus is None:
@@ -428,6 +446,15 @@ class LMServiceSpec(ApiModel):
             "') must be >= spec.serving.maxBatchSize (' + string(self.serving.maxBatchSize) + ')'",
             message="spec.serving.maxQueue must be >= maxBatchSize",
             check=_queue_holds_batch,
+        ),
+        CelRule(
+            name="int8-computes-in-fp32",
+            rule="!has(self.compression) || self.compression.quantization != 'int8' || "
+            "self.precision == 'auto' || self.precision == 'fp32'",
+            message_expression="'spec.compression.quantization int8 computes in fp32: set "
+            "spec.precision to auto or fp32 (got ' + self.precision + ')'",
+            message="spec.compression.quantization int8 needs spec.precision auto or fp32",
+            check=_int8_computes_in_fp32,
         ),
         CelRule(
             name="prometheus-needs-url",

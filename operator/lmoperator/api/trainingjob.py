@@ -187,6 +187,7 @@ class DataSpec(StorageLocation):
 
 
 class Precision(enum.StrEnum):
+    AUTO = "auto"
     FP32 = "fp32"
     BF16 = "bf16"
     FP16 = "fp16"
@@ -221,7 +222,9 @@ class TrainingSpec(ApiModel):
     grad_clip: float = Field(1.0, ge=0, description="Gradient norm clip; 0 disables it.")
     precision: Precision = Field(
         Precision.FP32,
-        description="fp32, bf16 (autocast) or fp16 (autocast with loss scaling).",
+        description="fp32, bf16 (autocast), fp16 (autocast with loss scaling), or auto: bf16 "
+        "where the hardware computes it natively (CPUs with AMX or AVX512-BF16, GPUs of "
+        "compute capability 8.0+), else fp32.",
     )
     sync: SyncMode = Field(
         SyncMode.DDP,

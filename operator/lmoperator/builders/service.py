@@ -307,13 +307,15 @@ def server_pod_template(service: LMService, uid: str, source: ModelSource) -> di
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_MOUNT}]
     if source.claim:
-        volumes.append(
-            {
-                "name": "model",
-                "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True},
-            }
-        )
-        mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+        # The builtin server writes one small file beside the model: the uncompressed
+        # model's held-out perplexity, measured once per model instead of at every pod
+        # start (lmworker.perplexity). vLLM only reads.
+        claim: dict[str, Any] = {"claimName": source.claim}
+        mount: dict[str, Any] = {"name": "model", "mountPath": MODEL_MOUNT}
+        if vllm:
+            claim["readOnly"] = mount["readOnly"] = True
+        volumes.append({"name": "model", "persistentVolumeClaim": claim})
+        mounts.append(mount)
     if auth is not None and not vllm:
         volumes.append(
             {

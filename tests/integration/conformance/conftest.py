@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -12,8 +13,18 @@ import pytest
 
 from tests.crds import install_crds, project_crds, simple_crd
 from tests.integration.conformance.helpers import ApiException
-from tests.integration.harness import Cluster
-from tests.kubeclient import CoreApi, CustomApi, ExtensionsApi, core_api, custom_api, extensions_api
+from tests.integration.conformance.workload_helpers import Workloads
+from tests.integration.harness import E2E, Cluster, devcluster_process
+from tests.kubeclient import (
+    AppsApi,
+    CoreApi,
+    CustomApi,
+    ExtensionsApi,
+    apps_api,
+    core_api,
+    custom_api,
+    extensions_api,
+)
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +46,44 @@ def custom(api: kubernetes.client.ApiClient) -> CustomApi:
 @pytest.fixture(scope="session")
 def extensions(api: kubernetes.client.ApiClient) -> ExtensionsApi:
     return extensions_api(api)
+
+
+@pytest.fixture(scope="session")
+def apps(api: kubernetes.client.ApiClient) -> AppsApi:
+    return apps_api(api)
+
+
+@pytest.fixture(scope="session")
+def simulated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A second devcluster in simulate mode: pods are Running and Ready with no process."""
+    if E2E:
+        pytest.skip("simulate mode is devcluster's own")
+    base = tmp_path_factory.mktemp("simulated")
+    with devcluster_process(base / "devcluster", "--simulate") as (_, info):
+        yield Cluster(Path(info["kubeconfig"]), info["url"], base / "kubectl-cache", base)
+
+
+@pytest.fixture(params=["kubelet", "simulate"])
+def workloads(
+    request: pytest.FixtureRequest,
+    cluster: Cluster,
+    namespace: str,
+    apps: AppsApi,
+    core: CoreApi,
+) -> Iterator[Workloads]:
+    """The test's namespace on the cluster with the process kubelet, then the same test
+    on a devcluster in simulate mode (what the controllers do must not depend on it)."""
+    if request.param == "kubelet":
+        yield Workloads(cluster, namespace, apps, core, simulated=False)
+        return
+    simulated: Cluster = request.getfixturevalue("simulated_cluster")
+    with simulated.api_client() as client:
+        sim_core = core_api(client)
+        sim_core.create_namespace({"metadata": {"name": namespace}})
+        try:
+            yield Workloads(simulated, namespace, apps_api(client), sim_core, simulated=True)
+        finally:
+            sim_core.delete_namespace(namespace)
 
 
 @pytest.fixture(scope="session")

@@ -1163,8 +1163,8 @@ def test_blocking_errors_skip_cel() -> None:
     assert described(result.errors) == [
         'spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: '
         '"string"',
-        'spec.training.precision: Unsupported value: "fp8": supported values: "fp32", "bf16", '
-        '"fp16"',
+        'spec.training.precision: Unsupported value: "fp8": supported values: "auto", "fp32", '
+        '"bf16", "fp16"',
         NOT_CHECKED,
     ]
 

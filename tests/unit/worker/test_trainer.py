@@ -15,6 +15,7 @@ import torch
 from lmworker.config import ModelConfig, TrainingConfig, WorkerConfig
 from lmworker.corpus import write_corpus
 from lmworker.hf_export import export_hf_llama
+from lmworker.precision import resolve_precision
 from lmworker.train import Trainer, lr_at
 
 MODEL = ModelConfig(
@@ -158,6 +159,15 @@ def test_fp16_and_bf16_train(tmp_path: Path) -> None:
         for _ in range(4):
             last = tr.train_step(tr.model, 0, 1, True).loss_sum
         assert last < first, precision
+
+
+def test_precision_auto_trains_in_what_this_machine_computes_natively(tmp_path: Path) -> None:
+    tr = Trainer(config(tmp_path, precision="auto"), torch.device("cpu"))
+    choice = resolve_precision("auto", "cpu")
+    assert tr.autocast_dtype == (None if choice.name == "fp32" else choice.dtype)
+    assert tr.scaler is None  # auto never picks fp16
+    tr.init_fresh()
+    assert math.isfinite(tr.train_step(tr.model, 0, 1, True).loss_sum)
 
 
 def test_the_loss_goes_down(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -29,16 +30,25 @@ import prometheus_client
 import torch
 from aiohttp import web
 
+from lmworker.compression import (
+    QUANTIZATIONS,
+    CompressionError,
+    CompressionReport,
+    CompressionSettings,
+    prepare_for_serving,
+)
 from lmworker.config import EXIT_PERMANENT, TERMINATION_LOG_ENV, THREADS_ENV
+from lmworker.precision import PRECISIONS, PrecisionError
+from lmworker.pruning import PRUNING_METHODS
 from lmworker.serve.api import Api, ApiSettings
 from lmworker.serve.app import ServerState, create_app
 from lmworker.serve.auth import BearerAuth, TokenFileError
 from lmworker.serve.chat import ChatTemplateError
 from lmworker.serve.engine import Engine, EngineConfig
 from lmworker.serve.loading import (
-    DTYPES,
     ModelLoadError,
     ServedModel,
+    TextEncoder,
     load_checkpoint,
     load_model_dir,
 )
@@ -126,7 +136,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=2048,
         help="prompt tokens admitted per forward pass (one prompt always is)",
     )
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument(
+        "--precision",
+        "--dtype",
+        dest="precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="dtype of the computation: auto is bf16 where the CPU or GPU runs it natively, "
+        "else fp32 (int8 computes in fp32)",
+    )
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default="none")
+    p.add_argument("--pruning-method", choices=PRUNING_METHODS)
+    p.add_argument(
+        "--pruning-amount",
+        type=_non_negative_float,
+        default=0.0,
+        help="fraction of each linear layer's weights (Magnitude) or MLP channels to remove",
+    )
+    p.add_argument(
+        "--max-perplexity-increase",
+        type=_non_negative_float,
+        default=0.05,
+        help="largest relative held-out perplexity increase the compressed model may show; "
+        "beyond it the server stays unready and says why",
+    )
+    p.add_argument(
+        "--perplexity-cache-dir",
+        help="where the uncompressed perplexity is cached when the model's directory is read-only",
+    )
     p.add_argument(
         "--threads",
         type=_positive_int,
@@ -151,12 +188,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load(args: argparse.Namespace) -> ServedModel:
+def load(args: argparse.Namespace) -> tuple[ServedModel, CompressionReport]:
+    """The model as it will serve: loaded in fp32, then pruned, quantized or cast and
+    measured (lmworker.compression). A report with `refused` set must not serve."""
     if args.model_dir:
         if args.step is not None or args.tokenizer:
             raise ModelLoadError("--step and --tokenizer go with --checkpoint, not --model-dir")
-        return load_model_dir(args.model_dir, args.dtype)
-    return load_checkpoint(args.checkpoint, args.step, args.dtype, args.tokenizer)
+        served = load_model_dir(args.model_dir, "fp32")
+    else:
+        served = load_checkpoint(args.checkpoint, args.step, "fp32", args.tokenizer)
+    settings = CompressionSettings(
+        quantization=args.quantization,
+        precision=args.precision,
+        pruning_method=args.pruning_method,
+        pruning_amount=args.pruning_amount,
+        max_perplexity_increase=args.max_perplexity_increase,
+        cache_dir=args.perplexity_cache_dir,
+    )
+    model, report = prepare_for_serving(
+        served.model, TextEncoder(served), args.model_dir or args.checkpoint, settings
+    )
+    model.eval().requires_grad_(False)
+    return dataclasses.replace(served, model=model, dtype=report.precision), report
+
+
+def model_info(report: CompressionReport) -> dict[str, Any]:
+    """What /readyz says is served (the LMService's status.model)."""
+    info: dict[str, Any] = {"precision": f"{report.precision}: {report.precision_reason}"}
+    if report.perplexity_before is not None:
+        info["perplexityBefore"] = round(report.perplexity_before, 4)
+    if report.perplexity_after is not None:
+        info["perplexityAfter"] = round(report.perplexity_after, 4)
+    info["summary"] = report.summary()
+    return info
 
 
 def served_model_name(args: argparse.Namespace) -> str:
@@ -176,10 +240,13 @@ def write_termination_message(info: dict[str, Any]) -> None:
         log.warning("Could not write the termination message path=%s error=%s", path, exc)
 
 
-async def _load_in_thread(args: argparse.Namespace) -> ServedModel:
+Loaded = tuple[ServedModel, CompressionReport]
+
+
+async def _load_in_thread(args: argparse.Namespace) -> Loaded:
     """Load off the event loop, in a daemon thread a SIGTERM need not wait for."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[ServedModel] = loop.create_future()
+    future: asyncio.Future[Loaded] = loop.create_future()
 
     def work() -> None:
         try:
@@ -194,7 +261,7 @@ async def _load_in_thread(args: argparse.Namespace) -> ServedModel:
 
 
 def _settle(
-    future: asyncio.Future[ServedModel], result: ServedModel | None, exc: BaseException | None
+    future: asyncio.Future[Loaded], result: Loaded | None, exc: BaseException | None
 ) -> None:
     if future.done():
         return
@@ -234,8 +301,16 @@ async def serve(args: argparse.Namespace, auth: BearerAuth | None) -> None:
             log.info("Stopped while loading the model")
             loading.cancel()
             return
+        served, report = loading.result()
+        state.model_info = model_info(report)
+        if report.refused is not None:
+            # Alive but never ready: the Deployment keeps the old pods serving, and the
+            # operator shows this message in the LMService's conditions.
+            state.refused = report.refused
+            log.error("Not serving: %s", report.refused)
+            await stopping
+            return
         stopping.cancel()
-        served = loading.result()
         engine = Engine(
             served.model,
             EngineConfig(
@@ -257,7 +332,6 @@ async def serve(args: argparse.Namespace, auth: BearerAuth | None) -> None:
         api = Api(engine, served, settings, metrics)  # compiles the chat template
         engine.start()
         state.engine_alive = engine.alive
-        state.model_info = {"precision": served.dtype}
         state.api = api
         metrics.ready.set(1)
         log.info(
@@ -307,7 +381,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ModelLoadError("--step goes with --checkpoint")
         auth = BearerAuth(args.auth_token_file) if args.auth_token_file else None
         asyncio.run(serve(args, auth))
-    except (ModelLoadError, TokenFileError, ChatTemplateError) as exc:
+    except (
+        ModelLoadError,
+        TokenFileError,
+        ChatTemplateError,
+        CompressionError,
+        PrecisionError,
+    ) as exc:
         log.error("Cannot serve: %s", exc)
         write_termination_message({"permanent": True, "error": str(exc)})
         return EXIT_PERMANENT

@@ -18,6 +18,7 @@ Every problem is a `ModelLoadError` whose message says what is missing and where
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 from tokenizers import Tokenizer
 
 from lmworker import checkpoint as ckpt
+from lmworker import tokenizer as lm_tokenizer
 from lmworker.config import ModelConfig
 from lmworker.hf_export import load_hf_llama, model_config_from_hf
 from lmworker.model import LlamaModel
@@ -51,6 +53,36 @@ class ServedModel:
     stop_token_ids: frozenset[int]
     source: str  # where it came from, for the log
     dtype: str  # fp32 | bf16 | fp16
+
+
+class TextEncoder(lm_tokenizer.Tokenizer):
+    """A served model's tokenizer as `lmworker.tokenizer.Tokenizer`: what the perplexity
+    gate (lmworker.compression) encodes held-out text with."""
+
+    kind = "HF"
+
+    def __init__(self, served: ServedModel) -> None:
+        self.hf = served.tokenizer
+        self._stop_ids = sorted(served.stop_token_ids)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return str(self.hf.decode(list(ids), skip_special_tokens=True))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.hf.get_vocab_size(with_added_tokens=True))
+
+    @property
+    def eos_id(self) -> int:
+        if not self._stop_ids:
+            raise ValueError("the served model has no end-of-text token")
+        return self._stop_ids[0]
+
+    def to_hf(self) -> Tokenizer:
+        return self.hf
 
 
 @dataclass(frozen=True)
