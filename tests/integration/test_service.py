@@ -3,8 +3,12 @@ operator's Deployment behind a Service and driven with the official `openai` cli
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
+import socket
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -452,3 +456,81 @@ def test_smollm2_chats_and_a_refused_compression_stalls_its_rollout(
         temperature=0,
     )
     assert again.choices[0].message.content == answer.choices[0].message.content
+
+
+def raw_post(host: str, path: str, payload: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    """One POST through the Service, whatever the answer; (status, body)."""
+    req = urllib.request.Request(f"http://{host}:80{path}", payload, headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_auth_bad_input_and_overload_through_the_service(trained: Trained) -> None:
+    """The token comes from a Secret through the pod's volume; every refusal reaches the
+    client through the Service as an OpenAI error object, and the server keeps serving."""
+    token = uuid.uuid4().hex
+    trained.core.create_namespaced_secret(
+        trained.ns, {"metadata": {"name": "api-token"}, "stringData": {"token": token}}
+    )
+    trained.apply_service(
+        "guarded",
+        serving={
+            "maxBatchSize": 1,
+            "maxQueue": 1,
+            "maxNewTokens": 96,
+            "authSecretRef": {"name": "api-token", "key": "token"},
+        },
+    )
+    trained.wait_object(SERVICE.plural, "guarded", "Ready", lambda s: s.get("phase") == "Ready")
+    host = trained.core.read_namespaced_service("guarded", trained.ns).spec.cluster_ip
+    base_url = f"http://{host}:80/v1"
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0).models.list()
+    client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["guarded"]
+
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    refusals = [
+        (b'{"prompt": "x",', 400, "not valid JSON"),
+        (b'{"prompt": "x", "max_tokens": 97}', 400, "max_tokens"),
+        (b'{"prompt": "x", "model": "other"}', 404, "other"),
+        (b'{"prompt": "' + b"x" * (1 << 20) + b'"}', 413, "bytes"),
+    ]
+    for payload, code, words in refusals:
+        status, raw = raw_post(host, "/v1/completions", payload, auth)
+        assert status == code, raw
+        assert words in json.loads(raw)["error"]["message"]
+
+    # A body that never finishes arriving is timed out, not waited on forever.
+    with socket.create_connection((host, 80), timeout=30) as slow:
+        slow.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + token.encode()
+            + b'\r\nContent-Length: 100\r\n\r\n{"prompt"'
+        )
+        assert slow.recv(65536).decode().startswith("HTTP/1.1 408")
+
+    # One slot and one queue place: a burst gets 429s with Retry-After, nothing else.
+    def one() -> tuple[int, str | None]:
+        plain = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0)
+        try:
+            plain.completions.create(
+                model="guarded", prompt=PROMPT, max_tokens=96, extra_body={"ignore_eos": True}
+            )
+        except openai.RateLimitError as exc:
+            return 429, exc.response.headers.get("Retry-After")
+        return 200, None
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: one(), range(12)))
+    codes = sorted(code for code, _ in answers)
+    assert 200 in codes, codes
+    assert 429 in codes, codes
+    assert all(retry == "1" for code, retry in answers if code == 429)
+
+    after = client.completions.create(model="guarded", prompt=PROMPT, max_tokens=4)
+    assert after.choices[0].text is not None
