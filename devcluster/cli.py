@@ -44,6 +44,26 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     up.add_argument(
         "--verbose", action="store_true", help="also log every API request (access log)"
     )
+    up.add_argument(
+        "--audit-log",
+        metavar="PATH",
+        help="write an audit event (JSON line: user, groups, verb, resource, namespace, name, "
+        "response code, request URI, timestamps) for every API request to PATH ('-' for "
+        "standard output); off by default",
+    )
+    up.add_argument(
+        "--unauthenticated",
+        choices=("admin", "anonymous"),
+        default="admin",
+        help="who requests without credentials are: 'admin' (default; unrestricted, as "
+        "every local client of devcluster expects) or 'anonymous' (system:anonymous, "
+        "authorized by RBAC as on a real cluster)",
+    )
+    up.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="do not make a cluster CA or serve HTTPS (pods then reach the API over HTTP)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = commands.add_parser("down", help="stop the running devcluster")
@@ -59,12 +79,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     persist = args.state_dir is not None
     state_dir = Path(args.state_dir) if persist else Path(tempfile.mkdtemp(prefix="devcluster-"))
+    audit_log: str | None = args.audit_log
+    if audit_log and audit_log != "-":
+        audit_log = str(Path(audit_log).resolve())
     cluster = DevCluster(
         state_dir=state_dir.resolve(),
         port=args.port,
         simulate=args.simulate,
         persist=persist,
         kubernetes_version=args.kubernetes_version,
+        audit_log=audit_log,
+        anonymous=args.unauthenticated,
+        tls=not args.no_tls,
     )
 
     async def run() -> None:

@@ -160,7 +160,37 @@ _DEPLOYMENT_SPEC: Proto = {
     7: ("paused", "flag", None, False),
     9: ("progressDeadlineSeconds", "pint", None, False),
 }
+_RESOURCE_ATTRIBUTES: Proto = {
+    1: ("namespace", "string", None, False),
+    2: ("verb", "string", None, False),
+    3: ("group", "string", None, False),
+    4: ("version", "string", None, False),
+    5: ("resource", "string", None, False),
+    6: ("subresource", "string", None, False),
+    7: ("name", "string", None, False),
+}
+_NON_RESOURCE_ATTRIBUTES: Proto = {
+    1: ("path", "string", None, False),
+    2: ("verb", "string", None, False),
+}
 PROTOBUF_KINDS: dict[str, Proto] = {
+    "SelfSubjectAccessReview": {
+        1: ("metadata", "message", _OBJECT_META, False),
+        2: (
+            "spec",
+            "message",
+            {
+                1: ("resourceAttributes", "message", _RESOURCE_ATTRIBUTES, False),
+                2: ("nonResourceAttributes", "message", _NON_RESOURCE_ATTRIBUTES, False),
+            },
+            False,
+        ),
+    },
+    "SelfSubjectRulesReview": {
+        1: ("metadata", "message", _OBJECT_META, False),
+        2: ("spec", "message", {1: ("namespace", "string", None, False)}, False),
+    },
+    "SelfSubjectReview": {1: ("metadata", "message", _OBJECT_META, False)},
     "Deployment": {
         1: ("metadata", "message", _OBJECT_META, False),
         2: ("spec", "message", _DEPLOYMENT_SPEC, False),

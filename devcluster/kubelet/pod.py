@@ -27,12 +27,18 @@ from devcluster.kubelet.lifecycle import (
     exit_code_of,
     termination_message_path,
 )
-from devcluster.kubelet.volumes import make_dirs, prepare_volumes
+from devcluster.kubelet.volumes import make_dirs, prepare_volumes, write_volumes
 from devcluster.podspec.common import JSON, parse_time, rfc3339
 from devcluster.podspec.env import container_env, service_env
 from devcluster.podspec.lifecycle import container_argv, resolve_program
 from devcluster.podspec.status import compute_phase, pod_conditions
-from devcluster.podspec.volumes import PathRewriter, container_mounts, mount_env_name
+from devcluster.podspec.volumes import (
+    DEFAULT_TOKEN_SECONDS,
+    PathRewriter,
+    container_mounts,
+    mount_env_name,
+    token_sources,
+)
 
 if TYPE_CHECKING:
     from devcluster.kubelet.node import Kubelet
@@ -130,6 +136,8 @@ class Pod(PodBase):
         self.mark()
         if not await prepare_volumes(self):
             return
+        if token_sources(self.obj):
+            self.kubelet.spawn(self._refresh_tokens(), f"tokens {self.key}")
         self.sandbox_ready = True
         self.mark()
         for c in self.inits:
@@ -149,6 +157,22 @@ class Pod(PodBase):
         if not self.stopping.is_set():
             self.terminal = True  # every container finished for good
             self.mark()
+
+    async def _refresh_tokens(self) -> None:
+        """Rewrite the projected volumes with fresh service-account tokens at 80 % of
+        the shortest token's lifetime, as the kubelet's token manager does."""
+        lifetime = min(
+            int(s.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS)
+            for s in token_sources(self.obj)
+        )
+        delay = 0.8 * lifetime
+        while not await self.wait_stopping(delay):
+            try:
+                await write_volumes(self)
+                delay = 0.8 * lifetime
+            except Exception as exc:  # the old token stays until it expires; retry soon
+                self.event("Warning", "FailedMount", f"MountVolume.SetUp failed: {exc}")
+                delay = min(60.0, 0.1 * lifetime)
 
     def _restore(self, status: JSON) -> None:
         prev = {
