@@ -32,7 +32,7 @@ from devcluster.resources.types import ResourceType
 from devcluster.store import APIError, Obj, Store, bad_request, rfc3339
 from devcluster.values import as_dict, as_list
 
-USER_KEY = "devcluster.user"
+USER_KEY = web.RequestKey("devcluster.user", UserInfo)
 
 
 def unauthorized() -> APIError:
