@@ -316,7 +316,7 @@ async def test_aggregation_fills_the_default_roles(api: Api) -> None:
     jobs = "/apis/elasticlm.io/v1alpha1/namespaces/default/lmtrainingjobs"
     await api.install_crds()
     assert (await api.get(jobs, headers=sa)).status == 403
-    extra = {
+    extra: JSON = {
         "metadata": {
             "name": "lmtrainingjobs-view",
             "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"},

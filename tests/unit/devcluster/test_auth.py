@@ -274,23 +274,24 @@ def test_signing_key_is_kept(tmp_path: Any) -> None:
 
 def test_aggregation_collects_selected_rules_in_name_order_without_duplicates() -> None:
     roles = {r["metadata"]["name"]: r for r in cluster_roles()}
-    extra = {
+    crontabs = {"verbs": ["get"], "apiGroups": ["stable.example.com"], "resources": ["crontabs"]}
+    extra: dict[str, Any] = {
         "metadata": {
             "name": "aa-crontabs",
             "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"},
         },
         "rules": [
-            {"verbs": ["get"], "apiGroups": ["stable.example.com"], "resources": ["crontabs"]},
+            crontabs,
             roles["system:aggregate-to-view"]["rules"][0],  # a duplicate
         ],
     }
     everything = [*roles.values(), extra]
     view = aggregated_rules(roles["view"], everything)
-    assert view[0] == extra["rules"][0]  # "aa-crontabs" sorts first
+    assert view[0] == crontabs  # "aa-crontabs" sorts first
     assert view[1:] == roles["system:aggregate-to-view"]["rules"]
     # edit aggregates view's label: the filled view reaches it on the next pass
     filled = [r if r["metadata"]["name"] != "view" else {**r, "rules": view} for r in everything]
-    assert extra["rules"][0] in aggregated_rules(roles["edit"], filled)
+    assert crontabs in aggregated_rules(roles["edit"], filled)
     assert aggregated_rules(roles["cluster-admin"], everything) == []
 
 
