@@ -4,17 +4,20 @@
 kubeconfig so that kubectl, the kubernetes client and kopf reach the API server like
 any cluster, as the unrestricted `kubernetes-admin` user (a bearer token).
 
-The API server listens twice on the loopback address: plain HTTP at `url` (what the
-kubeconfig names) and, when `openssl` is available to make the cluster's CA
-(`devcluster.auth.pki`), HTTPS at `https_url` with a certificate for 127.0.0.1 and the
-`kubernetes.default.svc` names. Pods reach the API server at the HTTPS endpoint
-(`KUBERNETES_SERVICE_HOST` and `_PORT`), with the CA in their service-account volume,
-as in-cluster clients expect.
+The API server listens twice on the loopback address: plain HTTP at `url` and, when
+`openssl` is available to make the cluster's CA (`devcluster.auth.pki`), HTTPS at
+`https_url` with a certificate for 127.0.0.1 and the `kubernetes.default.svc` names.
+The kubeconfig names the HTTPS endpoint and its CA (kubectl sends bearer tokens over
+HTTPS only); pods reach it through `KUBERNETES_SERVICE_HOST` and `_PORT`, with the CA in
+their service-account volume, as in-cluster clients expect. The HTTP endpoint serves
+the kubelet, the service proxy and local tools that send no credentials (devcluster's
+default treats those as the admin: see `devcluster.auth.authn`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -39,13 +42,20 @@ log = logging.getLogger(__name__)
 
 
 def kubeconfig(
-    server_url: str, namespace: str = "default", token: str | None = None
+    server_url: str,
+    namespace: str = "default",
+    token: str | None = None,
+    ca_cert: bytes | None = None,
 ) -> dict[str, Any]:
-    """A kubeconfig for the API server, as the admin user when `token` is given."""
+    """A kubeconfig for the API server, as the admin user when `token` is given (kubectl
+    sends tokens over HTTPS only), trusting the cluster CA `ca_cert` (PEM)."""
+    cluster: dict[str, Any] = {"server": server_url}
+    if ca_cert is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_cert).decode()
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "devcluster", "cluster": {"server": server_url}}],
+        "clusters": [{"name": "devcluster", "cluster": cluster}],
         "users": [{"name": "devcluster", "user": {"token": token} if token else {}}],
         "contexts": [
             {
@@ -145,7 +155,10 @@ class DevCluster:
             self._proxy = ServiceProxy(self.url, token=self.admin_token)
             await self._proxy.start()
 
-        config = kubeconfig(self.url, token=self.admin_token)
+        if self.pki is not None:
+            config = kubeconfig(self.https_url, token=self.admin_token, ca_cert=self.pki.ca_cert)
+        else:
+            config = kubeconfig(self.url, token=self.admin_token)
         fd = os.open(self.kubeconfig_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(yaml.safe_dump(config, sort_keys=False))

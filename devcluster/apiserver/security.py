@@ -26,7 +26,14 @@ from devcluster.auth.audit import AuditLog, audit_event
 from devcluster.auth.authn import Authenticator
 from devcluster.auth.rbac import RBACAuthorizer, forbidden
 from devcluster.auth.requestinfo import Attributes, request_attributes
-from devcluster.auth.users import UserInfo
+from devcluster.auth.users import (
+    ANONYMOUS_NAME,
+    AUTHENTICATED,
+    SERVICE_ACCOUNTS,
+    UNAUTHENTICATED,
+    UserInfo,
+    split_service_account_username,
+)
 from devcluster.resources.fields import Cause, invalid, required
 from devcluster.resources.types import ResourceType
 from devcluster.store import APIError, Obj, Store, bad_request, rfc3339
@@ -63,13 +70,19 @@ class Security:
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         received = datetime.now(UTC)
-        user = self.authenticator.authenticate(request.headers.get("Authorization"))
+        requester = self.authenticator.authenticate(request.headers.get("Authorization"))
+        user = requester
         attrs: Attributes | None = None
         decision, reason = "", ""
         response: web.StreamResponse | None = None
         try:
-            if user is None:
+            if requester is None:
                 response = _error(unauthorized())
+                return response
+            try:
+                user = self.impersonate(request, requester)
+            except APIError as exc:
+                response = _error(exc)
                 return response
             attrs = request_attributes(user, request.method, request.path, request.query)
             verdict = self.authorizer.authorize(attrs)
@@ -82,12 +95,51 @@ class Security:
             return response
         finally:
             if self.audit_log is not None:
-                self._audit(request, user, attrs, response, received, decision, reason)
+                impersonated = user if user is not requester else None
+                self._audit(
+                    request, requester, impersonated, attrs, response, received, decision, reason
+                )
+
+    def impersonate(self, request: web.Request, user: UserInfo) -> UserInfo:
+        """The user named by `Impersonate-User` / `Impersonate-Group` headers, when the
+        requester may impersonate them (the `impersonate` verb on users, groups or
+        serviceaccounts), as kube-apiserver's impersonation filter decides."""
+        name = request.headers.get("Impersonate-User", "")
+        groups = [g for g in request.headers.getall("Impersonate-Group", []) if g]
+        if not name:
+            if groups:
+                raise bad_request(f"requested groups {groups} without impersonating a user")
+            return user
+        targets: list[Attributes] = []
+        account = split_service_account_username(name)
+        if account is not None:
+            targets.append(
+                Attributes(user, "impersonate", "", True, "", "", "serviceaccounts", "", *account)
+            )
+            if not groups:
+                groups = [SERVICE_ACCOUNTS, f"{SERVICE_ACCOUNTS}:{account[0]}"]
+        else:
+            targets.append(Attributes(user, "impersonate", "", True, "", "", "users", "", "", name))
+        for group in request.headers.getall("Impersonate-Group", []):
+            targets.append(
+                Attributes(user, "impersonate", "", True, "", "", "groups", "", "", group)
+            )
+        for target in targets:
+            verdict = self.authorizer.authorize(target)
+            if not verdict.allowed:
+                raise forbidden(target, verdict.reason)
+        if name == ANONYMOUS_NAME:
+            if UNAUTHENTICATED not in groups:
+                groups.append(UNAUTHENTICATED)
+        elif AUTHENTICATED not in groups and UNAUTHENTICATED not in groups:
+            groups.append(AUTHENTICATED)
+        return UserInfo(name, "", tuple(groups))
 
     def _audit(
         self,
         request: web.Request,
         user: UserInfo | None,
+        impersonated: UserInfo | None,
         attrs: Attributes | None,
         response: web.StreamResponse | None,
         received: datetime,
@@ -112,6 +164,7 @@ class Security:
                 request_uri=request.path_qs,
                 attrs=attrs,
                 user=user,
+                impersonated=impersonated,
                 source_ip=str(peer[0]) if peer else "",
                 user_agent=request.headers.get("User-Agent", ""),
                 code=code,

@@ -5,7 +5,8 @@ kube-apiserver's `--audit-log-path` read devcluster's too.
 
 Each line has `auditID`, `requestURI`, `verb` (the authorization verb: get, list, watch,
 create, update, patch, delete, deletecollection; the lower-case method for non-resource
-paths), `user` {username, uid, groups, extra}, `sourceIPs`, `userAgent`, `objectRef`
+paths), `user` {username, uid, groups, extra} (and `impersonatedUser` when the request
+impersonated someone), `sourceIPs`, `userAgent`, `objectRef`
 {resource, subresource, namespace, name, apiGroup, apiVersion} for resource requests,
 `responseStatus` {code, and reason and message for failures},
 `requestReceivedTimestamp`, `stageTimestamp` and the `authorization.k8s.io/decision`
@@ -48,6 +49,7 @@ def audit_event(
     decision: str = "",
     reason: str = "",
     method: str = "",
+    impersonated: UserInfo | None = None,
 ) -> dict[str, Any]:
     event: dict[str, Any] = {
         "kind": "Event",
@@ -61,6 +63,8 @@ def audit_event(
         "sourceIPs": [source_ip] if source_ip else [],
         "userAgent": user_agent,
     }
+    if impersonated is not None:
+        event["impersonatedUser"] = impersonated.as_json()
     if attrs is not None and attrs.resource_request:
         ref = {
             "resource": attrs.resource,
