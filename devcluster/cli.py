@@ -64,6 +64,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="do not make a cluster CA or serve HTTPS (pods then reach the API over HTTP)",
     )
+    up.add_argument(
+        "--no-mount-namespaces",
+        action="store_true",
+        help="do not give containers private mount namespaces (by default they get one when "
+        "devcluster runs as root, with volumes and the service-account token at their "
+        "real paths)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = commands.add_parser("down", help="stop the running devcluster")
@@ -91,18 +98,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         audit_log=audit_log,
         anonymous=args.unauthenticated,
         tls=not args.no_tls,
+        mount_namespaces=False if args.no_mount_namespaces else None,
     )
 
     async def run() -> None:
         task = asyncio.create_task(cluster.serve_forever())
-        while not cluster.url and not task.done():
-            await asyncio.sleep(0.05)
-        if cluster.url:
+        ready = asyncio.create_task(cluster.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if cluster.ready.is_set():
             current_file().parent.mkdir(parents=True, exist_ok=True)
             current_file().write_text(cluster.info_path.read_text())
             print(f"devcluster is up at {cluster.url}", flush=True)
             print(f"export KUBECONFIG={cluster.kubeconfig_path}", flush=True)
             print("Stop it with Ctrl-C or `elasticlm local down`.", flush=True)
+        ready.cancel()
         await task
 
     try:

@@ -84,10 +84,14 @@ class DevCluster:
     anonymous: str = "admin"
     #: Serve HTTPS too (needs openssl for the cluster's CA).
     tls: bool = True
+    #: Private mount namespaces for containers (None: when the machine allows).
+    mount_namespaces: bool | None = None
     url: str = field(init=False, default="")
     https_url: str = field(init=False, default="")
     admin_token: str = field(init=False, default="")
     pki: Pki | None = field(init=False, default=None)
+    #: Set once everything serves and the kubeconfig and info file are written.
+    ready: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _runner: web.AppRunner | None = field(init=False, default=None)
     _kubelet: Kubelet | None = field(init=False, default=None)
     _proxy: ServiceProxy | None = field(init=False, default=None)
@@ -149,6 +153,7 @@ class DevCluster:
             simulate=self.simulate,
             token=self.admin_token,
             service_url=self.https_url or self.url,
+            mount_namespaces=self.mount_namespaces,
         )
         await self._kubelet.start()
         if not self.simulate:
@@ -171,6 +176,7 @@ class DevCluster:
             "pid": os.getpid(),
         }
         self.info_path.write_text(json.dumps(info))
+        self.ready.set()
         log.info("devcluster serving at %s (state in %s)", self.url, self.state_dir)
 
     async def stop(self) -> None:

@@ -23,6 +23,7 @@ import aiohttp
 
 from devcluster.informer import ApiError, Informer, RestClient
 from devcluster.kubelet.base import PodBase, grace_period, pod_meta, pod_spec
+from devcluster.kubelet.mountns_runner import mount_namespace_problem
 from devcluster.kubelet.pod import Pod
 from devcluster.kubelet.processes import LIVE_GROUPS, reap_strays_sync
 from devcluster.kubelet.simulate import SimPod
@@ -59,6 +60,9 @@ class Kubelet:
             admin token; none for an API server that needs none).
         service_url: where pods reach the API server (`KUBERNETES_SERVICE_HOST` and
             `_PORT`; devcluster's HTTPS endpoint when it has one); default `api_url`.
+        mount_namespaces: give each container a private mount namespace with its
+            volumes bind-mounted at their real paths (`mountns`); None (the default)
+            uses them when this machine allows (Linux, root or CAP_SYS_ADMIN).
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Kubelet:
         extra_env: Mapping[str, str] | None = None,
         token: str | None = None,
         service_url: str | None = None,
+        mount_namespaces: bool | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.state_dir = Path(state_dir).resolve()
@@ -94,6 +99,7 @@ class Kubelet:
         self.extra_env = dict(extra_env or {})
         self.ips = IPAllocator(pod_cidr)
         self._token = token
+        self.mount_namespaces = mount_namespaces
         url = urlsplit(service_url or self.api_url)
         self.kubernetes_env = kubernetes_service_env(
             url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
@@ -119,6 +125,16 @@ class Kubelet:
             n = await asyncio.to_thread(reap_strays_sync, str(self.state_dir))
             if n:
                 log.warning("killed %d processes left behind by a previous kubelet", n)
+            if self.mount_namespaces is None:
+                problem = await asyncio.to_thread(mount_namespace_problem)
+                self.mount_namespaces = problem is None
+                if problem:
+                    log.warning(
+                        "no mount namespaces for pods (%s): volumes, including the "
+                        "service-account token, are reachable only through rewritten paths "
+                        "and DEVCLUSTER_MOUNT_* variables, not at their mountPath",
+                        problem,
+                    )
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64),
             timeout=aiohttp.ClientTimeout(total=60),

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +29,7 @@ from devcluster.kubelet.lifecycle import (
     exit_code_of,
     termination_message_path,
 )
+from devcluster.kubelet.mountns_runner import wrap_in_mount_namespace
 from devcluster.kubelet.volumes import make_dirs, prepare_volumes, write_volumes
 from devcluster.podspec.common import JSON, parse_time, rfc3339
 from devcluster.podspec.env import container_env, service_env
@@ -42,6 +45,8 @@ from devcluster.podspec.volumes import (
 
 if TYPE_CHECKING:
     from devcluster.kubelet.node import Kubelet
+
+log = logging.getLogger(__name__)
 
 
 class Pod(PodBase):
@@ -233,6 +238,16 @@ class Pod(PodBase):
                     f"workingDir {working_dir} does not exist on this machine; using {default_cwd}"
                 )
         await asyncio.to_thread(make_dirs, [Path(cwd), term_file.parent] + [p for _, p in mounts])
+        if kubelet.mount_namespaces and mounts:
+            read_only = [bool(m.get("readOnly")) for m in c.spec.get("volumeMounts") or []]
+            binds = [
+                (str(local), target, ro)
+                for (target, local), ro in zip(mounts, read_only, strict=True)
+            ]
+            protected = [str(kubelet.state_dir), sys.prefix, os.path.dirname(sys.executable)]
+            argv, skipped = wrap_in_mount_namespace(argv, binds, cwd, protected)
+            for note in skipped:  # the kubelet's log: container logs stay the program's own
+                log.info("pod %s container %s: %s", self.key, c.name, note)
         return ContainerConfig(
             argv=argv, env=env, cwd=cwd, rewrite=rewrite, notes=notes, termination_file=term_file
         )
