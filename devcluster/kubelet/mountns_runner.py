@@ -41,9 +41,11 @@ def wrap_in_mount_namespace(
     mounts: Sequence[tuple[str, str, bool]],
     cwd: str,
     protected: Sequence[str],
+    root: str,
 ) -> tuple[list[str], list[str]]:
     """`argv` started in a private mount namespace with (source, target, readOnly)
-    bind mounts, and notes for the container's log.
+    bind mounts, and notes on the mounts left out. `root` is an empty directory the
+    namespace may mount its copy of `/` on (see `mountns.py`).
 
     A mount whose target would hide one of the `protected` paths (devcluster's state
     directory, where the other volumes live, and the Python environment the containers
@@ -68,5 +70,6 @@ def wrap_in_mount_namespace(
         spec.append({"source": source, "target": target, "readOnly": read_only})
     if not spec:
         return argv, notes
-    wrapped = [sys.executable, "-I", MOUNTNS_SCRIPT, json.dumps(spec), "--", program, *argv[1:]]
+    document = json.dumps({"root": root, "cwd": cwd, "mounts": spec})
+    wrapped = [sys.executable, "-I", MOUNTNS_SCRIPT, document, "--", program, *argv[1:]]
     return wrapped, notes

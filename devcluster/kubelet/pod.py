@@ -245,7 +245,9 @@ class Pod(PodBase):
                 for (target, local), ro in zip(mounts, read_only, strict=True)
             ]
             protected = [str(kubelet.state_dir), sys.prefix, os.path.dirname(sys.executable)]
-            argv, skipped = wrap_in_mount_namespace(argv, binds, cwd, protected)
+            root = paths.pod_dir(kubelet.state_dir, self.namespace, self.name, self.uid)
+            root = root / "rootfs" / c.name
+            argv, skipped = wrap_in_mount_namespace(argv, binds, cwd, protected, str(root))
             for note in skipped:  # the kubelet's log: container logs stay the program's own
                 log.info("pod %s container %s: %s", self.key, c.name, note)
         return ContainerConfig(

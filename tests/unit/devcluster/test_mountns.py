@@ -28,10 +28,12 @@ def test_mounts_that_would_hide_devcluster_are_left_out(tmp_path: Path) -> None:
         ],
         str(tmp_path),
         [str(state)],
+        str(tmp_path / "root"),
     )
     assert argv[:3] == [sys.executable, "-I", MOUNTNS_SCRIPT]
     spec = json.loads(argv[3])
-    assert spec == [
+    assert spec["root"] == str(tmp_path / "root")
+    assert spec["mounts"] == [
         {
             "source": str(state / "c"),
             "target": "/var/run/secrets/kubernetes.io/serviceaccount",
@@ -45,16 +47,23 @@ def test_mounts_that_would_hide_devcluster_are_left_out(tmp_path: Path) -> None:
 
 def test_programs_that_cannot_run_are_not_wrapped(tmp_path: Path) -> None:
     argv = ["no-such-program", "x"]
-    assert wrap_in_mount_namespace(argv, [("/a", "/b", False)], str(tmp_path), []) == (argv, [])
+    wrapped = wrap_in_mount_namespace(argv, [("/a", "/b", False)], str(tmp_path), [], "/r")
+    assert wrapped == (argv, [])
 
 
-@pytest.mark.skipif(mount_namespace_problem() is not None, reason="no mount namespaces here")
+NO_MOUNT_NAMESPACES = mount_namespace_problem()
+
+
+@pytest.mark.skipif(NO_MOUNT_NAMESPACES is not None, reason=str(NO_MOUNT_NAMESPACES))
 def test_volumes_appear_at_their_paths_only_inside(tmp_path: Path) -> None:
     source = tmp_path / "volume"
     source.mkdir()
     (source / "token").write_text("secret")
-    target = tmp_path / "mnt" / "serviceaccount"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / "deep" / "serviceaccount"  # missing: made in a shadow, not here
     readonly_target = tmp_path / "ro"
+    readonly_target.mkdir()  # existing: mounted over directly
     code = (
         "import os, sys\n"
         f"print(open({str(target / 'token')!r}).read())\n"
@@ -68,10 +77,12 @@ def test_volumes_appear_at_their_paths_only_inside(tmp_path: Path) -> None:
         [(str(source), str(target), False), (str(source), str(readonly_target), True)],
         str(tmp_path),
         [],
+        str(tmp_path / "root"),
     )
     assert notes == []
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["secret", "read-only 30"]  # EROFS
-    assert target.is_dir()  # the mount point exists outside ...
-    assert not (target / "token").exists()  # ... but not the mount
+    assert list(outside.iterdir()) == []  # nothing was made on the machine
+    assert list(readonly_target.iterdir()) == []
+    assert list((tmp_path / "root").iterdir()) == []
