@@ -3,10 +3,9 @@ audit log of the devcluster API server, through HTTP in process."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from devcluster.apiserver.app import SECURITY_KEY
 from tests.unit.devcluster.test_apiserver_support import Api, Reply, api_client, pod
+from tests.waiting import wait_for_async
 
 JSON = dict[str, Any]
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
@@ -36,19 +36,6 @@ def bearer(token: str) -> dict[str, str]:
 
 def admin(api: Api) -> dict[str, str]:
     return bearer(api.app[SECURITY_KEY].admin_token)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Poll an async check until it returns something truthy (the controllers run on
-    the server's loop, after the request that triggered them)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {result!r}")
-        await asyncio.sleep(0.02)
 
 
 async def service_account(api: Api, name: str = "robot", **spec: Any) -> str:
@@ -190,7 +177,7 @@ async def test_service_account_token_secrets_are_filled_and_revocable(api: Api) 
         reply = await api.get(f"{NS}/secrets/robot-token")
         return reply.body if (reply.body.get("data") or {}).get("token") else None
 
-    stored = await eventually(filled)
+    stored = await wait_for_async(filled, 5, "the token controller to fill the secret")
     assert base64.b64decode(stored["data"]["namespace"]) == b"default"
     sa = await api.get(f"{NS}/serviceaccounts/robot")
     annotations = stored["metadata"]["annotations"]
@@ -329,7 +316,7 @@ async def test_aggregation_fills_the_default_roles(api: Api) -> None:
     async def allowed() -> bool:  # view -> edit -> admin
         return (await api.get(jobs, headers=sa)).status == 200
 
-    await eventually(allowed)
+    await wait_for_async(allowed, 5, "the aggregated rule to reach edit")
     admin_role = await api.get(f"{RBAC}/clusterroles/admin")
     assert extra["rules"][0] in admin_role["rules"]
     await api.delete(f"{RBAC}/clusterroles/lmtrainingjobs-view")
@@ -337,7 +324,7 @@ async def test_aggregation_fills_the_default_roles(api: Api) -> None:
     async def revoked() -> bool:
         return (await api.get(jobs, headers=sa)).status == 403
 
-    await eventually(revoked)
+    await wait_for_async(revoked, 5, "the rule to leave edit")
 
 
 async def test_access_reviews_answer_from_rbac(api: Api) -> None:
