@@ -125,8 +125,9 @@ Modules
 -------
 `node` (`Kubelet`: the pod watch and what pods share), `pod` (`Pod`: a pod whose
 containers run as processes), `mountns` and `mountns_runner` (mount namespaces),
-`lifecycle` (`Container`: runs, restarts, termination, container status), `probes` (probes and lifecycle hooks), `processes` (finding and
-killing a container's processes), `volumes` (volume directories), `status` (the status
-writer and the batched queues), `simulate` (`SimPod`) and `base` (what both kinds of pod
-share). The pure helpers (what a pod spec means on this machine) are `devcluster.podspec`.
+`lifecycle` (`Container`: runs, restarts, termination, container status), `probes`
+(probes and lifecycle hooks), `processes` (finding and killing a container's processes),
+`volumes` (volume directories), `status` (the status writer and the batched queues),
+`simulate` (`SimPod`) and `base` (what both kinds of pod share). The pure helpers (what a
+pod spec means on this machine) are `devcluster.podspec`.
 """
