@@ -456,3 +456,34 @@ async def test_no_audit_log_by_default(tmp_path: Path) -> None:
         await api.get("/version")
         assert api.app[SECURITY_KEY].audit_log is None
     assert not list(tmp_path.glob("*.log"))
+
+
+# --------------------------------------------------------------------------- impersonation
+
+
+async def test_impersonation_needs_the_impersonate_verb(api: Api) -> None:
+    token = await service_account(api)
+    await bind(api, "RoleBinding", "robot-view", "ClusterRole", "view", ROBOT)
+    as_robot = {"Impersonate-User": SA_USER}
+    who = await api.post(WHOAMI, {}, headers={**admin(api), **as_robot})
+    assert who["status"]["userInfo"] == {
+        "username": SA_USER,
+        "groups": [
+            "system:serviceaccounts",
+            "system:serviceaccounts:default",
+            "system:authenticated",
+        ],
+    }
+    assert (await api.get(f"{NS}/pods", headers={**admin(api), **as_robot})).status == 200
+    assert (await api.get(f"{NS}/secrets", headers={**admin(api), **as_robot})).status == 403
+    as_bob = {"Impersonate-User": "bob", "Impersonate-Group": "devs"}
+    bob = await api.post(WHOAMI, {}, headers={**admin(api), **as_bob})
+    assert bob["status"]["userInfo"]["groups"] == ["devs", "system:authenticated"]
+    denied = await api.get(f"{NS}/pods", headers={**bearer(token), **as_bob})
+    assert (denied.status, denied["message"]) == (
+        403,
+        f'users "bob" is forbidden: User "{SA_USER}" cannot impersonate resource "users" in '
+        'API group "" at the cluster scope',
+    )
+    groups_only = await api.get(f"{NS}/pods", headers={"Impersonate-Group": "devs"})
+    assert groups_only.status == 400
