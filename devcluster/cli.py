@@ -108,7 +108,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if cluster.ready.is_set():
             current_file().parent.mkdir(parents=True, exist_ok=True)
             current_file().write_text(cluster.info_path.read_text())
-            print(f"devcluster is up at {cluster.url}", flush=True)
+            print(f"devcluster is up at {cluster.https_url or cluster.url}", flush=True)
             print(f"export KUBECONFIG={cluster.kubeconfig_path}", flush=True)
             print("Stop it with Ctrl-C or `elasticlm local down`.", flush=True)
         ready.cancel()
