@@ -144,7 +144,8 @@ class RBACAuthorizer:
         self.store = store
 
     def _role_rules(self, ref: Obj, namespace: str) -> list[Obj]:
-        """The rules of a binding's roleRef; APIError 404 text when it is missing."""
+        """The rules of a binding's roleRef; LookupError (with the lister's NotFound
+        text) when the role is missing."""
         kind, name = ref.get("kind"), str(ref.get("name") or "")
         if kind == "ClusterRole":
             role = self.store.get(CLUSTER_ROLES, "", name)
