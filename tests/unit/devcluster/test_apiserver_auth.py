@@ -487,3 +487,18 @@ async def test_impersonation_needs_the_impersonate_verb(api: Api) -> None:
     )
     groups_only = await api.get(f"{NS}/pods", headers={"Impersonate-Group": "devs"})
     assert groups_only.status == 400
+
+
+async def test_bindings_print_as_kube_apiserver_prints_them(api: Api) -> None:
+    await bind(
+        api, "RoleBinding", "rb", "ClusterRole", "view", [*ROBOT, {"kind": "User", "name": "alice"}]
+    )
+    table = await api.get(
+        f"{RBAC}/namespaces/default/rolebindings",
+        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    )
+    names = [c["name"] for c in table["columnDefinitions"]]
+    assert names == ["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"]
+    cells = table["rows"][0]["cells"]
+    assert cells[:2] == ["rb", "ClusterRole/view"]
+    assert cells[3:] == ["alice", "", "default/robot"]
