@@ -44,6 +44,33 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     up.add_argument(
         "--verbose", action="store_true", help="also log every API request (access log)"
     )
+    up.add_argument(
+        "--audit-log",
+        metavar="PATH",
+        help="write an audit event (JSON line: user, groups, verb, resource, namespace, name, "
+        "response code, request URI, timestamps) for every API request to PATH ('-' for "
+        "standard output); off by default",
+    )
+    up.add_argument(
+        "--unauthenticated",
+        choices=("admin", "anonymous"),
+        default="admin",
+        help="who requests without credentials are: 'admin' (default; unrestricted, as "
+        "every local client of devcluster expects) or 'anonymous' (system:anonymous, "
+        "authorized by RBAC as on a real cluster)",
+    )
+    up.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="do not make a cluster CA or serve HTTPS (pods then reach the API over HTTP)",
+    )
+    up.add_argument(
+        "--no-mount-namespaces",
+        action="store_true",
+        help="do not give containers private mount namespaces (by default they get one when "
+        "devcluster runs as root, with volumes and the service-account token at their "
+        "real paths)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = commands.add_parser("down", help="stop the running devcluster")
@@ -59,24 +86,32 @@ def cmd_up(args: argparse.Namespace) -> int:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     persist = args.state_dir is not None
     state_dir = Path(args.state_dir) if persist else Path(tempfile.mkdtemp(prefix="devcluster-"))
+    audit_log: str | None = args.audit_log
+    if audit_log and audit_log != "-":
+        audit_log = str(Path(audit_log).resolve())
     cluster = DevCluster(
         state_dir=state_dir.resolve(),
         port=args.port,
         simulate=args.simulate,
         persist=persist,
         kubernetes_version=args.kubernetes_version,
+        audit_log=audit_log,
+        anonymous=args.unauthenticated,
+        tls=not args.no_tls,
+        mount_namespaces=False if args.no_mount_namespaces else None,
     )
 
     async def run() -> None:
         task = asyncio.create_task(cluster.serve_forever())
-        while not cluster.url and not task.done():
-            await asyncio.sleep(0.05)
-        if cluster.url:
+        ready = asyncio.create_task(cluster.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if cluster.ready.is_set():
             current_file().parent.mkdir(parents=True, exist_ok=True)
             current_file().write_text(cluster.info_path.read_text())
-            print(f"devcluster is up at {cluster.url}", flush=True)
+            print(f"devcluster is up at {cluster.https_url or cluster.url}", flush=True)
             print(f"export KUBECONFIG={cluster.kubeconfig_path}", flush=True)
             print("Stop it with Ctrl-C or `elasticlm local down`.", flush=True)
+        ready.cancel()
         await task
 
     try:

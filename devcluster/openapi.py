@@ -57,6 +57,17 @@ BUILTIN_DOCS = {
     "ReplicaSet": "ReplicaSet ensures that a specified number of pod replicas are running at "
     "any given time.",
     "Lease": "Lease defines a lease concept.",
+    "Role": "Role is a namespaced, logical grouping of PolicyRules that can be referenced "
+    "as a unit by a RoleBinding.",
+    "ClusterRole": "ClusterRole is a cluster level, logical grouping of PolicyRules that can "
+    "be referenced as a unit by a RoleBinding or ClusterRoleBinding.",
+    "RoleBinding": "RoleBinding references a role, but does not contain it.  It can reference "
+    "a Role in the same namespace or a ClusterRole in the global namespace. It adds who "
+    "information via Subjects and namespace information by which namespace it exists in.  "
+    "RoleBindings in a given namespace only have effect in that namespace.",
+    "ClusterRoleBinding": "ClusterRoleBinding references a ClusterRole, but not contain it.  "
+    "It can reference a ClusterRole in the global namespace, and adds who information via "
+    "Subject.",
     "CustomResourceDefinition": "CustomResourceDefinition represents a resource that should "
     "be exposed on the API server.",
 }
@@ -276,6 +287,10 @@ MODEL_CLASSES = {
     ("events.k8s.io", "Event"): "EventsV1Event",
     ("coordination.k8s.io", "Lease"): "V1Lease",
     ("discovery.k8s.io", "EndpointSlice"): "V1EndpointSlice",
+    ("rbac.authorization.k8s.io", "Role"): "V1Role",
+    ("rbac.authorization.k8s.io", "ClusterRole"): "V1ClusterRole",
+    ("rbac.authorization.k8s.io", "RoleBinding"): "V1RoleBinding",
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): "V1ClusterRoleBinding",
     ("apiextensions.k8s.io", "CustomResourceDefinition"): "V1CustomResourceDefinition",
 }
 _CLASS_PREFIX = re.compile(r"^(?:[A-Z][a-z]+)?V\d+(?:(?:alpha|beta)\d+)?(?=[A-Z])")

@@ -1,7 +1,8 @@
 """Kubernetes protobuf request bodies, decoded to JSON for the few kinds that need it.
 
 kubectl's typed clients (`kubectl create configmap|secret|namespace|serviceaccount|
-deployment`, `kubectl auth can-i`) send Kubernetes protobuf: the magic `k8s\0`, then a
+deployment|role|clusterrole|rolebinding|clusterrolebinding|token`, `kubectl auth can-i`
+and `whoami`) send Kubernetes protobuf: the magic `k8s\0`, then a
 runtime.Unknown {typeMeta{apiVersion, kind}, raw} whose `raw` is the object in the
 field numbering of k8s.io/api's generated.proto. These few kinds are decoded to JSON;
 others answer 415 UnsupportedMediaType.
@@ -160,7 +161,107 @@ _DEPLOYMENT_SPEC: Proto = {
     7: ("paused", "flag", None, False),
     9: ("progressDeadlineSeconds", "pint", None, False),
 }
+_RESOURCE_ATTRIBUTES: Proto = {
+    1: ("namespace", "string", None, False),
+    2: ("verb", "string", None, False),
+    3: ("group", "string", None, False),
+    4: ("version", "string", None, False),
+    5: ("resource", "string", None, False),
+    6: ("subresource", "string", None, False),
+    7: ("name", "string", None, False),
+}
+_NON_RESOURCE_ATTRIBUTES: Proto = {
+    1: ("path", "string", None, False),
+    2: ("verb", "string", None, False),
+}
+_POLICY_RULE: Proto = {
+    1: ("verbs", "string", None, True),
+    2: ("apiGroups", "string", None, True),
+    3: ("resources", "string", None, True),
+    4: ("resourceNames", "string", None, True),
+    5: ("nonResourceURLs", "string", None, True),
+}
+_BINDING: Proto = {
+    1: ("metadata", "message", _OBJECT_META, False),
+    2: (
+        "subjects",
+        "message",
+        {
+            1: ("kind", "string", None, False),
+            2: ("apiGroup", "string", None, False),
+            3: ("name", "string", None, False),
+            4: ("namespace", "string", None, False),
+        },
+        True,
+    ),
+    3: (
+        "roleRef",
+        "message",
+        {
+            1: ("apiGroup", "string", None, False),
+            2: ("kind", "string", None, False),
+            3: ("name", "string", None, False),
+        },
+        False,
+    ),
+}
 PROTOBUF_KINDS: dict[str, Proto] = {
+    "Role": {
+        1: ("metadata", "message", _OBJECT_META, False),
+        2: ("rules", "message", _POLICY_RULE, True),
+    },
+    "ClusterRole": {
+        1: ("metadata", "message", _OBJECT_META, False),
+        2: ("rules", "message", _POLICY_RULE, True),
+        3: (
+            "aggregationRule",
+            "message",
+            {1: ("clusterRoleSelectors", "message", _LABEL_SELECTOR, True)},
+            False,
+        ),
+    },
+    "RoleBinding": _BINDING,
+    "ClusterRoleBinding": _BINDING,
+    "TokenRequest": {
+        1: ("metadata", "message", _OBJECT_META, False),
+        2: (
+            "spec",
+            "message",
+            {
+                1: ("audiences", "string", None, True),
+                3: (
+                    "boundObjectRef",
+                    "message",
+                    {
+                        1: ("kind", "string", None, False),
+                        2: ("apiVersion", "string", None, False),
+                        3: ("name", "string", None, False),
+                        4: ("uid", "string", None, False),
+                    },
+                    False,
+                ),
+                4: ("expirationSeconds", "pint", None, False),
+            },
+            False,
+        ),
+    },
+    "SelfSubjectAccessReview": {
+        1: ("metadata", "message", _OBJECT_META, False),
+        2: (
+            "spec",
+            "message",
+            {
+                1: ("resourceAttributes", "message", _RESOURCE_ATTRIBUTES, False),
+                2: ("nonResourceAttributes", "message", _NON_RESOURCE_ATTRIBUTES, False),
+            },
+            False,
+        ),
+    },
+    "SelfSubjectRulesReview": {
+        1: ("metadata", "message", _OBJECT_META, False),
+        2: ("spec", "message", {1: ("namespace", "string", None, False)}, False),
+    },
+    "SelfSubjectReview": {1: ("metadata", "message", _OBJECT_META, False)},
     "Deployment": {
         1: ("metadata", "message", _OBJECT_META, False),
         2: ("spec", "message", _DEPLOYMENT_SPEC, False),

@@ -99,12 +99,19 @@ class ServiceProxy:
         api_url: base URL of the API server.
         connect_timeout: seconds to reach one endpoint before trying the next.
         retry_interval: how often listeners that could not bind are retried.
+        token: the bearer token to send to the API server, if it needs one.
     """
 
     def __init__(
-        self, api_url: str, *, connect_timeout: float = 5.0, retry_interval: float = 5.0
+        self,
+        api_url: str,
+        *,
+        connect_timeout: float = 5.0,
+        retry_interval: float = 5.0,
+        token: str | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self._token = token
         self.connect_timeout = connect_timeout
         self.retry_interval = retry_interval
         self._session: aiohttp.ClientSession | None = None
@@ -120,7 +127,10 @@ class ServiceProxy:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=60),
+            headers={"Authorization": f"Bearer {self._token}"} if self._token else None,
+        )
         client = RestClient(self.api_url, self._session)
         self._services = Informer(
             client, "/api/v1/services", self._on_service, name="proxy services"

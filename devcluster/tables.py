@@ -492,7 +492,51 @@ REPLICA_SET_COLUMNS = [
 
 Spec = tuple[list[Obj], Callable[[Obj], list[Any]]]
 
+# --------------------------------------------------------------------------- RBAC
+
+ROLE_COLUMNS = [NAME_COLUMN, column("Created At", "date", AGE_DOC)]
+BINDING_COLUMNS = [
+    NAME_COLUMN,
+    column("Role", description="Role referenced by this binding"),
+    AGE_COLUMN,
+    column("Users", description="Users in the binding", priority=1),
+    column("Groups", description="Groups in the binding", priority=1),
+    column("ServiceAccounts", description="ServiceAccounts in the binding", priority=1),
+]
+
+
+def role_row(obj: Obj) -> list[Any]:
+    return [_name(obj), _meta(obj).get("creationTimestamp", "")]
+
+
+def binding_row(obj: Obj) -> list[Any]:
+    """As kube-apiserver prints bindings: Kind/name of the role, subjects by kind."""
+    ref = as_dict(obj.get("roleRef"))
+    subjects = [as_dict(s) for s in as_list(obj.get("subjects"))]
+
+    def named(kind: str) -> str:
+        return ", ".join(str(s.get("name", "")) for s in subjects if s.get("kind") == kind)
+
+    accounts = ", ".join(
+        f"{s.get('namespace', '')}/{s.get('name', '')}"
+        for s in subjects
+        if s.get("kind") == "ServiceAccount"
+    )
+    return [
+        _name(obj),
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        _age(obj),
+        named("User"),
+        named("Group"),
+        accounts,
+    ]
+
+
 BUILTIN: dict[tuple[str, str], Spec] = {
+    ("rbac.authorization.k8s.io", "roles"): (ROLE_COLUMNS, role_row),
+    ("rbac.authorization.k8s.io", "clusterroles"): (ROLE_COLUMNS, role_row),
+    ("rbac.authorization.k8s.io", "rolebindings"): (BINDING_COLUMNS, binding_row),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"): (BINDING_COLUMNS, binding_row),
     ("", "pods"): (POD_COLUMNS, pod_row),
     ("", "services"): (SERVICE_COLUMNS, service_row),
     ("apps", "deployments"): (DEPLOYMENT_COLUMNS, deployment_row),

@@ -13,8 +13,10 @@ documents in `devcluster.openapi`.
 Modules: the object semantics are `cluster` (`Cluster`), `objects` (checks of one
 object), `node`, `options` (`Ctx`, `DeleteOptions`) and `codec` (request bodies, patch
 documents); the HTTP layer is `routes` (`APIServer`: routing and verbs), `http` (what
-the handlers share), `watch`, `logs` and `discovery`; `app` builds the cluster, its
-controllers and the server (`create_app`, `ServerThread`, `serve`).
+the handlers share), `security` (authentication, RBAC authorization, the audit log,
+TokenRequest and the self-subject reviews, over `devcluster.auth`), `watch`, `logs` and
+`discovery`; `app` builds the cluster, its controllers and the server (`create_app`,
+`ServerThread`, `serve`).
 
 What follows Kubernetes closely: the verbs (including watch with resourceVersion,
 bookmarks, `sendInitialEvents`, timeouts and 410 Expired), Status errors with
@@ -42,6 +44,7 @@ Deliberate simplifications:
 - `pods/log`: `timestamps=true` prefixes lines with the time the server read them
   (the kubelet writes no timestamps); `sinceSeconds`/`sinceTime` are ignored.
 - Every object gets `metadata.generation` (Kubernetes omits it for some core kinds).
-- No authentication or authorization: every request is allowed, and access reviews
-  (`kubectl auth can-i`) answer yes. No exec, attach, port-forward, proxy, eviction or
-  service account tokens."""
+- Bearer tokens only (the admin's, and HS256 service-account tokens); requests without
+  credentials are the admin unless `anonymous="anonymous"`. RBAC is enforced for
+  everyone outside system:masters, without escalation checks. No exec, attach,
+  port-forward, proxy or eviction."""

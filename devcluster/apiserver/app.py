@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,10 @@ from aiohttp import web
 from devcluster import DEFAULT_KUBERNETES_VERSION
 from devcluster.apiserver.cluster import DEFAULT_NODE, Cluster
 from devcluster.apiserver.routes import APIServer
+from devcluster.apiserver.security import Security
+from devcluster.auth.audit import AuditLog
+from devcluster.auth.controllers import AuthControllers
+from devcluster.auth.tokens import TokenSigner
 from devcluster.gc import Controllers
 from devcluster.workloads.loop import WorkloadControllers
 
@@ -29,6 +34,10 @@ def create_app(
     history_size: int = 20000,
     bookmark_interval: float = 30.0,
     max_watch_seconds: float = 1800.0,
+    admin_token: str | None = None,
+    anonymous: str = "admin",
+    audit_log: Path | str | None = None,
+    ca_cert: bytes | None = None,
 ) -> web.Application:
     """The API server as an aiohttp application.
 
@@ -37,7 +46,17 @@ def create_app(
     reloaded from it. `simulate` deletes pods at once (no kubelet terminates them).
     The `Cluster` is available as `app[CLUSTER_KEY]`, its built-in controllers (which
     attach to it here) as `app[CONTROLLERS_KEY]`, the ReplicaSet and Deployment
-    controllers as `app[WORKLOADS_KEY]`.
+    controllers as `app[WORKLOADS_KEY]`, authentication and authorization as
+    `app[SECURITY_KEY]`.
+
+    `admin_token` is the bearer token of the unrestricted `kubernetes-admin` user (a
+    random one when not given); `anonymous` says who a request without credentials is
+    ("admin": the unrestricted `system:unsecured`; "anonymous": `system:anonymous`,
+    under RBAC); `audit_log` is a file for audit events (JSON lines; "-" for standard
+    output; none by default); `ca_cert` (PEM) is the CA of the HTTPS endpoint, published
+    to every namespace as the ConfigMap kube-root-ca.crt. With `persist`, the key that
+    signs service-account tokens is kept in `state_dir/pki` so that tokens survive a
+    restart.
     """
     cluster = Cluster(
         state_dir,
@@ -47,13 +66,26 @@ def create_app(
         kubernetes_version=kubernetes_version,
         history_size=history_size,
     )
+    cluster.root_ca = ca_cert is not None
+    key_file = state_dir / "pki" / "service-account.key" if (persist and state_dir) else None
+    signer = TokenSigner.load_or_create(key_file)
+    security = Security(
+        cluster.store,
+        signer,
+        admin_token or secrets.token_urlsafe(32),
+        anonymous=anonymous,
+        audit_log=AuditLog(audit_log) if audit_log else None,
+    )
     controllers = Controllers(cluster)
     controllers.attach()
     workloads = WorkloadControllers(cluster)
     workloads.attach()
+    auth_controllers = AuthControllers(cluster, signer, ca_cert)
+    auth_controllers.attach()
     server = APIServer(
         cluster,
         controllers,
+        security,
         bookmark_interval=bookmark_interval,
         max_watch_seconds=max_watch_seconds,
     )
@@ -62,12 +94,19 @@ def create_app(
     app[CONTROLLERS_KEY] = controllers
     app[WORKLOADS_KEY] = workloads
     app[SERVER_KEY] = server
+    app[SECURITY_KEY] = security
 
     async def start_workloads(app: web.Application) -> None:
         workloads.start()
+        auth_controllers.start()
+        if security.audit_log is not None:
+            security.audit_log.open()
 
     async def stop_workloads(app: web.Application) -> None:
         await workloads.stop()
+        await auth_controllers.stop()
+        if security.audit_log is not None:
+            security.audit_log.close()
 
     app.on_startup.append(start_workloads)
     app.on_cleanup.append(stop_workloads)
@@ -78,6 +117,7 @@ CLUSTER_KEY = web.AppKey("devcluster.cluster", Cluster)
 CONTROLLERS_KEY = web.AppKey("devcluster.controllers", Controllers)
 WORKLOADS_KEY = web.AppKey("devcluster.workloads", WorkloadControllers)
 SERVER_KEY = web.AppKey("devcluster.apiserver", APIServer)
+SECURITY_KEY = web.AppKey("devcluster.security", Security)
 
 
 class ServerThread:
@@ -102,6 +142,11 @@ class ServerThread:
     def cluster(self) -> Cluster:
         assert self.app is not None
         return self.app[CLUSTER_KEY]
+
+    @property
+    def security(self) -> Security:
+        assert self.app is not None
+        return self.app[SECURITY_KEY]
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the server's loop and return its result (thread-safe access)."""

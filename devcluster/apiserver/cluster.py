@@ -38,6 +38,7 @@ from devcluster.apiserver.objects import (
     matcher,
 )
 from devcluster.apiserver.options import Ctx, DeleteOptions
+from devcluster.auth import bootstrap
 from devcluster.resources.fields import Cause, check_name, forbidden, required
 from devcluster.resources.jsonpath import json_path_field, json_path_get, json_path_set
 from devcluster.resources.registry import Registry
@@ -80,6 +81,8 @@ class Cluster:
         self.node_name = node_name
         self.simulate = simulate
         self.kubernetes_version = kubernetes_version
+        #: Set when the cluster serves HTTPS with its own CA (kube-root-ca.crt is published).
+        self.root_ca = False
         self._bootstrap()
 
     # ---- start-up
@@ -100,6 +103,7 @@ class Cluster:
                 self.create(ns_type, None, {"metadata": {"name": name}}, ctx)
         for namespace in self.store.items(ns_type.gr):
             self.ensure_service_account(namespace["metadata"]["name"])
+        self.ensure_bootstrap_policy()
         node_type = self.rt("", "v1", "nodes")
         node = node_object(self.node_name, self.kubernetes_version)
         if self.store.get(node_type.gr, "", self.node_name) is None:
@@ -110,6 +114,19 @@ class Cluster:
                 obj["status"] = node["status"]
 
             self.mutate(node_type, "", self.node_name, refresh, subresource="status")
+
+    def ensure_bootstrap_policy(self) -> None:
+        """Create the bootstrap ClusterRoles and bindings that are missing (as
+        kube-apiserver's RBAC post-start hook does; existing ones are left alone)."""
+        ctx = Ctx(system=True)
+        for plural, objects in (
+            ("clusterroles", bootstrap.cluster_roles()),
+            ("clusterrolebindings", bootstrap.cluster_role_bindings()),
+        ):
+            rt = self.rt("rbac.authorization.k8s.io", "v1", plural)
+            for obj in objects:
+                if self.store.get(rt.gr, "", obj["metadata"]["name"]) is None:
+                    self.create(rt, None, obj, ctx)
 
     def ensure_service_account(self, namespace: str) -> None:
         sa_type = self.rt("", "v1", "serviceaccounts")
@@ -134,6 +151,7 @@ class Cluster:
             node_name=self.node_name,
             warnings=ctx.warnings,
             field_validation="Ignore" if ctx.system else ctx.field_validation,
+            root_ca=self.root_ca,
         )
 
     def _stored(self, rt: ResourceType, namespace: str, name: str) -> Obj:
@@ -266,6 +284,8 @@ class Cluster:
             "namespaces": "label",
             "services": "dns1035",
         }.get(rt.plural if not rt.group else "", "subdomain")
+        if rt.group == "rbac.authorization.k8s.io":
+            kind_of_name = "segment"  # RBAC names are path segments ("system:discovery")
         causes = check_name("metadata.name", name, kind_of_name) + causes
         if rt.namespaced:
             self._check_namespace_open(rt, ns, name)

@@ -91,6 +91,17 @@ class DiscoveryHandlers(Handlers):
                 )
             if rt.log:
                 resources.append({"name": f"{rt.plural}/log", **sub, "verbs": ["get"]})
+            if rt.gr == ("", "serviceaccounts"):
+                resources.append(
+                    {
+                        "name": "serviceaccounts/token",
+                        **sub,
+                        "group": "authentication.k8s.io",
+                        "version": "v1",
+                        "kind": "TokenRequest",
+                        "verbs": ["create"],
+                    }
+                )
             if rt.gr == ("", "namespaces"):
                 resources.append({"name": "namespaces/finalize", **sub, "verbs": ["update"]})
         group_version = f"{group}/{version}" if group else version

@@ -5,7 +5,6 @@ errors of the HTTP layer, and the `Handlers` base (responses, request bodies).
 from __future__ import annotations
 
 import asyncio
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,6 @@ from devcluster.apiserver.codec import (
     unsupported_media_type,
 )
 from devcluster.protobuf import decode_protobuf
-from devcluster.resources.types import ResourceType
 from devcluster.store import APIError, Obj, bad_request
 
 
@@ -123,25 +121,6 @@ def query_int(value: str | None, name: str) -> int | None:
         return int(value)
     except ValueError as exc:
         raise bad_request(f"invalid {name}: {value!r} is not an integer") from exc
-
-
-def review(rt: ResourceType, body: Any) -> Obj:
-    """devcluster has no authorization: every access review allows everything."""
-    if not isinstance(body, dict):
-        raise bad_request(f"{rt.kind} must be a JSON object")
-    result = copy.deepcopy(body)
-    result["apiVersion"], result["kind"] = rt.api_version, rt.kind
-    result.setdefault("metadata", {})["creationTimestamp"] = None
-    if rt.plural == "selfsubjectrulesreviews":
-        everything = {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}
-        result["status"] = {
-            "resourceRules": [everything],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-            "incomplete": False,
-        }
-    else:
-        result["status"] = {"allowed": True, "reason": "devcluster authorizes every request"}
-    return result
 
 
 def partial_metadata(obj: Obj, api_version: str) -> Obj:

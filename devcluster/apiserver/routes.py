@@ -14,7 +14,7 @@ from aiohttp import web
 
 from devcluster import requestmetrics
 from devcluster.apiserver.cluster import Cluster
-from devcluster.apiserver.codec import JSON_TYPE, MAX_BODY, parse_json
+from devcluster.apiserver.codec import MAX_BODY, parse_json
 from devcluster.apiserver.discovery import DiscoveryHandlers
 from devcluster.apiserver.http import (
     Accept,
@@ -26,11 +26,11 @@ from devcluster.apiserver.http import (
     partial_metadata,
     query_bool,
     query_int,
-    review,
     too_large,
 )
 from devcluster.apiserver.logs import LogHandlers
 from devcluster.apiserver.options import Ctx, DeleteOptions
+from devcluster.apiserver.security import USER_KEY, Security
 from devcluster.apiserver.watch import WatchHandlers
 from devcluster.gc import Controllers
 from devcluster.resources.types import ResourceType
@@ -47,6 +47,7 @@ class APIServer(DiscoveryHandlers, WatchHandlers, LogHandlers):
         self,
         cluster: Cluster,
         controllers: Controllers,
+        security: Security,
         *,
         bookmark_interval: float = 30.0,
         max_watch_seconds: float = 1800.0,
@@ -54,6 +55,7 @@ class APIServer(DiscoveryHandlers, WatchHandlers, LogHandlers):
     ) -> None:
         self.cluster = cluster
         self.controllers = controllers
+        self.security = security
         self.bookmark_interval = bookmark_interval
         self.max_watch_seconds = max_watch_seconds
         self.log_poll_interval = log_poll_interval
@@ -86,7 +88,10 @@ class APIServer(DiscoveryHandlers, WatchHandlers, LogHandlers):
             )
 
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self.middleware], client_max_size=MAX_BODY + 1024)
+        app = web.Application(
+            middlewares=[self.security.middleware, self.middleware],
+            client_max_size=MAX_BODY + 1024,
+        )
         requestmetrics.install(app)  # GET /metrics; before the catch-all route below
         app.router.add_get("/version", self.get_version)
         app.router.add_get("/version/", self.get_version)
@@ -183,11 +188,10 @@ class APIServer(DiscoveryHandlers, WatchHandlers, LogHandlers):
                     raise method_not_allowed()
                 if "create" not in rt.verbs:
                     raise method_not_allowed()
-                if rt.virtual:  # kubectl sends these in protobuf: no need to read them
-                    raw = await self.read_body(request)
-                    content_type = request.headers.get("Content-Type", JSON_TYPE)
-                    body = parse_json(raw) if "json" in content_type and raw.strip() else {}
-                    return self.respond(request, review(rt, body), 201)
+                if rt.virtual:  # access reviews: answered for the requesting user
+                    body = await self.read_object(request)
+                    answer = self.security.review(rt, body, request[USER_KEY])
+                    return self.respond(request, answer, 201)
                 body = await self.read_object(request)
                 new_obj = cluster.create(rt, namespace, body, ctx)
                 return self.respond_object(request, rt, new_obj, 201, ctx, accept)
@@ -268,11 +272,28 @@ class APIServer(DiscoveryHandlers, WatchHandlers, LogHandlers):
                 scale = cluster.patch_scale(rt, namespace, name, content_type, raw, ctx)
                 return self.respond(request, scale, warnings=ctx.warnings)
             raise method_not_allowed()
+        if sub == "token" and rt.gr == ("", "serviceaccounts"):
+            if method != "POST":
+                raise method_not_allowed()
+            return await self.serve_token_request(request, rt, namespace or "", name, ctx)
         if sub == "log" and rt.log:
             if method != "GET":
                 raise method_not_allowed()
             return await self.serve_log(request, rt, namespace or "", name)
         raise not_found_path()
+
+    async def serve_token_request(
+        self, request: web.Request, rt: ResourceType, namespace: str, name: str, ctx: Ctx
+    ) -> web.Response:
+        body = await self.read_object(request)
+        sa = self.cluster.get(rt, namespace, name)
+        store = self.cluster.store
+
+        def bound_object(kind: str, obj_name: str) -> Obj | None:
+            return store.get(("", "pods" if kind == "Pod" else "secrets"), namespace, obj_name)
+
+        answer = self.security.token_request(sa, body, bound_object)
+        return self.respond(request, answer, 201, ctx.warnings)
 
     def finalize_namespace(self, rt: ResourceType, name: str, body: Any, ctx: Ctx) -> Obj:
         wanted = as_list(as_dict(as_dict(body).get("spec")).get("finalizers"))

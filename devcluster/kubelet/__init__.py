@@ -24,8 +24,9 @@ annotations['x']`,
 resourceFieldRef, configMapKeyRef, secretKeyRef, envFrom; the service link variables
 (`<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT`, `<NAME>_SERVICE_PORT_<PORT>`) of the
 services in the pod's namespace when the container starts; `KUBERNETES_SERVICE_HOST` and
-`_PORT` pointing at the API server; and `HOSTNAME` (the pod's name). `workingDir`
-defaults to a per-container directory in the pod's directory; a workingDir that does
+`_PORT` pointing at the API server (`service_url`: devcluster's HTTPS endpoint); and
+`HOSTNAME` (the pod's name). `workingDir` defaults to a per-container directory in the
+pod's directory; a workingDir that does
 not exist on this machine (and is not under a volume mount) falls back to it, with a
 note in the container's log.
 
@@ -51,8 +52,7 @@ Service names do not resolve (no DNS); use the service environment variables.
 
 Volumes (how devcluster stands in for mounts)
 ---------------------------------------------
-There is no mount namespace, so a volumeMount's `mountPath` cannot exist as such. Each
-volume is a local directory: emptyDir, configMap, secret, downwardAPI and projected
+Each volume is a local directory: emptyDir, configMap, secret, downwardAPI and projected
 volumes under `paths.volume_dir()` (configMap and secret files written from the data at
 pod start, secret data base64-decoded, `items` key -> path and modes honoured, secret
 files mode 0600 unless `defaultMode` says otherwise); persistentVolumeClaim under
@@ -63,7 +63,23 @@ and workingDir, on whole path tokens, longest mount path first (see
 `--out=/data/ckpt` becomes `--out=<state>/pods/<ns>_<pod>_<uid>/volumes/data/ckpt`.
 It also exports `DEVCLUSTER_MOUNT_<VOLUME>` (upper case, non-alphanumerics as `_`) with
 the local directory of each volume the container mounts. Paths a program hard-codes or
-reads from files are not rewritten; `readOnly` is not enforced.
+reads from files are not rewritten.
+
+Where the machine allows it (Linux, root: checked once at start, `mount_namespaces`),
+each container also starts in a private mount namespace (`mountns`) with its volumes
+bind-mounted at their real mount paths (read-only ones read-only), without creating
+anything on the machine: missing mount points are made in a tmpfs copy of `/` that the
+container is chrooted into. Mounts that would hide devcluster's state directory or its
+Python environment are left out (their paths stay rewritten). Without mount namespaces
+`readOnly` is not enforced.
+
+Service-account tokens: a projected `serviceAccountToken` source gets a token from
+TokenRequest (`POST .../serviceaccounts/<sa>/token`, bound to the pod, with the
+source's audience and expirationSeconds); the projected volumes are rewritten with fresh
+tokens at 80 % of the shortest token's lifetime, as the kubelet's token manager does.
+The API server's ServiceAccount admission adds such a volume to every pod (see
+`devcluster.resources.serviceaccounts`), mounted at
+/var/run/secrets/kubernetes.io/serviceaccount with the cluster CA and the namespace.
 
 Probes, restarts, status
 ------------------------
@@ -108,9 +124,10 @@ another; API errors back off and retry; watches resume or relist (see
 Modules
 -------
 `node` (`Kubelet`: the pod watch and what pods share), `pod` (`Pod`: a pod whose
-containers run as processes), `lifecycle` (`Container`: runs, restarts, termination,
-container status), `probes` (probes and lifecycle hooks), `processes` (finding and
-killing a container's processes), `volumes` (volume directories), `status` (the status
-writer and the batched queues), `simulate` (`SimPod`) and `base` (what both kinds of pod
-share). The pure helpers (what a pod spec means on this machine) are `devcluster.podspec`.
+containers run as processes), `mountns` and `mountns_runner` (mount namespaces),
+`lifecycle` (`Container`: runs, restarts, termination, container status), `probes`
+(probes and lifecycle hooks), `processes` (finding and killing a container's processes),
+`volumes` (volume directories), `status` (the status writer and the batched queues),
+`simulate` (`SimPod`) and `base` (what both kinds of pod share). The pure helpers (what a
+pod spec means on this machine) are `devcluster.podspec`.
 """

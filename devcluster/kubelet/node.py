@@ -23,6 +23,7 @@ import aiohttp
 
 from devcluster.informer import ApiError, Informer, RestClient
 from devcluster.kubelet.base import PodBase, grace_period, pod_meta, pod_spec
+from devcluster.kubelet.mountns_runner import mount_namespace_problem
 from devcluster.kubelet.pod import Pod
 from devcluster.kubelet.processes import LIVE_GROUPS, reap_strays_sync
 from devcluster.kubelet.simulate import SimPod
@@ -30,6 +31,7 @@ from devcluster.kubelet.status import BatchQueue, send_status
 from devcluster.podspec.common import JSON, rfc3339
 from devcluster.podspec.env import Sources, kubernetes_service_env, referenced_sources
 from devcluster.podspec.ips import IPAllocator
+from devcluster.podspec.volumes import token_key, token_sources
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,14 @@ class Kubelet:
         keep_pod_dirs: keep logs and volumes of pods that are gone (default: removed).
         events: post Kubernetes Events (not in simulate mode).
         extra_env: variables every container gets on top of the kubelet's own
-            environment (e.g. KUBECONFIG pointing at devcluster, since pods have no
-            service-account token for in-cluster configuration); the pod's env wins.
+            environment; the pod's env wins.
+        token: the bearer token the kubelet sends to the API server (devcluster's
+            admin token; none for an API server that needs none).
+        service_url: where pods reach the API server (`KUBERNETES_SERVICE_HOST` and
+            `_PORT`; devcluster's HTTPS endpoint when it has one); default `api_url`.
+        mount_namespaces: give each container a private mount namespace with its
+            volumes bind-mounted at their real paths (`mountns`); None (the default)
+            uses them when this machine allows (Linux, root or CAP_SYS_ADMIN).
     """
 
     def __init__(
@@ -73,6 +81,9 @@ class Kubelet:
         keep_pod_dirs: bool = False,
         events: bool = True,
         extra_env: Mapping[str, str] | None = None,
+        token: str | None = None,
+        service_url: str | None = None,
+        mount_namespaces: bool | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.state_dir = Path(state_dir).resolve()
@@ -87,7 +98,9 @@ class Kubelet:
         self.events_enabled = events and not simulate
         self.extra_env = dict(extra_env or {})
         self.ips = IPAllocator(pod_cidr)
-        url = urlsplit(self.api_url)
+        self._token = token
+        self.mount_namespaces = mount_namespaces
+        url = urlsplit(service_url or self.api_url)
         self.kubernetes_env = kubernetes_service_env(
             url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
         )
@@ -112,10 +125,23 @@ class Kubelet:
             n = await asyncio.to_thread(reap_strays_sync, str(self.state_dir))
             if n:
                 log.warning("killed %d processes left behind by a previous kubelet", n)
+            if self.mount_namespaces is None:
+                problem = await asyncio.to_thread(mount_namespace_problem)
+                self.mount_namespaces = problem is None
+                if problem:
+                    log.warning(
+                        "no mount namespaces for pods (%s): volumes, including the "
+                        "service-account token, are reachable only through rewritten paths "
+                        "and DEVCLUSTER_MOUNT_* variables, not at their mountPath",
+                        problem,
+                    )
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64),
             timeout=aiohttp.ClientTimeout(total=60),
-            headers={"User-Agent": "kubelet/devcluster"},  # the `client` of /metrics
+            headers={
+                "User-Agent": "kubelet/devcluster",  # the `client` of /metrics
+                **({"Authorization": f"Bearer {self._token}"} if self._token else {}),
+            },
         )
         self._probe_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=True)
@@ -216,9 +242,16 @@ class Kubelet:
         if self.pods.get(pod.uid) is pod:
             del self.pods[pod.uid]
 
-    async def fetch_sources(self, namespace: str, pod: JSON) -> Sources:
+    async def fetch_sources(self, namespace: str, pod: JSON, *, tokens: bool = False) -> Sources:
+        """The ConfigMaps and Secrets the pod refers to; with `tokens`, also a fresh
+        service-account token (TokenRequest bound to the pod) per projected token source."""
         cms, secrets = referenced_sources(pod)
         sources = Sources()
+        if tokens:
+            for source in token_sources(pod):
+                key = token_key(source)
+                if key not in sources.tokens:
+                    sources.tokens[key] = await self.request_token(pod, source)
         ns = quote(namespace)
         for name in sorted(cms):
             sources.configmaps[name] = await self._get_or_none(
@@ -229,6 +262,35 @@ class Kubelet:
                 f"/api/v1/namespaces/{ns}/secrets/{quote(name)}"
             )
         return sources
+
+    async def request_token(self, pod: JSON, source: JSON) -> str:
+        """A token of the pod's service account for a projected serviceAccountToken
+        source, bound to the pod (as the kubelet's token manager asks for it)."""
+        meta, spec = pod_meta(pod), pod_spec(pod)
+        account = str(spec.get("serviceAccountName") or "default")
+        body: JSON = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [source["audience"]] if source.get("audience") else [],
+                "expirationSeconds": int(source.get("expirationSeconds") or 3600),
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta.get("name"),
+                    "uid": meta.get("uid"),
+                },
+            },
+        }
+        path = (
+            f"/api/v1/namespaces/{quote(str(meta.get('namespace') or 'default'))}"
+            f"/serviceaccounts/{quote(account)}/token"
+        )
+        answer = await self.client.request("POST", path, body=body)
+        token = (answer.get("status") or {}).get("token") if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ApiError(500, f"TokenRequest for {account} returned no token")
+        return token
 
     async def _get_or_none(self, path: str) -> JSON | None:
         try:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,15 +29,24 @@ from devcluster.kubelet.lifecycle import (
     exit_code_of,
     termination_message_path,
 )
-from devcluster.kubelet.volumes import make_dirs, prepare_volumes
+from devcluster.kubelet.mountns_runner import wrap_in_mount_namespace
+from devcluster.kubelet.volumes import make_dirs, prepare_volumes, write_volumes
 from devcluster.podspec.common import JSON, parse_time, rfc3339
 from devcluster.podspec.env import container_env, service_env
 from devcluster.podspec.lifecycle import container_argv, resolve_program
 from devcluster.podspec.status import compute_phase, pod_conditions
-from devcluster.podspec.volumes import PathRewriter, container_mounts, mount_env_name
+from devcluster.podspec.volumes import (
+    DEFAULT_TOKEN_SECONDS,
+    PathRewriter,
+    container_mounts,
+    mount_env_name,
+    token_sources,
+)
 
 if TYPE_CHECKING:
     from devcluster.kubelet.node import Kubelet
+
+log = logging.getLogger(__name__)
 
 
 class Pod(PodBase):
@@ -130,6 +141,8 @@ class Pod(PodBase):
         self.mark()
         if not await prepare_volumes(self):
             return
+        if token_sources(self.obj):
+            self.kubelet.spawn(self._refresh_tokens(), f"tokens {self.key}")
         self.sandbox_ready = True
         self.mark()
         for c in self.inits:
@@ -149,6 +162,22 @@ class Pod(PodBase):
         if not self.stopping.is_set():
             self.terminal = True  # every container finished for good
             self.mark()
+
+    async def _refresh_tokens(self) -> None:
+        """Rewrite the projected volumes with fresh service-account tokens at 80 % of
+        the shortest token's lifetime, as the kubelet's token manager does."""
+        lifetime = min(
+            int(s.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS)
+            for s in token_sources(self.obj)
+        )
+        delay = 0.8 * lifetime
+        while not await self.wait_stopping(delay):
+            try:
+                await write_volumes(self)
+                delay = 0.8 * lifetime
+            except Exception as exc:  # the old token stays until it expires; retry soon
+                self.event("Warning", "FailedMount", f"MountVolume.SetUp failed: {exc}")
+                delay = min(60.0, 0.1 * lifetime)
 
     def _restore(self, status: JSON) -> None:
         prev = {
@@ -209,6 +238,18 @@ class Pod(PodBase):
                     f"workingDir {working_dir} does not exist on this machine; using {default_cwd}"
                 )
         await asyncio.to_thread(make_dirs, [Path(cwd), term_file.parent] + [p for _, p in mounts])
+        if kubelet.mount_namespaces and mounts:
+            read_only = [bool(m.get("readOnly")) for m in c.spec.get("volumeMounts") or []]
+            binds = [
+                (str(local), target, ro)
+                for (target, local), ro in zip(mounts, read_only, strict=True)
+            ]
+            protected = [str(kubelet.state_dir), sys.prefix, os.path.dirname(sys.executable)]
+            root = paths.pod_dir(kubelet.state_dir, self.namespace, self.name, self.uid)
+            root = root / "rootfs" / c.name
+            argv, skipped = wrap_in_mount_namespace(argv, binds, cwd, protected, str(root))
+            for note in skipped:  # the kubelet's log: container logs stay the program's own
+                log.info("pod %s container %s: %s", self.key, c.name, note)
         return ContainerConfig(
             argv=argv, env=env, cwd=cwd, rewrite=rewrite, notes=notes, termination_file=term_file
         )

@@ -59,7 +59,7 @@ async def prepare_volumes(pod: Pod) -> bool:
 
 async def write_volumes(pod: Pod) -> None:
     pod.dirs = volume_dirs(pod.obj, pod.kubelet.state_dir)
-    sources = await pod.kubelet.fetch_sources(pod.namespace, pod.obj)
+    sources = await pod.kubelet.fetch_sources(pod.namespace, pod.obj, tokens=True)
     plan: list[tuple[Path, JSON, dict[str, tuple[bytes, int]] | None]] = []
     for v in pod_spec(pod.obj).get("volumes") or []:
         name = str(v.get("name", ""))

@@ -267,6 +267,8 @@ class Sources:
 
     configmaps: dict[str, JSON | None] = field(default_factory=dict)
     secrets: dict[str, JSON | None] = field(default_factory=dict)
+    #: Service-account tokens by `podspec.volumes.token_key` (from TokenRequest).
+    tokens: dict[str, str] = field(default_factory=dict)
 
 
 def referenced_sources(pod: JSON) -> tuple[set[str], set[str]]:

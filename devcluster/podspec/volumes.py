@@ -122,11 +122,36 @@ def volume_files(
                     )
                 )
             elif src.get("serviceAccountToken") is not None:
-                # devcluster has no authentication: a placeholder token.
-                p = _safe_relpath(str(src["serviceAccountToken"].get("path") or "token"))
-                files[p] = (b"devcluster", _mode(default, 0o600))
+                token_source = src["serviceAccountToken"]
+                p = _safe_relpath(str(token_source.get("path") or "token"))
+                token = sources.tokens.get(token_key(token_source))
+                if token is None:
+                    raise ConfigError(
+                        f"no service account token for audience "
+                        f"{token_source.get('audience') or '(the API server)'}"
+                    )
+                files[p] = (token.encode(), _mode(default, 0o600))
         return files
     return None
+
+
+DEFAULT_TOKEN_SECONDS = 3600
+
+
+def token_key(source: JSON) -> str:
+    """Identifies a projected serviceAccountToken source: its audience and lifetime."""
+    seconds = source.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS
+    return f"{source.get('audience') or ''}|{seconds}"
+
+
+def token_sources(pod: JSON) -> list[JSON]:
+    """The serviceAccountToken sources of the pod's projected volumes."""
+    found: list[JSON] = []
+    for v in (pod.get("spec") or {}).get("volumes") or []:
+        for src in (v.get("projected") or {}).get("sources") or []:
+            if isinstance(src.get("serviceAccountToken"), dict):
+                found.append(src["serviceAccountToken"])
+    return found
 
 
 def _source_files(

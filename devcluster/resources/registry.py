@@ -9,6 +9,7 @@ from typing import Any
 
 from devcluster.resources.apps import DeploymentStrategy, ReplicaSetStrategy
 from devcluster.resources.crds import CRDStrategy, CustomResourceStrategy, version_priority
+from devcluster.resources.rbac import BindingStrategy, RoleStrategy
 from devcluster.resources.strategies import (
     ClaimStrategy,
     ConfigMapStrategy,
@@ -154,6 +155,27 @@ def builtin_types() -> list[ResourceType]:
             "policy", "v1", "poddisruptionbudgets", "poddisruptionbudget",
             "PodDisruptionBudget", True, short_names=("pdb",), status=True,
             top_fields=_top("spec", "status"),
+        ),
+        ResourceType(
+            "rbac.authorization.k8s.io", "v1", "roles", "role", "Role", True,
+            top_fields=_top("rules"), strategy=RoleStrategy(),
+        ),
+        ResourceType(
+            "rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole",
+            False, top_fields=_top("rules", "aggregationRule"), strategy=RoleStrategy(),
+        ),
+        ResourceType(
+            "rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding",
+            True, top_fields=_top("roleRef", "subjects"), strategy=BindingStrategy(),
+        ),
+        ResourceType(
+            "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding",
+            "ClusterRoleBinding", False, top_fields=_top("roleRef", "subjects"),
+            strategy=BindingStrategy(),
+        ),
+        ResourceType(
+            "authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview",
+            "SelfSubjectReview", False, verbs=("create",), virtual=True,
         ),
         ResourceType(
             "authorization.k8s.io", "v1", "selfsubjectaccessreviews",

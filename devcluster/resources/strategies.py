@@ -26,6 +26,7 @@ from devcluster.resources.fields import (
     required,
     unsupported,
 )
+from devcluster.resources.serviceaccounts import admit_pod
 from devcluster.resources.types import Env, ResourceType, Strategy
 from devcluster.store import APIError, Obj, bad_request, rfc3339
 from devcluster.values import as_dict, as_list
@@ -75,6 +76,7 @@ class PodStrategy(Strategy):
         # what admission adds to pods, not to templates
         spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
         spec.setdefault("serviceAccount", spec["serviceAccountName"])
+        admit_pod(env, obj)
         spec.setdefault("enableServiceLinks", True)
         spec.setdefault("priority", 0)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")

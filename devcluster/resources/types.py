@@ -28,6 +28,8 @@ BUILTIN_GROUPS = (
     "coordination.k8s.io",
     "discovery.k8s.io",
     "apiextensions.k8s.io",
+    "rbac.authorization.k8s.io",
+    "authentication.k8s.io",
     "authorization.k8s.io",
 )
 
@@ -254,6 +256,8 @@ class Env:
     node_name: str
     warnings: list[str]
     field_validation: str = "Warn"
+    #: Whether the ConfigMap kube-root-ca.crt is published (the cluster serves HTTPS).
+    root_ca: bool = False
     service_network: ipaddress.IPv4Network = field(
         default_factory=lambda: ipaddress.IPv4Network("127.96.0.0/16")
     )
