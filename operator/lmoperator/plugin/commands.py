@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import queue
 import sys
 import threading
@@ -57,6 +58,10 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+class NotInstalledError(CommandError):
+    """The cluster does not serve one of our kinds (its CRD is missing)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -109,7 +114,7 @@ class Session:
             return self.api.list(kind, namespace, selector)
         except kube.KubeError as exc:
             if exc.status == 404 and kind in kinds.CUSTOM_KINDS:
-                raise CommandError(
+                raise NotInstalledError(
                     f"the cluster has no {kind.kind} resource: the CRD {kind.crd_name} is "
                     "not installed (install ElasticLM with its Helm chart or "
                     "manifests/install.yaml)"
@@ -118,6 +123,8 @@ class Session:
 
 
 def connect(args: argparse.Namespace) -> Session:
+    # The client's connection pool logs each retry; the user gets one line in the end.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
         client, namespace = kube.client_for_user(args.kubeconfig, args.context)
     except kube.NoClusterError as exc:
@@ -173,7 +180,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     for kind in selection.kinds:
         try:
             items = session.list(kind, namespace)
-        except CommandError:
+        except NotInstalledError:
             if len(selection.kinds) == 1:
                 raise
             missing_kinds.append(kind)  # said below; the other kinds are still listed
