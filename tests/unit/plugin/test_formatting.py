@@ -204,7 +204,7 @@ def test_a_kind_without_columns_gets_name_phase_and_age() -> None:
 
 
 def test_describe_a_training_job() -> None:
-    status = {
+    status: dict[str, Any] = {
         "phase": "Running",
         "replicas": 3,
         "readyReplicas": 3,
@@ -226,7 +226,7 @@ def test_describe_a_training_job() -> None:
              "metrics": {"tokensPerSecond": 1234.56, "worldSize": 2.0}},
         ],
     }  # fmt: skip
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "Normal", "reason": "ScalingUp", "message": "2 to 3",
          "lastTimestamp": ago(100), "firstTimestamp": ago(100), "count": 1,
          "source": {"component": "elasticlm-operator"}},
@@ -274,7 +274,7 @@ def test_describe_says_none_for_empty_sections_and_leaves_out_unknown_fields() -
 
 
 def test_describe_a_compressed_service() -> None:
-    status = {
+    status: dict[str, Any] = {
         "phase": "Ready",
         "replicas": 2,
         "readyReplicas": 2,
