@@ -35,6 +35,7 @@ class KubeError(Exception):
 
     def __init__(self, what: str, status: int, detail: str) -> None:
         self.status = status
+        self.detail = detail
         super().__init__(f"{what} failed: {status} {detail}".strip())
 
 

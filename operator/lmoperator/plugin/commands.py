@@ -80,7 +80,7 @@ class Session:
 
     def fail(self, what: str, exc: kube.KubeError) -> CommandError:
         """A KubeError as the user should read it."""
-        detail = str(exc).split(" failed: ", 1)[-1]
+        detail = exc.detail
         if exc.status == 0:
             return CommandError(
                 f"cannot reach the cluster at {self.host} to {what}: {detail}; is it running, "
@@ -362,7 +362,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             )
         except kube.KubeError as exc:
             if exc.status in (400, 404):  # not started yet, or gone since the list
-                print(f"{pod.name}: {str(exc).split(': ', 1)[-1]}", file=sys.stderr)
+                print(f"{pod.name}: {exc.detail}", file=sys.stderr)
                 continue
             raise session.fail(f"read the log of pod {pod.name}", exc) from exc
         logs.append((pod.source, lines))
