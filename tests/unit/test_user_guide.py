@@ -28,6 +28,10 @@ from lmoperator.api.crd import RESOURCE_KINDS, crd_manifest
 from lmoperator.builders.service import validate_server_pod
 from lmoperator.builders.trainingjob import validate_worker_pod
 
+STATUS_TYPES: dict[type, type[LMTrainingJobStatus] | type[LMServiceStatus]] = {
+    LMTrainingJob: LMTrainingJobStatus,
+    LMService: LMServiceStatus,
+}
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "user-guide.md"
 
 
@@ -91,20 +95,17 @@ def test_every_example_is_valid_and_would_run(manifest: dict[str, Any]) -> None:
         # The status on its own: parse_resource's strict validation takes no RFC 3339
         # text for a time inside its cross-field (CEL) wrapper, so it is checked here
         # without strict mode (unknown fields are still rejected).
-        status_type = (
-            LMTrainingJobStatus if manifest["kind"] == "LMTrainingJob" else LMServiceStatus
-        )
+        status_type = STATUS_TYPES[type(resource)]
         status_type.model_validate_json(
             json.dumps(manifest["status"]), by_alias=True, by_name=False
         )
     if isinstance(resource, LMTrainingJob):
         assert validate_worker_pod(resource) == []
-    else:
-        assert isinstance(resource, LMService)
+    if isinstance(resource, LMService):
         assert validate_server_pod(resource) == []
 
 
-@pytest.mark.parametrize("kind", ["LMTrainingJob", "LMService"])
+@pytest.mark.parametrize("kind", [r.identity.kind for r in RESOURCE_KINDS])
 def test_the_examples_show_every_field(kind: str) -> None:
     known = schema_paths(kind)
     shown: set[str] = set()
