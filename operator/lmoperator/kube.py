@@ -90,7 +90,11 @@ def load_config() -> None:
 
 
 class NoClusterError(Exception):
-    """No cluster is configured: no kubeconfig (or no such context) and not in a pod."""
+    """The kubeconfig names no usable cluster (no such context, a broken file)."""
+
+
+class NoKubeconfigError(NoClusterError):
+    """No kubeconfig at all, and not in a pod."""
 
 
 def client_for_user(kubeconfig: str | None, context: str | None) -> tuple[ApiClient, str]:
@@ -111,7 +115,7 @@ def client_for_user(kubeconfig: str | None, context: str | None) -> tuple[ApiCli
                 config = kubernetes.client.Configuration()
                 kubernetes.config.load_incluster_config(config)  # type: ignore[no-untyped-call]
                 return ApiClient(config), _pod_namespace()
-        raise NoClusterError(f"no cluster is configured ({exc})") from exc
+        raise NoKubeconfigError(f"no cluster is configured ({exc})") from exc
     chosen = current
     if context is not None:
         chosen = next((c for c in contexts or [] if c.get("name") == context), None)

@@ -20,9 +20,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 
@@ -75,8 +75,6 @@ class Session:
     api: kube.Kube
     namespace: str
     host: str
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    err: TextIO = field(default_factory=lambda: sys.stderr)
 
     def fail(self, what: str, exc: kube.KubeError) -> CommandError:
         """A KubeError as the user should read it."""
@@ -127,11 +125,13 @@ def connect(args: argparse.Namespace) -> Session:
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
         client, namespace = kube.client_for_user(args.kubeconfig, args.context)
-    except kube.NoClusterError as exc:
+    except kube.NoKubeconfigError as exc:
         raise CommandError(
             f"{exc}; point --kubeconfig or KUBECONFIG at a cluster's kubeconfig, or start "
             "a local one with `elasticlm local up`"
         ) from exc
+    except kube.NoClusterError as exc:
+        raise CommandError(str(exc)) from exc
     return Session(kube.Kube(client), args.namespace or namespace, client.configuration.host)
 
 
@@ -430,8 +430,8 @@ class Follower:
             except queue.Empty:
                 return
             if line is not None:
-                self.session.out.write(pod.source.prefix(line) + "\n")
-                self.session.out.flush()
+                sys.stdout.write(pod.source.prefix(line) + "\n")
+                sys.stdout.flush()
 
     def run(self) -> int:
         first = True
