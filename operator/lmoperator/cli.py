@@ -122,7 +122,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         prog=prog,
         description="ElasticLM: elastic language-model training and serving on Kubernetes.",
     )
-    connection_options(parser, top=True)
+    if prog != "elasticlm":
+        # `kubectl lm -n NS get` as well as `kubectl lm get -n NS`; `elasticlm` takes
+        # them after the command only (its `operator -n` means something else).
+        connection_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(commands)
 

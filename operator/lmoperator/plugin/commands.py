@@ -124,7 +124,9 @@ def connect(args: argparse.Namespace) -> Session:
     # The client's connection pool logs each retry; the user gets one line in the end.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
-        client, namespace = kube.client_for_user(args.kubeconfig, args.context)
+        client, namespace = kube.client_for_user(
+            getattr(args, "kubeconfig", None), getattr(args, "context", None)
+        )
     except kube.NoKubeconfigError as exc:
         raise CommandError(
             f"{exc}; point --kubeconfig or KUBECONFIG at a cluster's kubeconfig, or start "
@@ -132,7 +134,8 @@ def connect(args: argparse.Namespace) -> Session:
         ) from exc
     except kube.NoClusterError as exc:
         raise CommandError(str(exc)) from exc
-    return Session(kube.Kube(client), args.namespace or namespace, client.configuration.host)
+    chosen = getattr(args, "namespace", None) or namespace
+    return Session(kube.Kube(client), chosen, client.configuration.host)
 
 
 def run_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

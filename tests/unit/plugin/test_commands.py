@@ -62,6 +62,14 @@ def test_kubectls_flags_go_before_or_after_the_command(
     assert _parser("kubectl lm").parse_args(argv).namespace == namespace
 
 
+def test_elasticlm_takes_them_after_the_command_only() -> None:
+    """`elasticlm operator -n NS` watches NS: a namespace before the command must not
+    pass for it."""
+    assert _parser("elasticlm").parse_args(["get", "-n", "b"]).namespace == "b"
+    with pytest.raises(SystemExit):
+        _parser("elasticlm").parse_args(["-n", "a", "operator"])
+
+
 def test_no_kubeconfig(tmp_path: Path, capsys: Capsys) -> None:
     missing = tmp_path / "nowhere"
     assert kubectl_plugin_main(["get", "--kubeconfig", str(missing)]) == EXIT_FAILED
