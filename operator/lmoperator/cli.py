@@ -14,6 +14,7 @@ import yaml
 import lmoperator
 from lmoperator.api import InvalidResourceError, parse_resource
 from lmoperator.api.generate import generated_drift, write_generated
+from lmoperator.plugin.commands import add_commands, connection_options
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -121,7 +122,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         prog=prog,
         description="ElasticLM: elastic language-model training and serving on Kubernetes.",
     )
+    if prog != "elasticlm":
+        # `kubectl lm -n NS get` as well as `kubectl lm get -n NS`; `elasticlm` takes
+        # them after the command only (its `operator -n` means something else).
+        connection_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_commands(commands)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)

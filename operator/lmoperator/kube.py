@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import kubernetes
+import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.config import ConfigException
 
@@ -34,6 +35,7 @@ class KubeError(Exception):
 
     def __init__(self, what: str, status: int, detail: str) -> None:
         self.status = status
+        self.detail = detail
         super().__init__(f"{what} failed: {status} {detail}".strip())
 
 
@@ -87,6 +89,58 @@ def load_config() -> None:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+class NoClusterError(Exception):
+    """The kubeconfig names no usable cluster (no such context, a broken file)."""
+
+
+class NoKubeconfigError(NoClusterError):
+    """No kubeconfig at all, and not in a pod."""
+
+
+def client_for_user(kubeconfig: str | None, context: str | None) -> tuple[ApiClient, str]:
+    """A client for a command-line user, as kubectl picks one, and its namespace.
+
+    The kubeconfig comes from `kubeconfig`, else KUBECONFIG (a list of files, merged),
+    else ~/.kube/config; the context from `context`, else the kubeconfig's current one.
+    Without a kubeconfig, inside a pod, the pod's service account is used. The namespace
+    is the context's, else the pod's, else "default".
+    """
+    try:
+        contexts, current = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
+    except (ConfigException, OSError) as exc:
+        if kubeconfig is None and context is None:
+            with contextlib.suppress(ConfigException):
+                config = kubernetes.client.Configuration()
+                kubernetes.config.load_incluster_config(config)  # type: ignore[no-untyped-call]
+                return ApiClient(config), _pod_namespace()
+        raise NoKubeconfigError(f"no cluster is configured ({exc})") from exc
+    chosen = current
+    if context is not None:
+        chosen = next((c for c in contexts or [] if c.get("name") == context), None)
+        if chosen is None:
+            names = ", ".join(sorted(str(c.get("name")) for c in contexts or [])) or "none"
+            raise NoClusterError(f'context "{context}" is not in the kubeconfig (it has: {names})')
+    try:
+        client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context
+        )
+    except (ConfigException, OSError) as exc:
+        raise NoClusterError(f"the kubeconfig cannot be used: {exc}") from exc
+    namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+    return client, str(namespace)
+
+
+def _pod_namespace() -> str:
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
 class Kube:
     """KubeApi over the `kubernetes` client's connection pool, configuration and auth."""
 
@@ -136,14 +190,73 @@ class Kube:
         )
         return dict(result) if isinstance(result, dict) else None
 
-    def list(self, kind: kinds.ResourceKind, namespace: str, selector: str) -> list[dict[str, Any]]:
+    def list(
+        self,
+        kind: kinds.ResourceKind,
+        namespace: str | None,
+        selector: str = "",
+        field_selector: str = "",
+    ) -> list[dict[str, Any]]:
+        """The objects of a namespace (None: of every namespace) that match the selectors."""
+        query = {"labelSelector": selector, "fieldSelector": field_selector}
         result = self._request(
             f"list {kind.plural}",
             "GET",
             kind.path(namespace),
-            query={"labelSelector": selector} if selector else None,
+            query={k: v for k, v in query.items() if v},
         )
         return list((result or {}).get("items") or [])
+
+    def pod_log(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        container: str | None = None,
+        follow: bool = False,
+        tail_lines: int | None = None,
+        timestamps: bool = False,
+    ) -> Iterator[str]:
+        """A container's log, line by line (without the newline); with `follow`, the lines
+        keep coming until the container ends or the caller closes the iterator."""
+        query: dict[str, Any] = {"follow": "true" if follow else None, "container": container}
+        query["tailLines"] = tail_lines
+        query["timestamps"] = "true" if timestamps else None
+        what = f"read the log of pod {name}"
+        try:
+            request = self.api_client.param_serialize(
+                "GET",
+                kinds.POD.path(namespace, name) + "/log",
+                query_params=[(k, v) for k, v in query.items() if v is not None],
+                header_params={"Accept": "application/json, */*"},  # as kubectl asks
+                auth_settings=["BearerToken"],
+            )
+            # A followed log may stay quiet for long: only connecting is bounded.
+            timeout = (REQUEST_TIMEOUT_SECONDS, None) if follow else REQUEST_TIMEOUT_SECONDS
+            response = self.api_client.call_api(*request, _request_timeout=timeout)
+        except Exception as exc:  # urllib3 and socket errors: the server was not reached
+            raise KubeError(what, 0, f"{type(exc).__name__}: {exc}") from exc
+        raw = response.response  # urllib3's response, not read yet
+        try:
+            status = int(response.status)
+            if not 200 <= status < 300:
+                detail = str(response.reason or "")
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    detail = json.loads(raw.data or b"{}").get("message") or detail
+                raise KubeError(what, status, detail)
+            pending = b""
+            try:
+                for chunk in raw.stream(4096, decode_content=True):
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", errors="replace")
+            except urllib3.exceptions.HTTPError as exc:  # the connection broke mid-stream
+                raise KubeError(what, 0, f"{type(exc).__name__}: {exc}") from exc
+            if pending:
+                yield pending.decode("utf-8", errors="replace")
+        finally:
+            raw.release_conn()
 
     def create(
         self, kind: kinds.ResourceKind, namespace: str, manifest: Mapping[str, Any]

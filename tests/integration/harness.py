@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,35 @@ class Cluster:
                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
             )
         return result
+
+
+def kubectl_lm_command(
+    kubeconfig: Path, namespace: str, *args: str
+) -> tuple[list[str], dict[str, str]]:
+    """`kubectl lm ARGS` as a user runs it: kubectl finds the `kubectl-lm` executable of
+    this environment on the PATH (flags go after the plugin's name: kubectl allows none
+    before it)."""
+    if KUBECTL is None:
+        raise RuntimeError("kubectl is not installed")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return [KUBECTL, "lm", *args, f"--kubeconfig={kubeconfig}", "-n", namespace], env
+
+
+def kubectl_lm(
+    kubeconfig: Path, namespace: str, *args: str, expect: int | Sequence[int] = 0
+) -> subprocess.CompletedProcess[str]:
+    """Run `kubectl lm ARGS`; fail unless it exits with `expect`."""
+    command, env = kubectl_lm_command(kubeconfig, namespace, *args)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    allowed = [expect] if isinstance(expect, int) else list(expect)
+    if result.returncode not in allowed:
+        raise AssertionError(
+            f"kubectl lm {' '.join(args)} exited {result.returncode}, not {expect}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
 
 
 # Run `python -m devcluster up` for the length of a block: (process, info).

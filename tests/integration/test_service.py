@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lmoperator.api.kinds import SERVICE, TRAINING_JOB
 from lmoperator.localstack import LocalStack, local_stack
 from lmworker.corpus import write_corpus
-from tests.integration.harness import E2E
+from tests.integration.harness import E2E, kubectl_lm
 from tests.kubeclient import core_api, custom_api
 from tests.waiting import wait_for
 
@@ -226,6 +227,57 @@ def test_a_missing_job_leaves_the_service_pending_and_says_why(trained: Trained)
     loaded = next(c for c in status["conditions"] if c["type"] == "ModelLoaded")
     assert loaded["reason"] == "TrainingJobNotFound"
     assert "LMTrainingJob nope was not found" in loaded["message"]
+
+
+def test_kubectl_lm_gets_scales_describes_and_reads_logs(trained: Trained) -> None:
+    """The plugin as a user runs it: `kubectl lm ...` with kubectl finding `kubectl-lm`
+    on the PATH, against the trained job and a service of its own."""
+
+    def lm(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        return kubectl_lm(trained.stack.kubeconfig, trained.ns, *args, expect=expect)
+
+    trained.apply_service("plugin")
+    trained.wait_object(SERVICE.plural, "plugin", "Ready", lambda s: s.get("phase") == "Ready")
+    listing = lm("get").stdout.splitlines()
+    job_row = next(line.split() for line in listing if line.startswith(f"lmtj/{JOB} "))
+    assert job_row[:2] == [f"lmtj/{JOB}", "Succeeded"]
+    assert f"{STEPS}/{STEPS}" in job_row
+    service_row = next(line.split() for line in listing if line.startswith("lms/plugin "))
+    assert service_row[:4] == ["lms/plugin", "Ready", "1/1", f"lmtj/{JOB}"]
+    assert f"http://plugin.{trained.ns}.svc/v1" in service_row
+    assert lm("get", "lms", "plugin", "-o", "name").stdout == "lmservice.elasticlm.io/plugin\n"
+
+    assert (
+        lm("scale", "lms/plugin", "2").stdout == "lmservice.elasticlm.io/plugin scaled (1 -> 2)\n"
+    )
+    trained.wait_object(SERVICE.plural, "plugin", "2 ready", lambda s: s.get("readyReplicas") == 2)
+    logs = lm("logs", "lms/plugin").stdout.splitlines()
+    prefixes = {line.split("] ")[0] + "]" for line in logs}
+    assert len(prefixes) == 2, logs
+    assert all(p.startswith("[plugin-server-") for p in prefixes)
+    assert sum("Model loaded" in line for line in logs) == 2
+
+    page = lm("describe", "lms/plugin").stdout
+    assert "Replicas:    2 desired, 2 exist, 2 ready, 2 updated" in page
+    assert re.search(r"^  Ready +True +Serving ", page, re.MULTILINE)
+    assert re.search(r"^  Normal +Scaled .* Scaled the servers from 1 to 2$", page, re.MULTILINE)
+
+    job_logs = lm("logs", f"lmtj/{JOB}").stdout.splitlines()
+    assert job_logs
+    assert all(line.startswith("[rank 0] ") for line in job_logs)
+    assert any(f"training complete at step {STEPS}" in line for line in job_logs)
+    job_page = lm("describe", f"lmtj/{JOB}").stdout
+    assert re.search(r"^  Succeeded +True +TrainingCompleted ", job_page, re.MULTILINE)
+
+    missing = lm("describe", "lmtj/nope", expect=1)
+    assert missing.stderr.startswith(
+        f'error: lmtrainingjobs.elasticlm.io "nope" not found in namespace "{trained.ns}"'
+    )
+    unknown = lm("scale", "deploy/x", "2", expect=2)
+    assert unknown.stderr.startswith('error: unknown kind "deploy"')
+    assert lm("get", "lmtj", "--context", "nowhere", expect=1).stderr.startswith(
+        'error: context "nowhere" is not in the kubeconfig'
+    )
 
 
 class Load:

@@ -4,7 +4,9 @@ devcluster, training the tiny model on a synthetic corpus."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lmoperator.api.kinds import TRAINING_JOB
 from lmoperator.localstack import LocalStack, local_stack
 from lmworker.corpus import unigram_entropy_nats, write_corpus
-from tests.integration.harness import E2E
+from tests.integration.harness import E2E, kubectl_lm, kubectl_lm_command
 from tests.kubeclient import core_api, custom_api
 from tests.waiting import wait_for
 
@@ -248,29 +250,56 @@ def test_two_workers_train_to_completion_and_learn(job: Job) -> None:
     assert unigram == pytest.approx(unigram_entropy_nats(text))
 
 
-def test_scale_2_3_1_follows_world_size_and_completes(job: Job) -> None:
+def test_scale_2_3_1_follows_world_size_and_completes(job: Job, tmp_path: Path) -> None:
+    """Scaled by `kubectl scale` and by `kubectl lm scale`, while `kubectl lm logs -f`
+    follows every worker, the one that joins included, until the job has finished."""
     # Long enough that both rescales land mid-run: the status shows progress every ~5 s,
     # and on an idle machine 150 steps took ~20 s.
     job.create(replicas=2, steps=300)
-    job.wait("world size 2", lambda s: s.get("worldSize") == 2 and (s.get("step") or 0) >= 5)
-    job.scale(3)
-    job.wait("world size 3", lambda s: s.get("worldSize") == 3)
-    assert {p.metadata.name for p in job.pods("worker")} >= {f"lm-worker-{i}" for i in range(3)}
-    at3 = job.status()["step"]
-    job.wait_step(at3 + 5)
-    job.scale(1)
-    job.wait("world size 1", lambda s: s.get("worldSize") == 1)
-    job.wait(
-        "only worker-0 left",
-        lambda s: [p.metadata.name for p in job.pods("worker")] == ["lm-worker-0"],
-        timeout=60,
-    )
-    status = job.succeeded()
+    command, env = kubectl_lm_command(job.stack.kubeconfig, job.ns, "logs", "-f", "lmtj/lm")
+    with (tmp_path / "follow.log").open("w+") as followed:
+        follower = subprocess.Popen(command, stdout=followed, stderr=subprocess.STDOUT, env=env)
+        try:
+            job.wait(
+                "world size 2", lambda s: s.get("worldSize") == 2 and (s.get("step") or 0) >= 5
+            )
+            job.scale(3)
+            job.wait("world size 3", lambda s: s.get("worldSize") == 3)
+            workers = {p.metadata.name for p in job.pods("worker")}
+            assert workers >= {f"lm-worker-{i}" for i in range(3)}
+            at3 = job.status()["step"]
+            job.wait_step(at3 + 5)
+            scaled = kubectl_lm(job.stack.kubeconfig, job.ns, "scale", "lmtj/lm", "1")
+            assert scaled.stdout == "lmtrainingjob.elasticlm.io/lm scaled (3 -> 1)\n"
+            job.wait("world size 1", lambda s: s.get("worldSize") == 1)
+            job.wait(
+                "only worker-0 left",
+                lambda s: [p.metadata.name for p in job.pods("worker")] == ["lm-worker-0"],
+                timeout=60,
+            )
+            status = job.succeeded()
+            # The follower ends by itself once the job has finished and every log is read.
+            assert follower.wait(timeout=30) == 0
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+        followed.seek(0)
+        lines = followed.read().splitlines()
     assert status["step"] == 300
     job.assert_steps_never_went_back_past_a_checkpoint()
     history = [(h["from"], h["to"]) for h in status.get("scalingHistory") or []]
     assert (2, 3) in history
     assert (3, 1) in history
+    # Every worker's lines came, the joining rank 2's too, each once and prefixed.
+    assert {line.split("]")[0] + "]" for line in lines} == {"[rank 0]", "[rank 1]", "[rank 2]"}
+    assert any("rank 2 of 3" in line for line in lines if line.startswith("[rank 2]"))
+    assert sum("training complete at step 300" in line for line in lines) >= 1
+    assert len(lines) == len(set(lines))
+    page = kubectl_lm(job.stack.kubeconfig, job.ns, "describe", "lmtj/lm").stdout
+    assert "Phase:       Succeeded" in page
+    assert re.search(r"^  \S+ +2 +3 +Manual: spec.replicas 2 → 3 ", page, re.MULTILINE)
+    assert re.search(r"^  \S+ +3 +1 +Manual: spec.replicas 3 → 1 ", page, re.MULTILINE)
 
 
 def test_killed_worker_recovers_and_counts_a_restart(job: Job) -> None:
