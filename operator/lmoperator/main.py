@@ -19,7 +19,9 @@ import lmoperator.handlers.children
 import lmoperator.handlers.service
 import lmoperator.handlers.trainingjob
 from lmoperator.api.kinds import GROUP
+from lmoperator.builders.defaults import NO_DEFAULTS, Defaults
 from lmoperator.builders.pods import ROLE_LABEL
+from lmoperator.handlers import common
 from lmoperator.kube import Kube, load_config
 from lmoperator.scrape import Scraper
 
@@ -53,6 +55,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_
     for child in lmoperator.handlers.children.WATCHED_CHILD_KINDS:
         key = (child.group, child.plural) if child.group else (child.version, child.plural)
         settings.watching.label_selectors[key] = ROLE_LABEL
+    # Watching named namespaces needs no cluster-wide permission: kopf then neither lists
+    # namespaces nor watches CRDs (it discovers the resources once, at startup, and the
+    # CRDs are installed before the operator).
+    if getattr(memo, "namespaced", False):
+        settings.scanning.disabled = True
+    common.set_pod_defaults(getattr(memo, "pod_defaults", NO_DEFAULTS))
     load_config()
     memo.kube = Kube()
     memo.scraper = Scraper()
@@ -81,13 +89,23 @@ def run(
     metrics_port: int = DEFAULT_METRICS_PORT,
     peering: str | None = None,
     verbose: bool = False,
+    liveness: str | None = None,
+    pod_defaults: Defaults = NO_DEFAULTS,
 ) -> None:
-    """Run the operator until interrupted: all namespaces when `namespaces` is empty."""
+    """Run the operator until interrupted: all namespaces when `namespaces` is empty.
+
+    `liveness` is kopf's health endpoint (`http://0.0.0.0:8081/healthz`): it answers 200
+    while kopf's own tasks are alive, for a liveness probe. `pod_defaults` fill what the
+    resources' spec.worker leaves out.
+    """
     kopf.configure(verbose=verbose)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         standalone=peering is None,
         peering_name=peering,
-        memo=kopf.Memo(metrics_port=metrics_port),
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(
+            metrics_port=metrics_port, namespaced=bool(namespaces), pod_defaults=pod_defaults
+        ),
     )
