@@ -48,19 +48,21 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_crds(args: argparse.Namespace) -> int:
     directory, reference = Path(args.dir), Path(args.reference)
+    chart = Path(args.chart) if args.chart else None
+    where = f"{directory}/, {chart}/ or {reference}" if chart else f"{directory}/ or {reference}"
     if args.check:
-        drift = generated_drift(directory, reference)
+        drift = generated_drift(directory, reference, chart)
         if drift:
             sys.stdout.write("".join(drift))
             print(
-                f"error: the CRDs in {directory}/ or {reference} differ from the API models; "
+                f"error: the CRDs in {where} differ from the API models; "
                 "run `elasticlm crds` and commit the result",
                 file=sys.stderr,
             )
             return EXIT_INVALID
-        print(f"CRDs in {directory}/ and {reference} match the API models")
+        print(f"CRDs in {where} match the API models")
         return EXIT_OK
-    for path in write_generated(directory, reference):
+    for path in write_generated(directory, reference, chart):
         print(f"wrote {path}")
     return EXIT_OK
 
@@ -202,6 +204,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             "--reference",
             default="docs/api-reference.md",
             help="API reference file (default: docs/api-reference.md)",
+        )
+        crds.add_argument(
+            "--chart",
+            default="charts/elasticlm",
+            help="Helm chart whose templates/crds/ gets the CRDs as templates; '' for none "
+            "(default: charts/elasticlm)",
         )
         crds.add_argument(
             "--check",
