@@ -307,7 +307,8 @@ class APIServer(DiscoveryHandlers, WatchHandlers, LogHandlers):
         raw = await self.read_body(request)
         body: Any = {}
         if raw.strip():
-            body = parse_json(raw)
+            # JSON from kubectl and most clients; protobuf from client-go's typed clients.
+            body = self.decode_object(raw, request)
             if not isinstance(body, dict):
                 raise bad_request("DeleteOptions must be a JSON object")
         grace = body.get("gracePeriodSeconds")
