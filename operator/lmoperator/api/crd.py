@@ -265,7 +265,7 @@ class _NoAliasDumper(yaml.SafeDumper):
         return True
 
 
-def _dump(resource: CrdResource) -> str:
+def _dump(resource: ResourceKind) -> str:
     return yaml.dump(crd_manifest(resource), Dumper=_NoAliasDumper, sort_keys=False, width=100)
 
 
