@@ -151,6 +151,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         liveness=args.liveness,
         pod_defaults=defaults,
+        metrics_address=args.metrics_address,
     )
     return EXIT_OK
 
@@ -243,6 +244,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             metavar="NAME",
             help="coordinate with other replicas through kopf's peering object NAME "
             "(default: standalone)",
+        )
+        operator.add_argument(
+            "--metrics-address",
+            default="0.0.0.0",
+            metavar="IP",
+            help="address the metrics server binds (default: 0.0.0.0, every interface)",
         )
         operator.add_argument(
             "--liveness",

@@ -27,6 +27,7 @@ from lmoperator.scrape import Scraper
 
 FINALIZER = f"{GROUP}/finalizer"
 DEFAULT_METRICS_PORT = 8080
+DEFAULT_METRICS_ADDRESS = "0.0.0.0"
 # Passes run in threads (the kubernetes client blocks), and most of a pass is a wait for
 # the API server's answer. asyncio's default pool has cpu_count + 4 threads, so on a small
 # node a few slow answers queued every other job's pass behind them.
@@ -47,6 +48,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # kopf's health endpoint logs every probe through aiohttp's access log: keep it quiet.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # The handlers post their own Events; kopf's are for warnings and errors only.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = PASS_THREADS
@@ -65,9 +68,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_
     memo.kube = Kube()
     memo.scraper = Scraper()
     port = getattr(memo, "metrics_port", DEFAULT_METRICS_PORT)
+    address = getattr(memo, "metrics_address", DEFAULT_METRICS_ADDRESS)
     if port:
-        start_http_server(int(port))
-        logger.info(f"Serving metrics port={port}")
+        start_http_server(int(port), addr=address)
+        logger.info(f"Serving metrics address={address} port={port}")
 
 
 @kopf.on.startup()
@@ -91,6 +95,7 @@ def run(
     verbose: bool = False,
     liveness: str | None = None,
     pod_defaults: Defaults = NO_DEFAULTS,
+    metrics_address: str = DEFAULT_METRICS_ADDRESS,
 ) -> None:
     """Run the operator until interrupted: all namespaces when `namespaces` is empty.
 
@@ -106,6 +111,9 @@ def run(
         peering_name=peering,
         liveness_endpoint=liveness,
         memo=kopf.Memo(
-            metrics_port=metrics_port, namespaced=bool(namespaces), pod_defaults=pod_defaults
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
+            namespaced=bool(namespaces),
+            pod_defaults=pod_defaults,
         ),
     )

@@ -2,10 +2,12 @@
 server with the Helm v4 SDK (helm-python-sdk), and `kubectl apply --dry-run=server` of
 manifests/install.yaml.
 
-The API server runs without a kubelet here, so no pod starts: what is tested is that
-the API accepts every object as Helm sends it (server-side apply, release Secrets,
-the keep policy of the CRDs). Kinds devcluster does not serve yet (RBAC) are left out
-by discovery, and named, so that the tests cover them as soon as it serves them.
+Most tests run devcluster's API server without a kubelet, so no pod starts: what is
+tested is that the API accepts every object as Helm sends it (server-side apply, release
+Secrets, the keep policy of the CRDs). One runs a whole devcluster: the chart's operator
+runs, `helm test` passes and the operator trains a job. Kinds devcluster does not serve
+yet (RBAC) are left out by discovery, and named, so that the tests cover them as soon as
+it serves them.
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ from typing import Any
 import pytest
 import yaml
 
+from devcluster import paths
 from devcluster.apiserver.app import ServerThread
+from lmoperator.localstack import devcluster_running
+from lmworker.corpus import write_corpus
 from tests.integration.harness import kubectl_binary
+from tests.kubeclient import api_client, core_api, custom_api
+from tests.waiting import wait_for
 
 helm_python = pytest.importorskip("helm_python", reason="needs helm-python-sdk (the [dev] extra)")
 
@@ -159,3 +166,68 @@ def test_install_yaml_passes_a_server_dry_run(server: ApiServer, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(server dry run)") == len(rest)
     assert server.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")["items"] == []
+
+
+def _job(steps: int) -> dict[str, Any]:
+    """The example job, shortened."""
+    job = yaml.safe_load((ROOT / "manifests" / "examples" / "training-job.yaml").read_text())
+    job["spec"]["training"]["steps"] = steps
+    job["spec"]["checkpoint"]["intervalSteps"] = steps // 2
+    return dict(job)
+
+
+@pytest.mark.timeout(300)
+def test_the_charts_operator_runs_in_devcluster_and_trains_a_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "devcluster"
+    # devcluster has no service-account tokens: its pods inherit the kubelet's environment,
+    # and so this KUBECONFIG (the file devcluster writes as it starts).
+    monkeypatch.setenv("KUBECONFIG", str(state / "kubeconfig"))
+    with devcluster_running(state) as (_, info):
+        kubeconfig = Path(info["kubeconfig"])
+        server = ApiServer(info["url"], kubeconfig)
+        helm = helm_python.Config(kubeconfig_path=str(kubeconfig), namespace=NAMESPACE)
+        # Pods share the host's network in devcluster: the operator binds its pod IP.
+        values = {**base_values(server), "metrics": {"bindAddress": "$(POD_IP)"}}
+        release = helm.install(
+            str(CHART),
+            "elasticlm",
+            values,
+            namespace=NAMESPACE,
+            create_namespace=True,
+            wait="watcher",
+            timeout=120,
+        )
+        assert release["status"] == "deployed"
+        tested = helm.test("elasticlm", timeout=120, logs=True)
+        assert "the operator's metrics are there" in tested["logs"]
+
+        corpus = paths.claim_dir(state, "default", "tiny-lm-data") / "corpus.txt"
+        write_corpus(corpus, n_bytes=300_000, seed=1)
+        with api_client(kubeconfig) as api:
+            custom = custom_api(api)
+            custom.create_namespaced_custom_object(
+                "elasticlm.io", "v1alpha1", "default", "lmtrainingjobs", _job(steps=30)
+            )
+
+            def phase() -> str | None:
+                job = custom.get_namespaced_custom_object(
+                    "elasticlm.io", "v1alpha1", "default", "lmtrainingjobs", "tiny-lm"
+                )
+                value = (job.get("status") or {}).get("phase")
+                assert value != "Failed", job["status"]
+                return value if value == "Succeeded" else None
+
+            wait_for(phase, timeout=180, what="the chart's operator trains the job")
+            operator_pods = core_api(api).list_namespaced_pod(
+                NAMESPACE, label_selector="app.kubernetes.io/component=operator"
+            )
+            assert [p.status.phase for p in operator_pods.items] == ["Running"]
+            assert all(
+                (s.restart_count or 0) == 0
+                for p in operator_pods.items
+                for s in p.status.container_statuses
+            )
+        helm.uninstall("elasticlm", wait="watcher", timeout=60)
+        assert server.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")["items"] == []

@@ -270,6 +270,7 @@ def test_the_operator_cli_accepts_the_rendered_arguments(mode: tuple[str, list[O
         args = [a for a in args if not a.startswith("--leader-elect")]
     parsed = _parser("elasticlm").parse_args(["operator", *args])
     assert parsed.liveness == "http://0.0.0.0:8081/healthz"
+    assert parsed.metrics_address == "0.0.0.0"
     defaults = pod_defaults_of(parsed)
     assert defaults.worker.image
     assert defaults.server.image

@@ -38,6 +38,7 @@ def test_defaults_watch_all_namespaces_standalone(calls: list[dict[str, Any]]) -
     assert call["peering"] is None
     assert call["verbose"] is True
     assert call["liveness"] is None
+    assert call["metrics_address"] == "0.0.0.0"
     defaults = call["pod_defaults"]
     assert defaults.worker.image is None
     assert defaults.server.resources is None
@@ -50,6 +51,8 @@ def test_liveness_and_pod_defaults_reach_run(calls: list[dict[str, Any]]) -> Non
         "operator",
         "--liveness",
         "http://0.0.0.0:8081/healthz",
+        "--metrics-address",
+        "10.0.0.7",
         "--worker-image",
         "registry.example/worker:1",
         "--worker-image-pull-policy",
@@ -64,6 +67,7 @@ def test_liveness_and_pod_defaults_reach_run(calls: list[dict[str, Any]]) -> Non
     assert main(argv) == EXIT_OK
     (call,) = calls
     assert call["liveness"] == "http://0.0.0.0:8081/healthz"
+    assert call["metrics_address"] == "10.0.0.7"
     worker, server = call["pod_defaults"].worker, call["pod_defaults"].server
     assert worker.image == "registry.example/worker:1"
     assert worker.image_pull_policy == "IfNotPresent"
