@@ -130,3 +130,30 @@ def test_local_without_the_devcluster_extra_says_how_to_get_it(
     )
     assert main(["local", "up"]) == 2
     assert "pip install 'elasticlm[devcluster]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("namespaced", [True, False])
+def test_startup_applies_the_scope_and_the_pod_defaults(
+    monkeypatch: pytest.MonkeyPatch, namespaced: bool
+) -> None:
+    import logging
+
+    import kopf
+
+    from lmoperator.builders.defaults import Defaults, PodDefaults
+    from lmoperator.handlers import common
+
+    monkeypatch.setattr(lmoperator.main, "load_config", lambda: None)
+    monkeypatch.setattr(lmoperator.main, "Kube", lambda: object())
+    defaults = Defaults(worker=PodDefaults(image="registry.example/worker:1"))
+    memo = kopf.Memo(metrics_port=0, namespaced=namespaced, pod_defaults=defaults)
+    settings = kopf.OperatorSettings()
+    try:
+        configure: Any = lmoperator.main.configure  # kopf's decorator retypes it
+        configure(settings=settings, memo=memo, logger=logging.getLogger("t"))
+        # Named namespaces: no cluster-wide list/watch of namespaces or CRDs (and so no
+        # ClusterRole for them).
+        assert settings.scanning.disabled is namespaced
+        assert common.pod_defaults() is defaults
+    finally:
+        common.set_pod_defaults(Defaults())
