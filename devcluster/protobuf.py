@@ -2,7 +2,8 @@
 
 kubectl's typed clients (`kubectl create configmap|secret|namespace|serviceaccount|
 deployment|role|clusterrole|rolebinding|clusterrolebinding|token`, `kubectl auth can-i`
-and `whoami`) send Kubernetes protobuf: the magic `k8s\0`, then a
+and `whoami`) and client-go's DeleteOptions (Helm's release storage deletes its Secrets
+so) send Kubernetes protobuf: the magic `k8s\0`, then a
 runtime.Unknown {typeMeta{apiVersion, kind}, raw} whose `raw` is the object in the
 field numbering of k8s.io/api's generated.proto. These few kinds are decoded to JSON;
 others answer 415 UnsupportedMediaType.
@@ -262,6 +263,19 @@ PROTOBUF_KINDS: dict[str, Proto] = {
         2: ("spec", "message", {1: ("namespace", "string", None, False)}, False),
     },
     "SelfSubjectReview": {1: ("metadata", "message", _OBJECT_META, False)},
+    # client-go's typed clients send it with every DELETE (Helm's release storage does).
+    "DeleteOptions": {
+        1: ("gracePeriodSeconds", "pint", None, False),
+        2: (
+            "preconditions",
+            "message",
+            {1: ("uid", "string", None, False), 2: ("resourceVersion", "string", None, False)},
+            False,
+        ),
+        3: ("orphanDependents", "bool", None, False),
+        4: ("propagationPolicy", "string", None, False),
+        5: ("dryRun", "string", None, True),
+    },
     "Deployment": {
         1: ("metadata", "message", _OBJECT_META, False),
         2: ("spec", "message", _DEPLOYMENT_SPEC, False),

@@ -37,8 +37,8 @@ Deliberate simplifications:
   ports, immutability of pod specs and cluster IPs, ...), not field by field; unknown
   fields are detected at the top level and in `metadata` only.
 - Protobuf request bodies (kubectl's typed clients: `kubectl create configmap|secret|
-  namespace|serviceaccount|service|deployment`) are decoded for those kinds only; responses are
-  always JSON (or YAML when asked).
+  namespace|serviceaccount|service|deployment`) are decoded for those kinds only, and
+  client-go's DeleteOptions; responses are always JSON (or YAML when asked).
 - Continued lists (`continue`) read the current state after the last key served, not
   a consistent snapshot at the first page's resourceVersion.
 - `pods/log`: `timestamps=true` prefixes lines with the time the server read them

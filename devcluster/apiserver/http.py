@@ -189,7 +189,10 @@ class Handlers:
         return data
 
     async def read_object(self, request: web.Request) -> Any:
-        raw = await self.read_body(request)
+        return self.decode_object(await self.read_body(request), request)
+
+    def decode_object(self, raw: bytes, request: web.Request) -> Any:
+        """A request body by its Content-Type: JSON, YAML or Kubernetes protobuf."""
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type in ("application/yaml", "text/yaml", "application/x-yaml"):
             return parse_yaml(raw)

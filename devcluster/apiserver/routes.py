@@ -14,7 +14,7 @@ from aiohttp import web
 
 from devcluster import requestmetrics
 from devcluster.apiserver.cluster import Cluster
-from devcluster.apiserver.codec import MAX_BODY, parse_json
+from devcluster.apiserver.codec import MAX_BODY
 from devcluster.apiserver.discovery import DiscoveryHandlers
 from devcluster.apiserver.http import (
     Accept,
@@ -328,7 +328,8 @@ class APIServer(DiscoveryHandlers, WatchHandlers, LogHandlers):
         raw = await self.read_body(request)
         body: Any = {}
         if raw.strip():
-            body = parse_json(raw)
+            # JSON from kubectl and most clients; protobuf from client-go's typed clients.
+            body = self.decode_object(raw, request)
             if not isinstance(body, dict):
                 raise bad_request("DeleteOptions must be a JSON object")
         grace = body.get("gracePeriodSeconds")

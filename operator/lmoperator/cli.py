@@ -13,7 +13,15 @@ import yaml
 
 import lmoperator
 from lmoperator.api import InvalidResourceError, parse_resource
+from lmoperator.api.common import PullPolicy
 from lmoperator.api.generate import generated_drift, write_generated
+from lmoperator.builders.defaults import (
+    Defaults,
+    InvalidDefaultError,
+    PodDefaults,
+    parse_pod_security_context,
+    parse_resources,
+)
 from lmoperator.plugin.commands import add_commands, connection_options
 
 EXIT_OK = 0
@@ -41,19 +49,21 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_crds(args: argparse.Namespace) -> int:
     directory, reference = Path(args.dir), Path(args.reference)
+    chart = Path(args.chart) if args.chart else None
+    where = f"{directory}/, {chart}/ or {reference}" if chart else f"{directory}/ or {reference}"
     if args.check:
-        drift = generated_drift(directory, reference)
+        drift = generated_drift(directory, reference, chart)
         if drift:
             sys.stdout.write("".join(drift))
             print(
-                f"error: the CRDs in {directory}/ or {reference} differ from the API models; "
+                f"error: the CRDs in {where} differ from the API models; "
                 "run `elasticlm crds` and commit the result",
                 file=sys.stderr,
             )
             return EXIT_INVALID
-        print(f"CRDs in {directory}/ and {reference} match the API models")
+        print(f"CRDs in {where} match the API models")
         return EXIT_OK
-    for path in write_generated(directory, reference):
+    for path in write_generated(directory, reference, chart):
         print(f"wrote {path}")
     return EXIT_OK
 
@@ -104,7 +114,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.examples), state_dir, lambda line: print(line, flush=True))
 
 
+def pod_defaults_of(args: argparse.Namespace) -> Defaults:
+    """The `--worker-*` and `--server-*` flags as Defaults; InvalidDefaultError names
+    the flag that is wrong."""
+
+    def one(kind: str) -> PodDefaults:
+        resources = getattr(args, f"{kind}_resources")
+        security = getattr(args, f"{kind}_pod_security_context")
+        policy = getattr(args, f"{kind}_image_pull_policy")
+        return PodDefaults(
+            image=getattr(args, f"{kind}_image") or None,
+            image_pull_policy=PullPolicy(policy) if policy else None,
+            resources=parse_resources(resources, f"--{kind}-resources") if resources else None,
+            pod_security_context=(
+                parse_pod_security_context(security, f"--{kind}-pod-security-context")
+                if security
+                else {}
+            ),
+        )
+
+    return Defaults(worker=one("worker"), server=one("server"))
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
+    try:
+        defaults = pod_defaults_of(args)
+    except InvalidDefaultError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     # Imported here: importing the handlers registers them with kopf.
     from lmoperator.main import run
 
@@ -113,8 +150,35 @@ def cmd_operator(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         peering=args.peering,
         verbose=args.verbose,
+        liveness=args.liveness,
+        pod_defaults=defaults,
+        metrics_address=args.metrics_address,
     )
     return EXIT_OK
+
+
+def _add_pod_default_flags(parser: argparse.ArgumentParser, kind: str, pods: str) -> None:
+    group = parser.add_argument_group(
+        f"{kind} defaults",
+        f"what {pods} get when their spec.worker leaves it out (a cluster admin's defaults)",
+    )
+    group.add_argument(f"--{kind}-image", metavar="IMAGE", help="container image")
+    group.add_argument(
+        f"--{kind}-image-pull-policy",
+        choices=[p.value for p in PullPolicy],
+        help="image pull policy",
+    )
+    group.add_argument(
+        f"--{kind}-resources",
+        metavar="JSON",
+        help='container resources, e.g. \'{"requests": {"cpu": "1", "memory": "2Gi"}}\'',
+    )
+    group.add_argument(
+        f"--{kind}-pod-security-context",
+        metavar="JSON",
+        help="pod securityContext fields laid over the restricted defaults "
+        '(runAsUser 1000, seccomp RuntimeDefault), e.g. \'{"runAsUser": 2000, "fsGroup": 2000}\'',
+    )
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -149,6 +213,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             help="API reference file (default: docs/api-reference.md)",
         )
         crds.add_argument(
+            "--chart",
+            default="charts/elasticlm",
+            help="Helm chart whose templates/crds/ gets the CRDs as templates; '' for none "
+            "(default: charts/elasticlm)",
+        )
+        crds.add_argument(
             "--check",
             action="store_true",
             help="exit 1 if the files in --dir differ from what the models generate",
@@ -181,7 +251,21 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             help="coordinate with other replicas through kopf's peering object NAME "
             "(default: standalone)",
         )
+        operator.add_argument(
+            "--metrics-address",
+            default="0.0.0.0",
+            metavar="IP",
+            help="address the metrics server binds (default: 0.0.0.0, every interface)",
+        )
+        operator.add_argument(
+            "--liveness",
+            metavar="URL",
+            help="serve kopf's health endpoint for a liveness probe, e.g. "
+            "http://0.0.0.0:8081/healthz (default: none)",
+        )
         operator.add_argument("--verbose", "-v", action="store_true", help="log more")
+        _add_pod_default_flags(operator, "worker", "training workers and rendezvous stores")
+        _add_pod_default_flags(operator, "server", "model servers (LMService)")
         operator.set_defaults(func=cmd_operator)
 
         demo = commands.add_parser("demo", help="train, rescale and serve the example job")

@@ -74,6 +74,30 @@ def test_committed_crds_match_the_models() -> None:
     assert generated_drift(ROOT / "crds", ROOT / "docs" / "api-reference.md") == []
 
 
+def test_the_charts_crd_templates_match_the_models() -> None:
+    chart = ROOT / "charts" / "elasticlm"
+    assert generated_drift(ROOT / "crds", ROOT / "docs" / "api-reference.md", chart) == []
+
+
+def test_crds_check_covers_the_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    crds, reference, chart = tmp_path / "crds", tmp_path / "api.md", tmp_path / "chart"
+    paths = ["--dir", str(crds), "--reference", str(reference), "--chart", str(chart)]
+    assert main(["crds", *paths]) == 0
+    template = chart / "templates" / "crds" / RESOURCE_KINDS[0].filename
+    assert template.read_text().startswith("{{- if .Values.crds.enabled }}")
+    assert main(["crds", "--check", *paths]) == 0
+    template.write_text(template.read_text().replace("helm.sh/resource-policy: keep", "x: y"))
+    assert main(["crds", "--check", *paths]) == 1
+    out, err = capsys.readouterr()
+    assert "+    helm.sh/resource-policy: keep" in out
+    assert str(chart) in err
+    # '' leaves the chart out (a checkout without charts/).
+    assert (
+        main(["crds", "--check", "--dir", str(crds), "--reference", str(reference), "--chart", ""])
+        == 0
+    )
+
+
 def test_crds_check_passes_on_the_committed_crds(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["crds", "--check", "--dir", str(ROOT / "crds")]) == 0
     assert "match the API models" in capsys.readouterr().out

@@ -288,7 +288,8 @@ class WorkerSpec(ApiModel):
         None,
         description="A pod template ({metadata, spec}) merged into the generated pods with "
         "strategic-merge-patch semantics, for anything not covered above. Security "
-        "settings of the generated pods are kept unless overridden here explicitly.",
+        "settings of the generated pods are kept unless overridden here explicitly; the "
+        "pod-level securityContext also applies to a training job's rendezvous store.",
     )
 
 

@@ -308,12 +308,20 @@ def rdzv_pod(job: LMTrainingJob, uid: str) -> dict[str, Any]:
         "metadata": _metadata(job, uid, rdzv_name(name), job_labels(name, ROLE_RDZV)),
         "spec": {
             "restartPolicy": "Always",
-            "securityContext": pods.pod_security(),
+            "securityContext": {**pods.pod_security(), **_template_pod_security(job)},
             "containers": [container],
         },
     }
     _scheduling(job, pod)
     return pod
+
+
+def _template_pod_security(job: LMTrainingJob) -> dict[str, Any]:
+    """The pod-level securityContext of spec.worker.podTemplate: the user IDs and profile
+    a cluster demands hold for the job's store as much as for its workers."""
+    spec = (job.spec.worker.pod_template or {}).get("spec")
+    security = spec.get("securityContext") if isinstance(spec, dict) else None
+    return dict(security) if isinstance(security, dict) else {}
 
 
 def _claim_volume(name: str, claim: str, read_only: bool) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 import kopf
 
 from lmoperator.api import kinds
+from lmoperator.builders.defaults import NO_DEFAULTS, Defaults
 from lmoperator.kube import KubeApi, KubeError
 from lmoperator.operator_metrics import CHILDREN_CREATED, CHILDREN_DELETED
 from lmoperator.reconcile import status as status_rules
@@ -46,6 +47,18 @@ WRITTEN_STATUS_SECONDS = 10.0
 RETRY_DELAY_SECONDS = 2.0
 
 T = TypeVar("T")
+
+# The cluster admin's pod defaults (flags of `elasticlm operator`), set once at startup.
+_POD_DEFAULTS: list[Defaults] = [NO_DEFAULTS]
+
+
+def set_pod_defaults(defaults: Defaults) -> None:
+    _POD_DEFAULTS[0] = defaults
+
+
+def pod_defaults() -> Defaults:
+    """What the kinds' parsers lay under each resource's spec.worker."""
+    return _POD_DEFAULTS[0]
 
 
 # --------------------------------------------------------------------------------------

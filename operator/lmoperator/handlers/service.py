@@ -24,6 +24,7 @@ from typing import Any
 import kopf
 
 from lmoperator.api import InvalidResourceError, LMService, kinds, parse_resource
+from lmoperator.builders.defaults import Defaults, with_defaults
 from lmoperator.builders.service import SERVICE_LABEL
 from lmoperator.handlers import common
 from lmoperator.handlers.children import (
@@ -85,7 +86,7 @@ class ServerScrape:
 
 
 def parse_service(body: Mapping[str, Any]) -> LMService | InvalidResourceError:
-    return _parsed(_model_input(body))[0]
+    return _parsed(_model_input(body), common.pod_defaults())[0]
 
 
 def _model_input(body: Mapping[str, Any]) -> str:
@@ -98,8 +99,9 @@ def _model_input(body: Mapping[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _parsed(text: str) -> tuple[LMService | InvalidResourceError, list[str]]:
-    """The typed service and its problems, once per distinct spec."""
+def _parsed(text: str, defaults: Defaults) -> tuple[LMService | InvalidResourceError, list[str]]:
+    """The typed service (the admin's pod defaults under its spec.worker) and its
+    problems, once per distinct spec."""
     try:
         resource = parse_resource(json.loads(text))
     except InvalidResourceError as exc:
@@ -107,6 +109,7 @@ def _parsed(text: str) -> tuple[LMService | InvalidResourceError, list[str]]:
     if not isinstance(resource, LMService):
         invalid = InvalidResourceError(KIND.kind, [f"kind: must be {KIND.kind}"])
         return invalid, problems_of(invalid)
+    resource = with_defaults(resource, defaults)
     return resource, problems_of(resource)
 
 
@@ -173,7 +176,7 @@ def _pass(
             name, namespace, str(meta.get("uid", "")), int(meta.get("generation") or 0)
         )
         status = common.current_status(state, body)
-        service, problems = _parsed(_model_input(body))
+        service, problems = _parsed(_model_input(body), common.pod_defaults())
         deployments = common.children_of(ref, state, kinds.DEPLOYMENT, indexes[DEPLOYMENTS_INDEX])
         services = common.children_of(ref, state, kinds.K8S_SERVICE, indexes[SERVICES_INDEX])
         pdbs = common.children_of(ref, state, kinds.POD_DISRUPTION_BUDGET, indexes[PDBS_INDEX])

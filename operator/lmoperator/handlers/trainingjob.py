@@ -25,6 +25,7 @@ from typing import Any
 import kopf
 
 from lmoperator.api import InvalidResourceError, LMTrainingJob, kinds, parse_resource
+from lmoperator.builders.defaults import Defaults, with_defaults
 from lmoperator.builders.trainingjob import ROLE_WORKER
 from lmoperator.handlers import common
 from lmoperator.handlers.children import PODS_INDEX, SERVICES_INDEX, register_owner_pass
@@ -62,7 +63,7 @@ JOBS_INDEX = "lmtrainingjob_bodies"
 
 def parse_job(body: Mapping[str, Any]) -> LMTrainingJob | InvalidResourceError:
     """The typed job, or why it is invalid. The status is the operator's, not validated."""
-    return _parsed(_model_input(body))[0]
+    return _parsed(_model_input(body), common.pod_defaults())[0]
 
 
 def _model_input(body: Mapping[str, Any]) -> str:
@@ -76,11 +77,15 @@ def _model_input(body: Mapping[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=2048)
-def _parsed(text: str) -> tuple[LMTrainingJob | InvalidResourceError, list[str]]:
-    """The typed job and its problems, once per distinct spec: most passes see the same
-    spec again, and parsing and checking it is most of a pass's work. Nothing mutates
-    the cached model."""
+def _parsed(
+    text: str, defaults: Defaults
+) -> tuple[LMTrainingJob | InvalidResourceError, list[str]]:
+    """The typed job (the admin's pod defaults under its spec.worker) and its problems,
+    once per distinct spec: most passes see the same spec again, and parsing and
+    checking it is most of a pass's work. Nothing mutates the cached model."""
     job = _parse(json.loads(text))
+    if isinstance(job, LMTrainingJob):
+        job = with_defaults(job, defaults)
     return job, problems_of(job)
 
 
@@ -164,7 +169,7 @@ def _pass(
         status = common.current_status(state, body)
         pods = common.children_of(ref, state, kinds.POD, indexes[PODS_INDEX])
         services = common.children_of(ref, state, kinds.K8S_SERVICE, indexes[SERVICES_INDEX])
-        job, problems = _parsed(_model_input(body))
+        job, problems = _parsed(_model_input(body), common.pod_defaults())
         running = isinstance(job, LMTrainingJob) and status.get("phase") not in TERMINAL_PHASES
         observed = Observed(
             pods=[observe_job_pod(p) for p in pods],

@@ -1239,6 +1239,33 @@ async def test_protobuf_bodies(api: Api) -> None:
     assert garbage.status == 400
 
 
+async def test_protobuf_delete_options(api: Api) -> None:
+    """client-go's typed clients send DeleteOptions as protobuf (Helm's release storage
+    deletes its Secrets so): preconditions, dryRun and propagationPolicy count."""
+    uid = (await api.post(CM, {"metadata": {"name": "d"}}))["metadata"]["uid"]
+
+    def options(*fields: bytes) -> bytes:
+        type_meta = _pb_field(1, b"v1") + _pb_field(2, b"DeleteOptions")
+        return b"k8s\x00" + _pb_field(1, type_meta) + _pb_field(2, b"".join(fields))
+
+    async def delete(body: bytes) -> Any:
+        return await api.call(
+            "DELETE", f"{CM}/d", raw=body, content_type="application/vnd.kubernetes.protobuf"
+        )
+
+    stale = await delete(options(_pb_field(2, _pb_field(1, b"not-the-uid"))))
+    assert stale.status == 409, stale
+    assert stale["reason"] == "Conflict"
+    dry = await delete(options(_pb_field(5, b"All")))
+    assert dry.status == 200, dry
+    assert (await api.get(f"{CM}/d")).status == 200
+    gone = await delete(
+        options(_pb_field(2, _pb_field(1, uid.encode())), _pb_field(4, b"Background"))
+    )
+    assert gone.status == 200, gone
+    assert (await api.get(f"{CM}/d")).status == 404
+
+
 # --------------------------------------------------------------------------- logs
 
 

@@ -20,16 +20,84 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 def test_namespaces_metrics_and_peering(calls: list[dict[str, Any]]) -> None:
     argv = ["operator", "-n", "a", "--namespace", "b", "--metrics-port", "0", "--peering", "p"]
     assert main(argv) == EXIT_OK
-    assert calls == [
-        {"namespaces": ["a", "b"], "metrics_port": 0, "peering": "p", "verbose": False}
-    ]
+    assert len(calls) == 1
+    call = calls[0]
+    assert {k: call[k] for k in ("namespaces", "metrics_port", "peering", "verbose")} == {
+        "namespaces": ["a", "b"],
+        "metrics_port": 0,
+        "peering": "p",
+        "verbose": False,
+    }
 
 
 def test_defaults_watch_all_namespaces_standalone(calls: list[dict[str, Any]]) -> None:
     assert main(["operator", "--verbose"]) == EXIT_OK
-    assert calls == [{"namespaces": [], "metrics_port": 8080, "peering": None, "verbose": True}]
+    (call,) = calls
+    assert call["namespaces"] == []
+    assert call["metrics_port"] == 8080
+    assert call["peering"] is None
+    assert call["verbose"] is True
+    assert call["liveness"] is None
+    assert call["metrics_address"] == "0.0.0.0"
+    defaults = call["pod_defaults"]
+    assert defaults.worker.image is None
+    assert defaults.server.resources is None
     assert main(["operator", "-A"]) == EXIT_OK
     assert calls[-1]["namespaces"] == []
+
+
+def test_liveness_and_pod_defaults_reach_run(calls: list[dict[str, Any]]) -> None:
+    argv = [
+        "operator",
+        "--liveness",
+        "http://0.0.0.0:8081/healthz",
+        "--metrics-address",
+        "10.0.0.7",
+        "--worker-image",
+        "registry.example/worker:1",
+        "--worker-image-pull-policy",
+        "IfNotPresent",
+        "--worker-resources",
+        '{"requests": {"cpu": "2", "memory": "4Gi"}}',
+        "--server-image",
+        "registry.example/server:1",
+        "--server-pod-security-context",
+        '{"runAsUser": 2000, "fsGroup": 2000}',
+    ]
+    assert main(argv) == EXIT_OK
+    (call,) = calls
+    assert call["liveness"] == "http://0.0.0.0:8081/healthz"
+    assert call["metrics_address"] == "10.0.0.7"
+    worker, server = call["pod_defaults"].worker, call["pod_defaults"].server
+    assert worker.image == "registry.example/worker:1"
+    assert worker.image_pull_policy == "IfNotPresent"
+    assert worker.resources is not None
+    assert worker.resources.requests == {"cpu": "2", "memory": "4Gi"}
+    assert worker.pod_security_context == {}
+    assert server.image == "registry.example/server:1"
+    assert server.resources is None
+    assert server.pod_security_context == {"runAsUser": 2000, "fsGroup": 2000}
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--worker-resources", "{cpu: 1}", "--worker-resources: not valid JSON"),
+        ("--server-resources", '{"request": {}}', "--server-resources: request"),
+        ("--worker-pod-security-context", '{"runAsUser": 0}', "runAsUser 0 (root)"),
+        ("--server-pod-security-context", '{"privileged": true}', "unknown field(s) privileged"),
+    ],
+)
+def test_a_bad_default_is_refused_naming_the_flag(
+    calls: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+    message: str,
+) -> None:
+    assert main(["operator", flag, value]) == 2
+    assert message in capsys.readouterr().err
+    assert calls == []
 
 
 def test_namespace_and_all_namespaces_exclude_each_other(calls: list[dict[str, Any]]) -> None:
@@ -62,3 +130,30 @@ def test_local_without_the_devcluster_extra_says_how_to_get_it(
     )
     assert main(["local", "up"]) == 2
     assert "pip install 'elasticlm[devcluster]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("namespaced", [True, False])
+def test_startup_applies_the_scope_and_the_pod_defaults(
+    monkeypatch: pytest.MonkeyPatch, namespaced: bool
+) -> None:
+    import logging
+
+    import kopf
+
+    from lmoperator.builders.defaults import Defaults, PodDefaults
+    from lmoperator.handlers import common
+
+    monkeypatch.setattr(lmoperator.main, "load_config", lambda: None)
+    monkeypatch.setattr(lmoperator.main, "Kube", lambda: object())
+    defaults = Defaults(worker=PodDefaults(image="registry.example/worker:1"))
+    memo = kopf.Memo(metrics_port=0, namespaced=namespaced, pod_defaults=defaults)
+    settings = kopf.OperatorSettings()
+    try:
+        configure: Any = lmoperator.main.configure  # kopf's decorator retypes it
+        configure(settings=settings, memo=memo, logger=logging.getLogger("t"))
+        # Named namespaces: no cluster-wide list/watch of namespaces or CRDs (and so no
+        # ClusterRole for them).
+        assert settings.scanning.disabled is namespaced
+        assert common.pod_defaults() is defaults
+    finally:
+        common.set_pod_defaults(Defaults())
