@@ -1,26 +1,34 @@
 """The operator process: registers the handlers, sets kopf up, runs it.
 
 `elasticlm operator` (lmoperator.cli) calls `run()`; `kopf run -m lmoperator.main` works
-too.
+too. With leader election, `run()` starts kopf only once this replica holds the Lease
+(lmoperator.leaderelection) and stops the process at once when it loses it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import sys
+import threading
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
 
 import lmoperator.handlers.children
 import lmoperator.handlers.service
 import lmoperator.handlers.trainingjob
+from lmoperator import health
 from lmoperator.api.kinds import GROUP
 from lmoperator.builders.pods import ROLE_LABEL
 from lmoperator.kube import Kube, load_config
+from lmoperator.leaderelection import LeaderElectionConfig, LeaderElector
+from lmoperator.operator_metrics import LEADER
 from lmoperator.scrape import Scraper
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -29,6 +37,11 @@ DEFAULT_METRICS_PORT = 8080
 # the API server's answer. asyncio's default pool has cpu_count + 4 threads, so on a small
 # node a few slow answers queued every other job's pass behind them.
 PASS_THREADS = 32
+#: The exit status after losing the Lease: non-zero, so that the kubelet restarts the
+#: pod and it stands by again (client-go's OnStoppedLeading exits the same way).
+EXIT_LEADERSHIP_LOST = 1
+
+logger = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -56,9 +69,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_
     load_config()
     memo.kube = Kube()
     memo.scraper = Scraper()
+    # `run()` serves the port before kopf starts (a standby serves it too); under
+    # `kopf run -m lmoperator.main` this is the place.
     port = getattr(memo, "metrics_port", DEFAULT_METRICS_PORT)
-    if port:
-        start_http_server(int(port))
+    if port and not getattr(memo, "metrics_served", False):
+        health.serve(int(port), health.always_ok("ok"), health.always_ok("ok"))
         logger.info(f"Serving metrics port={port}")
 
 
@@ -81,13 +96,110 @@ def run(
     metrics_port: int = DEFAULT_METRICS_PORT,
     peering: str | None = None,
     verbose: bool = False,
+    leader_election: LeaderElectionConfig | None = None,
 ) -> None:
-    """Run the operator until interrupted: all namespaces when `namespaces` is empty."""
+    """Run the operator until interrupted: all namespaces when `namespaces` is empty.
+
+    With `leader_election`, only the replica that holds the Lease runs the handlers.
+    """
     kopf.configure(verbose=verbose)
+    memo = kopf.Memo(metrics_port=metrics_port, metrics_served=bool(metrics_port))
+    if leader_election is not None:
+        _run_elected(namespaces, metrics_port, leader_election, memo)
+        return
+    if metrics_port:
+        health.serve(metrics_port, health.always_ok("ok"), health.always_ok("ok"))
+        logger.info(f"Serving metrics port={metrics_port}")
+    LEADER.set(1)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         standalone=peering is None,
         peering_name=peering,
-        memo=kopf.Memo(metrics_port=metrics_port),
+        memo=memo,
     )
+
+
+def _run_elected(
+    namespaces: Collection[str],
+    metrics_port: int,
+    config: LeaderElectionConfig,
+    memo: kopf.Memo,
+) -> None:
+    """Stand by until this replica holds the Lease, then run kopf while renewing it.
+
+    - SIGTERM or SIGINT while standing by: exit at once (there is nothing to release).
+    - SIGTERM while leading: kopf stops its handlers, the passes still running in
+      threads finish, and only then is the Lease released, so two replicas never act at
+      once and a standby takes over on its next try (within one retry period).
+    - Renewal failed for the renew deadline (or another replica holds the Lease): the
+      process ends at once with EXIT_LEADERSHIP_LOST, passes in flight included. A pass
+      cut short leaves nothing that the next leader cannot converge from: passes are
+      level-based and every write is safe to repeat.
+    """
+    load_config()
+    elector = LeaderElector(Kube(), config)
+    if metrics_port:
+        health.serve(metrics_port, elector.health, elector.ready)
+        logger.info(f"Serving metrics port={metrics_port}")
+    stop = threading.Event()
+    loop_stop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Until kopf installs its own handlers (then those stop it).
+        logger.info(f"Signal {signal.Signals(signum).name} received; stopping")
+        stop.set()
+        for loop, flag in loop_stop:
+            loop.call_soon_threadsafe(flag.set)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if not elector.acquire(stop):
+        logger.info("Stopped while standing by")
+        return
+
+    def renew() -> None:
+        if elector.keep_leading(stop):
+            return
+        _stop_acting_at_once(f"Lost the lease {elector.where}: {elector.why_lost()}")
+
+    renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
+    renewer.start()
+    settings = kopf.OperatorSettings()
+
+    async def operate() -> None:
+        flag = asyncio.Event()
+        loop_stop.append((asyncio.get_running_loop(), flag))
+        if stop.is_set():
+            return
+        await kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            standalone=True,
+            settings=settings,
+            stop_flag=flag,
+            memo=memo,
+        )
+
+    try:
+        # asyncio.run waits for the default executor (the passes' threads) on its way out.
+        asyncio.run(operate())
+    except asyncio.CancelledError:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        settings.execution.executor.shutdown(wait=True)  # kopf's own handler threads
+        stop.set()
+        renewer.join()
+        elector.release()
+
+
+def _stop_acting_at_once(reason: str) -> None:
+    """End the process now: no handler may act after the renew deadline."""
+    LEADER.set(0)
+    logger.error(f"{reason}; stopping at once so that another replica can take over")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_LEADERSHIP_LOST)
