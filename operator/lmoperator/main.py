@@ -168,18 +168,33 @@ def _run_elected(
     settings = kopf.OperatorSettings()
 
     async def operate() -> None:
-        flag = asyncio.Event()
-        loop_stop.append((asyncio.get_running_loop(), flag))
+        loop = asyncio.get_running_loop()
+        flag, ready = asyncio.Event(), asyncio.Event()
+        loop_stop.append((loop, flag))
         if stop.is_set():
             return
-        await kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=list(namespaces),
-            standalone=True,
-            settings=settings,
-            stop_flag=flag,
-            memo=memo,
-        )
+
+        async def stop_by_flag() -> None:
+            # kopf installs its own SIGTERM handler as it starts; one left pending would
+            # keep it waiting 5 s for a task on its way out. Stopping by its stop flag
+            # ends it as soon as the handlers have stopped.
+            await ready.wait()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, flag.set)
+
+        watcher = asyncio.create_task(stop_by_flag())
+        try:
+            await kopf.operator(
+                clusterwide=not namespaces,
+                namespaces=list(namespaces),
+                standalone=True,
+                settings=settings,
+                stop_flag=flag,
+                ready_flag=ready,
+                memo=memo,
+            )
+        finally:
+            watcher.cancel()
 
     try:
         # asyncio.run waits for the default executor (the passes' threads) on its way out.
