@@ -84,11 +84,12 @@ def default_identity(environ: Mapping[str, str] | None = None) -> str:
 
 
 def default_namespace(
-    environ: Mapping[str, str] | None = None, service_account: Path = SERVICE_ACCOUNT_NAMESPACE
+    environ: Mapping[str, str] | None = None, service_account: Path | None = None
 ) -> str:
     """The namespace of the Lease when none is given: POD_NAMESPACE, else the namespace
     of the pod's service account."""
     env = os.environ if environ is None else environ
+    service_account = service_account or SERVICE_ACCOUNT_NAMESPACE
     if env.get("POD_NAMESPACE"):
         return env["POD_NAMESPACE"]
     try:
