@@ -21,6 +21,7 @@ from typing import Any
 import kopf
 
 import lmoperator.handlers.children
+import lmoperator.handlers.common
 import lmoperator.handlers.service
 import lmoperator.handlers.trainingjob
 from lmoperator import health
@@ -148,7 +149,11 @@ def _run_elected(
     def on_signal(signum: int, frame: FrameType | None) -> None:
         # Until kopf installs its own handlers (then those stop it).
         logger.info(f"Signal {signal.Signals(signum).name} received; stopping")
+        request_stop()
+
+    def request_stop() -> None:
         stop.set()
+        lmoperator.handlers.common.OPERATOR_STOPPING.set()
         for loop, flag in loop_stop:
             loop.call_soon_threadsafe(flag.set)
 
@@ -180,7 +185,7 @@ def _run_elected(
             # ends it as soon as the handlers have stopped.
             await ready.wait()
             for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, flag.set)
+                loop.add_signal_handler(signum, on_signal, signum, None)
 
         watcher = asyncio.create_task(stop_by_flag())
         try:
@@ -193,6 +198,12 @@ def _run_elected(
                 ready_flag=ready,
                 memo=memo,
             )
+        except Exception as exc:
+            if not flag.is_set():
+                raise
+            # kopf re-raises what a handler cut short on the way out raised: the stop
+            # was asked for, so that is no failure of this replica.
+            logger.warning(f"The handlers stopped with an error: {exc!r}")
         finally:
             watcher.cancel()
 
