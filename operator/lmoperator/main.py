@@ -147,7 +147,7 @@ def _run_elected(
     loop_stop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        # Until kopf installs its own handlers (then those stop it).
+        # Standing by, and again once kopf is up (replacing kopf's own handlers).
         logger.info(f"Signal {signal.Signals(signum).name} received; stopping")
         request_stop()
 
