@@ -314,3 +314,27 @@ def test_a_graceful_stop_hands_over_at_once(sim_cluster: Cluster, api: Api, tmp_
         assert any(
             m.startswith(f"{standby.name}_") and m.endswith("became leader") for m in messages
         ), messages
+
+
+def test_a_leader_that_loses_its_lease_stops_at_once(
+    sim_cluster: Cluster, api: Api, tmp_path: Path
+) -> None:
+    """Another holder in the Lease (a replica that judged it expired while this one was
+    cut off): the leader's next renewal finds out, and it exits with status 1 at once."""
+    with ExitStack() as stack:
+        (op,) = [Operator(sim_cluster, api.namespace, "op-a", tmp_path)]
+        stack.callback(op.stop)
+        wait_for(lambda: api.holder().startswith("op-a_"), what="op-a to lead")
+        lease = api.custom.get_namespaced_custom_object(
+            LEASE.group, LEASE.version, api.namespace, LEASE.plural, LEASE_NAME
+        )
+        lease["spec"]["holderIdentity"] = "intruder"
+        api.custom.replace_namespaced_custom_object(
+            LEASE.group, LEASE.version, api.namespace, LEASE.plural, LEASE_NAME, lease
+        )
+        replaced = time.monotonic()
+        assert op.process.wait(timeout=RETRY_PERIOD + SLACK + 10) == 1
+        assert time.monotonic() - replaced < RETRY_PERIOD + SLACK
+        assert "Lost the lease" in op.output()
+        assert "holder=intruder" in op.output()
+        assert api.holder() == "intruder"  # nothing released what it no longer held
