@@ -243,6 +243,8 @@ class LeaderElector:
         if holder == self._holder_seen or holder == self.config.identity:
             return
         self._holder_seen = holder
+        if self.leading:  # lost: keep_leading says so
+            return
         if holder:
             logger.info(f"Standing by: the leader is holder={holder} lease={self.where}")
         else:
