@@ -167,7 +167,7 @@ class LeaderElector:
             acquired = self._attempt(now)
         except KubeError as exc:
             if str(exc) != self._last_error:
-                logger.warning(f"Failed to reach the lease lease={self.where}: {exc}")
+                logger.warning(f"Leader election failed lease={self.where}: {exc}")
                 self._last_error = str(exc)
             acquired = False
         else:
