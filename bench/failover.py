@@ -5,7 +5,8 @@ devcluster (`--simulate`, its own process) and two operators (`elasticlm operato
 one namespace. Each repeat:
 
 1. one more LMTrainingJob with 1 worker is created and the bench waits until it is
-   Running (the leader is in its steady state: renewing, its daemons idle);
+   Running (the leader is in its steady state: renewing, its daemons idle) and the
+   standby's `/readyz` says `standby` (it is in its loop of tries);
 2. a random pause of up to one retry period, so that the stop falls anywhere in the
    leader's renewal cycle rather than always at the same phase of it;
 3. the leader is stopped: `kill` sends SIGKILL (a crash: nothing is released), `term`
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,14 @@ class Operator:
             self.process = subprocess.Popen(
                 command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
+
+
+def answers(port: int, path: str, expected: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
+            return bool(answer.read().decode().strip() == expected)
+    except OSError:
+        return False
 
 
 class Cluster:
@@ -200,6 +210,8 @@ def failovers(
             job = f"{mode}-{index}"
             cluster.create_job(job)
             wait(f"{job} Running", lambda job=job: cluster.phase(job) == "Running", poll)  # type: ignore[misc]
+            port = ops[standby].port
+            wait(f"{standby} standing by", lambda: answers(port, "/readyz", "standby"), poll)  # noqa: B023
             time.sleep(random.uniform(0, retry_period))
             process = ops[leader].process
             started = time.monotonic()
