@@ -136,10 +136,57 @@ def pod_defaults_of(args: argparse.Namespace) -> Defaults:
     return Defaults(worker=one("worker"), server=one("server"))
 
 
+LEADER_ELECTION_OPTIONS = {
+    "leader_election_namespace": "--leader-election-namespace",
+    "leader_election_id": "--leader-election-id",
+    "leader_election_lease_duration": "--leader-election-lease-duration",
+    "leader_election_renew_deadline": "--leader-election-renew-deadline",
+    "leader_election_retry_period": "--leader-election-retry-period",
+}
+
+
+def leader_election_config(args: argparse.Namespace) -> Any:
+    """The LeaderElectionConfig of `--leader-elect` and its options (None without it);
+    ValueError naming the option to fix."""
+    from lmoperator.leaderelection import (
+        DEFAULT_LEASE_NAME,
+        LeaderElectionConfig,
+        LeaderElectionError,
+        default_namespace,
+    )
+    from lmoperator.reconcile.lease import LeaseTimings
+
+    if not args.leader_elect:
+        given = [flag for dest, flag in LEADER_ELECTION_OPTIONS.items() if getattr(args, dest)]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --leader-elect; add it")
+        return None
+    defaults = LeaseTimings()
+    timings = LeaseTimings(
+        lease_duration=args.leader_election_lease_duration or defaults.lease_duration,
+        renew_deadline=args.leader_election_renew_deadline or defaults.renew_deadline,
+        retry_period=args.leader_election_retry_period or defaults.retry_period,
+    )
+    try:
+        namespace = args.leader_election_namespace or default_namespace()
+    except LeaderElectionError as exc:
+        raise ValueError(str(exc)) from exc
+    config = LeaderElectionConfig(
+        namespace=namespace,
+        name=args.leader_election_id or DEFAULT_LEASE_NAME,
+        timings=timings,
+    )
+    problems = config.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    return config
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     try:
         defaults = pod_defaults_of(args)
-    except InvalidDefaultError as exc:
+        leader_election = leader_election_config(args)
+    except (InvalidDefaultError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # Imported here: importing the handlers registers them with kopf.
@@ -153,8 +200,29 @@ def cmd_operator(args: argparse.Namespace) -> int:
         liveness=args.liveness,
         pod_defaults=defaults,
         metrics_address=args.metrics_address,
+        leader_election=leader_election,
     )
     return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
+    return value
 
 
 def _add_pod_default_flags(parser: argparse.ArgumentParser, kind: str, pods: str) -> None:
@@ -243,13 +311,60 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             "--metrics-port",
             type=int,
             default=8080,
-            help="port of the operator's Prometheus metrics; 0 disables them (default: 8080)",
+            help="port of the operator's Prometheus metrics and its /healthz and /readyz "
+            "probes; 0 disables them (default: 8080)",
         )
-        operator.add_argument(
+        coordination = operator.add_mutually_exclusive_group()
+        coordination.add_argument(
             "--peering",
             metavar="NAME",
-            help="coordinate with other replicas through kopf's peering object NAME "
-            "(default: standalone)",
+            help="coordinate with other operators through kopf's peering object NAME; "
+            "replicas of equal priority all pause, so use --leader-elect for several "
+            "replicas (default: standalone)",
+        )
+        coordination.add_argument(
+            "--leader-elect",
+            action="store_true",
+            help="run the handlers only while this replica holds a coordination.k8s.io "
+            "Lease, so that of several replicas exactly one acts; the others stand by and "
+            "take over when it stops (graceful stop: within one retry period; crash: "
+            "within the lease duration plus one retry period)",
+        )
+        election = operator.add_argument_group(
+            "leader election (with --leader-elect; the defaults are Kubernetes')"
+        )
+        election.add_argument(
+            "--leader-election-namespace",
+            metavar="NS",
+            help="namespace of the Lease (default: POD_NAMESPACE, else the pod's own "
+            "namespace from its service account)",
+        )
+        election.add_argument(
+            "--leader-election-id",
+            metavar="NAME",
+            help="name of the Lease; replicas that share it elect one leader "
+            "(default: elasticlm-operator)",
+        )
+        election.add_argument(
+            "--leader-election-lease-duration",
+            type=_positive_int,
+            metavar="SECONDS",
+            help="how long a standby waits, after the leader's last renewal, before it "
+            "takes over (default: 15)",
+        )
+        election.add_argument(
+            "--leader-election-renew-deadline",
+            type=_positive_seconds,
+            metavar="SECONDS",
+            help="how long the leader keeps acting while renewals fail; it then exits "
+            "(status 1) so that its pod restarts. Must be shorter than the lease "
+            "duration (default: 10)",
+        )
+        election.add_argument(
+            "--leader-election-retry-period",
+            type=_positive_seconds,
+            metavar="SECONDS",
+            help="how often the leader renews and a standby tries to acquire (default: 2)",
         )
         operator.add_argument(
             "--metrics-address",

@@ -158,6 +158,7 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         missing_ok: tuple[int, ...] = (),
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> Any:
         """The decoded JSON answer; None for a status in `missing_ok` (404, 409)."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
@@ -170,7 +171,7 @@ class Kube:
                 body=body,
                 auth_settings=["BearerToken"],
             )
-            response = self.api_client.call_api(*request, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+            response = self.api_client.call_api(*request, _request_timeout=timeout)
             data = response.read()  # type: ignore[no-untyped-call]
         except Exception as exc:  # urllib3 and socket errors: the server was not reached
             raise KubeError(what, 0, f"{type(exc).__name__}: {exc}") from exc
@@ -184,9 +185,19 @@ class Kube:
             raise KubeError(what, status, detail)
         return json.loads(data or b"null")
 
-    def get(self, kind: kinds.ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(
+        self,
+        kind: kinds.ResourceKind,
+        namespace: str,
+        name: str,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> dict[str, Any] | None:
         result = self._request(
-            f"get {kind.plural}/{name}", "GET", kind.path(namespace, name), missing_ok=(404,)
+            f"get {kind.plural}/{name}",
+            "GET",
+            kind.path(namespace, name),
+            missing_ok=(404,),
+            timeout=timeout,
         )
         return dict(result) if isinstance(result, dict) else None
 
@@ -259,7 +270,11 @@ class Kube:
             raw.release_conn()
 
     def create(
-        self, kind: kinds.ResourceKind, namespace: str, manifest: Mapping[str, Any]
+        self,
+        kind: kinds.ResourceKind,
+        namespace: str,
+        manifest: Mapping[str, Any],
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> dict[str, Any] | None:
         name = manifest["metadata"]["name"]
         result = self._request(
@@ -268,6 +283,28 @@ class Kube:
             kind.path(namespace),
             body=dict(manifest),
             missing_ok=(409,),
+            timeout=timeout,
+        )
+        return dict(result) if isinstance(result, dict) else None
+
+    def replace(
+        self,
+        kind: kinds.ResourceKind,
+        namespace: str,
+        manifest: Mapping[str, Any],
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> dict[str, Any] | None:
+        """An update (PUT) of the whole object: with `metadata.resourceVersion` set, the
+        server refuses it with 409 when the object changed since it was read. The object
+        after it; None on such a conflict."""
+        name = manifest["metadata"]["name"]
+        result = self._request(
+            f"update {kind.singular} {name}",
+            "PUT",
+            kind.path(namespace, name),
+            body=dict(manifest),
+            missing_ok=(409,),
+            timeout=timeout,
         )
         return dict(result) if isinstance(result, dict) else None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILE_TOTAL = Counter(
     "elasticlm_reconcile_total",
@@ -29,4 +29,9 @@ SCALING_ACTIONS = Counter(
     "elasticlm_scaling_actions_total",
     "Rescales decided, by direction (up, down).",
     ["direction"],
+)
+LEADER = Gauge(
+    "elasticlm_leader",
+    "1 while this operator process leads and runs the handlers (always, without "
+    "--leader-elect); 0 while it stands by.",
 )

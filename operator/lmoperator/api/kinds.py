@@ -68,6 +68,8 @@ NETWORK_POLICY = ResourceKind(
     "networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", ("netpol",)
 )
 POD_DISRUPTION_BUDGET = ResourceKind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets")
+# The operator's own leader-election lock (not a child of anything).
+LEASE = ResourceKind("coordination.k8s.io", "v1", "Lease", "leases")
 CHILD_KINDS: tuple[ResourceKind, ...] = (
     POD,
     K8S_SERVICE,
@@ -78,7 +80,7 @@ CHILD_KINDS: tuple[ResourceKind, ...] = (
     *CUSTOM_KINDS,
 )
 
-_BY_API_VERSION_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EVENT)}
+_BY_API_VERSION_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EVENT, LEASE)}
 
 
 def custom_kind(kind: str) -> ResourceKind:

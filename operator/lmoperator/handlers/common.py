@@ -132,6 +132,17 @@ class ObjectStates:
 
 STATES = ObjectStates()
 
+#: Set once the operator is asked to stop (lmoperator.main, with leader election: the
+#: Lease is released only after kopf has stopped). kopf may still spawn a daemon for an
+#: event it had queued after it stopped the others, and such a daemon would hold the
+#: shutdown for kopf's 5 s timeout of hung tasks; the loops look at this flag too.
+OPERATOR_STOPPING = threading.Event()
+
+
+def loop_goes_on(stopped: Any) -> bool:
+    """Whether a daemon's loop runs once more: neither it nor the operator is stopping."""
+    return not stopped and not OPERATOR_STOPPING.is_set()
+
 
 def run_exclusive(state: ObjectState, one_pass: Callable[[], T], wait: bool) -> T | None:
     """Run `one_pass` under the object's lock; passes asked for meanwhile coalesce.

@@ -331,7 +331,7 @@ async def follow_servers(
     namespace = namespace or "default"
     state = common.STATES.get(uid or "")
     state.wake = waker = common.Waker()
-    while not stopped:
+    while common.loop_goes_on(stopped):
         scrape = await scrape_servers(memo, kwargs, namespace, name)
         plan = await asyncio.to_thread(
             reconcile_service,

@@ -296,7 +296,7 @@ async def follow_metrics(
     state = common.STATES.get(uid or "")
     state.wake = waker = common.Waker()
     key = (namespace, KIND.kind, name)
-    while not stopped:
+    while common.loop_goes_on(stopped):
         ips = ready_worker_ips(common.latest_children(kwargs[PODS_INDEX], key))
         metrics = await memo.scraper.rank0(ips)
         plan = await asyncio.to_thread(
@@ -326,7 +326,7 @@ async def delete_after_ttl(
 ) -> None:
     """Sleep until ttlSecondsAfterFinished has passed, then let a pass delete the job."""
     namespace = namespace or "default"
-    while not stopped:
+    while common.loop_goes_on(stopped):
         body = common.latest(kwargs[JOBS_INDEX], (namespace, KIND.kind, name))
         ttl = ((body.get("spec") or {}).get("runPolicy") or {}).get("ttlSecondsAfterFinished")
         completed = parse_time((body.get("status") or {}).get("completionTime"))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import lmoperator.main
+from lmoperator import leaderelection
 from lmoperator.cli import EXIT_OK, main
+from lmoperator.leaderelection import LeaderElectionConfig
+from lmoperator.reconcile.lease import LeaseTimings
 
 
 @pytest.fixture
@@ -22,11 +26,14 @@ def test_namespaces_metrics_and_peering(calls: list[dict[str, Any]]) -> None:
     assert main(argv) == EXIT_OK
     assert len(calls) == 1
     call = calls[0]
-    assert {k: call[k] for k in ("namespaces", "metrics_port", "peering", "verbose")} == {
+    assert {
+        k: call[k] for k in ("namespaces", "metrics_port", "peering", "verbose", "leader_election")
+    } == {
         "namespaces": ["a", "b"],
         "metrics_port": 0,
         "peering": "p",
         "verbose": False,
+        "leader_election": None,
     }
 
 
@@ -42,6 +49,7 @@ def test_defaults_watch_all_namespaces_standalone(calls: list[dict[str, Any]]) -
     defaults = call["pod_defaults"]
     assert defaults.worker.image is None
     assert defaults.server.resources is None
+    assert call["leader_election"] is None
     assert main(["operator", "-A"]) == EXIT_OK
     assert calls[-1]["namespaces"] == []
 
@@ -103,6 +111,103 @@ def test_a_bad_default_is_refused_naming_the_flag(
 def test_namespace_and_all_namespaces_exclude_each_other(calls: list[dict[str, Any]]) -> None:
     with pytest.raises(SystemExit):
         main(["operator", "-n", "a", "-A"])
+    assert calls == []
+
+
+def test_leader_elect_with_its_options(calls: list[dict[str, Any]]) -> None:
+    argv = [
+        "operator",
+        "--leader-elect",
+        "--leader-election-namespace",
+        "ops",
+        "--leader-election-id",
+        "lm-lock",
+        "--leader-election-lease-duration",
+        "8",
+        "--leader-election-renew-deadline",
+        "5",
+        "--leader-election-retry-period",
+        "1",
+    ]
+    assert main(argv) == EXIT_OK
+    config = calls[-1]["leader_election"]
+    assert isinstance(config, LeaderElectionConfig)
+    assert (config.namespace, config.name) == ("ops", "lm-lock")
+    assert config.timings == LeaseTimings(8, 5.0, 1.0)
+    assert config.identity  # the pod's name and a random suffix
+
+
+def test_leader_elect_defaults(
+    calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "elasticlm-system")
+    monkeypatch.setenv("POD_NAME", "elasticlm-operator-5d8c7-x2x9q")
+    assert main(["operator", "--leader-elect"]) == EXIT_OK
+    config = calls[-1]["leader_election"]
+    assert (config.namespace, config.name, config.timings) == (
+        "elasticlm-system",
+        "elasticlm-operator",
+        LeaseTimings(15, 10.0, 2.0),
+    )
+    assert config.identity.startswith("elasticlm-operator-5d8c7-x2x9q_")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--leader-election-id", "x"],
+            "--leader-election-id only apply with --leader-elect; add it",
+        ),
+        (
+            [
+                "--leader-elect",
+                "--leader-election-namespace",
+                "ops",
+                "--leader-election-renew-deadline",
+                "20",
+            ],
+            "--leader-election-renew-deadline (20) must be shorter than "
+            "--leader-election-lease-duration (15)",
+        ),
+    ],
+)
+def test_leader_election_mistakes_are_named(
+    calls: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    assert main(["operator", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert calls == []
+
+
+def test_leader_elect_outside_a_pod_asks_for_the_namespace(
+    calls: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.setattr(leaderelection, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "none")
+    assert main(["operator", "--leader-elect"]) == 2
+    assert "pass --leader-election-namespace NS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--leader-elect", "--peering", "p"],
+        ["--leader-elect", "--leader-election-lease-duration", "1.5"],
+        ["--leader-elect", "--leader-election-retry-period", "0"],
+    ],
+)
+def test_leader_election_arguments_refused_by_the_parser(
+    calls: list[dict[str, Any]], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["operator", *argv])
     assert calls == []
 
 
