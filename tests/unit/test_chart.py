@@ -298,7 +298,12 @@ def test_defaults_install_everything_for_every_namespace() -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "elasticlm-operator"
     container = pod["containers"][0]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # The metrics port's probes: a standby answers them too; the acting replica's
+    # /healthz asks kopf's own endpoint (--liveness).
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    env = {e["name"] for e in container["env"]}
+    assert {"POD_NAME", "POD_NAMESPACE"} <= env
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     one(objects, "ClusterRoleBinding", "elasticlm-operator")
@@ -421,6 +426,8 @@ def test_several_replicas_elect_a_leader_and_roll() -> None:
             "resourceNames": ["elasticlm-operator"],
             "verbs": ["get", "update"],
         },
+        # The leader's "became leader" / "stopped leading" Events on the Lease.
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
     binding = one(objects, "RoleBinding", "elasticlm-operator-leader-election")
     assert binding["roleRef"]["name"] == "elasticlm-operator-leader-election"
