@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "elasticlm"
 NAMESPACE = "elasticlm-system"
 RBAC_GROUP = "rbac.authorization.k8s.io"
+OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:elasticlm-operator"
 
 
 @dataclass
@@ -177,14 +178,12 @@ def _job(steps: int) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(300)
-def test_the_charts_operator_runs_in_devcluster_and_trains_a_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_charts_operator_runs_in_devcluster_and_trains_a_job(tmp_path: Path) -> None:
+    """The operator pod reaches the API with its service account's token (in-cluster
+    config, no kubeconfig), under exactly the chart's RBAC, and is never refused."""
     state = tmp_path / "devcluster"
-    # devcluster has no service-account tokens: its pods inherit the kubelet's environment,
-    # and so this KUBECONFIG (the file devcluster writes as it starts).
-    monkeypatch.setenv("KUBECONFIG", str(state / "kubeconfig"))
-    with devcluster_running(state) as (_, info):
+    audit_log = tmp_path / "audit.log"
+    with devcluster_running(state, "--audit-log", str(audit_log)) as (_, info):
         kubeconfig = Path(info["kubeconfig"])
         server = ApiServer(info["url"], kubeconfig)
         helm = helm_python.Config(kubeconfig_path=str(kubeconfig), namespace=NAMESPACE)
@@ -229,5 +228,20 @@ def test_the_charts_operator_runs_in_devcluster_and_trains_a_job(
                 for p in operator_pods.items
                 for s in p.status.container_statuses
             )
+        operator_requests = [
+            event
+            for event in map(json.loads, audit_log.read_text().splitlines())
+            if event["user"]["username"] == OPERATOR_USER
+        ]
+        assert operator_requests, f"no request of {OPERATOR_USER} in the audit log"
+        refused = [
+            (e["verb"], e["requestURI"], e["responseStatus"]["code"])
+            for e in operator_requests
+            if e["responseStatus"]["code"] in (401, 403)
+        ]
+        assert refused == []
+        verbs = {(e["verb"], (e.get("objectRef") or {}).get("resource")) for e in operator_requests}
+        assert ("create", "pods") in verbs  # it made the job's workers itself
+        assert ("patch", "lmtrainingjobs") in verbs
         helm.uninstall("elasticlm", wait="watcher", timeout=60)
         assert server.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")["items"] == []
