@@ -31,7 +31,7 @@ def test_the_operator_imports_no_torch_and_no_devcluster(module: str) -> None:
 CLOCKS = {("datetime", "now"), ("datetime", "utcnow"), ("time", "time"), ("time", "monotonic")}
 
 
-@pytest.mark.parametrize("package", ["reconcile", "builders"])
+@pytest.mark.parametrize("package", ["reconcile", "builders", "autoscale"])
 def test_the_pure_core_reads_no_clock(package: str) -> None:
     """`now` is an argument of every decision, so tests pick the time."""
     calls = []
