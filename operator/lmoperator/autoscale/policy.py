@@ -78,6 +78,8 @@ class Reason(enum.StrEnum):
     WITHIN_TOLERANCE = "WithinTolerance"
     SCALE_DOWN_STABILIZED = "ScaleDownStabilized"
     SCALE_UP_STABILIZED = "ScaleUpStabilized"
+    RECENT_SCALE_UP = "RecentScaleUp"
+    SCALE_DOWN_SETTLING = "ScaleDownSettling"
     PANIC_NO_SCALE_DOWN = "PanicNoScaleDown"
     TOO_FEW_REPORTS = "TooFewReports"
     NO_METRICS = "NoMetrics"
@@ -115,6 +117,10 @@ class PolicyConfig:
     scale_up_stabilization_seconds: float = 0.0
     scale_down_max_rate: float = 2.0
     scale_down_stabilization_seconds: float = 300.0
+    # A scale-down this soon after a scale-up must be a large one (the load went away),
+    # not a correction that the next noise would reverse: fewer flaps.
+    reversal_guard_seconds: float = 300.0
+    reversal_min_drop: float = 0.5
     scrape_interval_seconds: float = 5.0
     warmup_seconds: float = 30.0
     schedules: tuple[schedules.Schedule, ...] = ()
@@ -253,6 +259,8 @@ class ServiceAutoscaler:
     startup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=20))
     seen_ready: set[str] = field(default_factory=set)
     history: dict[Signal, _Buckets] = field(default_factory=dict)
+    last_scale_up: float | None = None
+    last_scale_down: float | None = None
 
     def __post_init__(self) -> None:
         p = self.config.predictive
@@ -357,7 +365,7 @@ class ServiceAutoscaler:
         # Recommendations per signal.
         best = -1
         best_signal: Signal | None = None
-        panic_need = 0
+        panic_demand = 0.0  # the panic window's demand in replicas, unrounded
         any_signal = False
         for metric in cfg.metrics:
             rec, panic_rec = self._recommend(
@@ -368,7 +376,7 @@ class ServiceAutoscaler:
             any_signal = True
             if rec > best:
                 best, best_signal = rec, metric.signal
-            panic_need = max(panic_need, panic_rec)
+            panic_demand = max(panic_demand, panic_rec)
         if not any_signal:
             return bounded_hold(
                 Reason.NO_METRICS,
@@ -378,7 +386,9 @@ class ServiceAutoscaler:
 
         # Panic: the short window's demand against the capacity that serves now.
         capacity = max(1, len(ready))
-        over = panic_need / capacity >= cfg.panic_threshold
+        # Unrounded: with two pods, 25 in flight against 8 each is 1.6 x, not ceil()'s 2 x.
+        over = panic_demand / capacity >= cfg.panic_threshold
+        panic_need = math.ceil(panic_demand)
         if over:
             if self.panic_since is None:
                 self.panic_since = now
@@ -420,6 +430,28 @@ class ServiceAutoscaler:
 
         desired, reason = self._stabilize(now, current, desired, reason, floor)
         desired, reason = self._limit_rate(current, desired, reason, floor)
+        if (
+            desired < current
+            and self.last_scale_up is not None
+            and now - self.last_scale_up < cfg.reversal_guard_seconds
+            and desired > current * (1 - cfg.reversal_min_drop)
+            and reason not in (Reason.ABOVE_MAXIMUM,)
+        ):
+            desired, reason = current, Reason.RECENT_SCALE_UP
+        if (
+            desired < current
+            and self.last_scale_down is not None
+            and now - self.last_scale_down < cfg.stable_window_seconds
+            and desired >= floor
+            and reason != Reason.ABOVE_MAXIMUM
+        ):
+            # In-flight requests per pod rise as pods go (each serves more, so more
+            # slowly): measure a full stable window at the new size before going lower.
+            desired, reason = current, Reason.SCALE_DOWN_SETTLING
+        if desired > current:
+            self.last_scale_up = now
+        elif desired < current:
+            self.last_scale_down = now
         if desired == current and reason in (
             Reason.METRIC_ABOVE_TARGET,
             Reason.METRIC_BELOW_TARGET,
@@ -447,25 +479,26 @@ class ServiceAutoscaler:
         warming: Sequence[PodReport],
         serving: int,
         figures: dict[str, float],
-    ) -> tuple[int | None, int]:
+    ) -> tuple[int | None, float]:
         """(stable recommendation or None without data, panic-window demand in replicas)."""
         cfg = self.config
         name = metric.signal.value
         warming_names = {p.name for p in warming}
+        has = [p for p in reporting if metric.signal in p.values]
+        warm = [p for p in has if p.name not in warming_names]
+        if not has:
+            return None, 0.0
         if metric.signal in DEMAND_SIGNALS:
-            values = [p.values[metric.signal] for p in reporting if metric.signal in p.values]
+            # Requests held by a pod in its first seconds are real demand: they count.
+            missing = max(0, len(ready) - len(has))
+            value = sum(p.values[metric.signal] for p in has)
+            n_values = len(has)
         else:
-            values = [
-                p.values[metric.signal]
-                for p in reporting
-                if metric.signal in p.values and p.name not in warming_names
-            ]
-        if not values:
-            return None, 0
-        expected = len(ready) if metric.signal in DEMAND_SIGNALS else serving
-        missing = max(0, expected - len(values))
-        # Demand adds up over pods; a quality signal is the pods' average.
-        value = sum(values) if metric.signal in DEMAND_SIGNALS else sum(values) / len(values)
+            if not warm:
+                return None, 0.0
+            missing = max(0, serving - len(warm))
+            value = sum(p.values[metric.signal] for p in warm) / len(warm)
+            n_values = len(warm)
         window = self.samples.setdefault(metric.signal, deque())
         window.append(_Sample(now, value, missing, serving))
         horizon = now - cfg.stable_window_seconds
@@ -491,7 +524,7 @@ class ServiceAutoscaler:
             up = math.ceil(stable / metric.target)
             down = math.ceil((stable + missing * metric.target) / metric.target)
             ratio = stable / (metric.target * max(1, current))
-            panic_rec = math.ceil(panic / metric.target)
+            panic_rec = panic / metric.target
             if up > current and abs(1 - ratio) > cfg.tolerance:
                 rec = up
             elif down < current and abs(1 - ratio) > cfg.tolerance:
@@ -500,9 +533,9 @@ class ServiceAutoscaler:
                 rec = current
         else:
             ratio = stable / metric.target
-            up_ratio = stable * len(values) / (metric.target * (len(values) + missing))
-            down_ratio = (stable * len(values) + missing * metric.target) / (
-                metric.target * (len(values) + missing)
+            up_ratio = stable * n_values / (metric.target * (n_values + missing))
+            down_ratio = (stable * n_values + missing * metric.target) / (
+                metric.target * (n_values + missing)
             )
             base = max(1, serving)
             if ratio > 1 + cfg.tolerance and up_ratio > 1:
@@ -511,7 +544,7 @@ class ServiceAutoscaler:
                 rec = min(current, max(1, math.ceil(down_ratio * base)))
             else:
                 rec = current
-            panic_rec = 0  # quality signals do not drive panic mode
+            panic_rec = 0.0  # quality signals do not drive panic mode
         figures[f"{name}.recommended"] = rec
         return rec, panic_rec
 

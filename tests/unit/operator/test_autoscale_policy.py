@@ -105,10 +105,24 @@ def test_panic_scales_up_at_once_and_never_down_while_panicking() -> None:
     d = a.decide(T0 + 65, 6, fleet(6, T0 + 65, 4.0))
     assert (d.desired, d.reason) == (6, Reason.PANIC_NO_SCALE_DOWN)
     # Panic ends a stable window after the last pass over the threshold.
+    current = 6
     for t in range(70, 200, 5):
-        d = a.decide(T0 + t, 6, fleet(6, T0 + t, 4.0))
+        d = a.decide(T0 + t, current, fleet(current, T0 + t, 4.0))
+        current = d.desired
     assert d.figures["panic"] == 0.0
-    assert d.desired < 6
+    assert current < 6
+
+
+def test_scale_down_measures_a_window_at_each_size() -> None:
+    """In-flight counts rise as pods go; the next step down waits for a stable window
+    measured at the new size."""
+    a = ServiceAutoscaler(config(scale_down_stabilization_seconds=0))
+    d = a.decide(T0, 8, fleet(8, T0, 8.0))
+    assert (d.desired, d.reason) == (4, Reason.SCALE_DOWN_LIMITED)
+    d = a.decide(T0 + 30, 4, fleet(4, T0 + 30, 8.0))
+    assert (d.desired, d.reason) == (4, Reason.SCALE_DOWN_SETTLING)
+    d = a.decide(T0 + 61, 4, fleet(4, T0 + 61, 8.0))
+    assert d.desired == 2
 
 
 def test_rates_limit_each_step() -> None:
@@ -237,8 +251,9 @@ def test_replicas_come_down_after_load_falls_to_zero() -> None:
             reached_min_at = t
     assert current == 1
     assert reached_min_at is not None
-    # The 300 s stabilization window, then the 60 s stable window draining.
-    assert reached_min_at <= 300 + 60 + 4 * 5
+    # The 300 s stabilization window, the 60 s stable window draining, then halving
+    # (10 -> 5 -> 3 -> 2 -> 1) with a stable window at each size before the next step.
+    assert reached_min_at <= 300 + 60 + 4 * 60
 
 
 def test_waiting_queue_wins_over_flat_kv_cache_usage() -> None:
