@@ -623,7 +623,13 @@ def _message(
 ) -> str:
     head = f"{current} -> {desired} replicas" if desired != current else f"{current} replicas"
     if signal is not None:
-        stable = figures.get(f"{signal.value}.stable")
+        stable = figures.get(f"{signal.value}.stable", 0.0)
         target = figures.get(f"{signal.value}.target")
-        return f"{head} ({reason}): {signal.value} {stable} against target {target} per replica"
+        if signal in DEMAND_SIGNALS:
+            per_replica = stable / max(1, current)
+            return (
+                f"{head} ({reason}): {signal.value} {stable:g} in total, {per_replica:.2f} per "
+                f"replica, against a target of {target:g} per replica"
+            )
+        return f"{head} ({reason}): {signal.value} {stable:g} against a target of {target:g}"
     return f"{head} ({reason})"
