@@ -497,10 +497,12 @@ def plot(trace: Trace, results: dict[str, Result], out: Path) -> None:
     hours = trace.name == "diurnal"
     scale = 3600 if hours else 60
     unit = "hours" if hours else "minutes"
-    for name, result in results.items():
+    for name in ("kpa", "hpa", "ours"):  # ours drawn last, on top
+        result = results[name]
         xs = [t / scale for t, _, _ in result.timeline]
         ax.step(xs, [r for _, _, r in result.timeline], where="post", label=name,
-                color=colours[name], linewidth=1.2)  # fmt: skip
+                color=colours[name], linewidth=1.4 if name == "ours" else 0.8,
+                alpha=1.0 if name == "ours" else 0.7)  # fmt: skip
     ax.set_xlabel(unit)
     ax.set_ylabel("replicas")
     load = ax.twinx()
