@@ -54,8 +54,11 @@ class TrainingAutoscaling(ApiModel):
 
     policy: AutoscalingPolicy = Field(
         AutoscalingPolicy.NONE,
-        description="None (manual scaling only), Throughput (maximise tokens/s) or Goodput "
-        "(maximise useful progress per worker).",
+        description="None (manual scaling only), Throughput (grow towards the most tokens/s "
+        "while each added worker's marginal efficiency stays >= minEfficiency) or Goodput "
+        "(tokens trained per second of wall time, with the rescale downtime the job measured "
+        "counted as zero: a rescale is taken only if it pays for its downtime within the "
+        "cooldown).",
     )
     min_efficiency: float = Field(
         0.7,

@@ -51,7 +51,7 @@ def test_the_kubectl_plugin_imports_no_torch_devcluster_or_kopf() -> None:
 CLOCKS = {("datetime", "now"), ("datetime", "utcnow"), ("time", "time"), ("time", "monotonic")}
 
 
-@pytest.mark.parametrize("package", ["reconcile", "builders"])
+@pytest.mark.parametrize("package", ["reconcile", "builders", "autoscale"])
 def test_the_pure_core_reads_no_clock(package: str) -> None:
     """`now` is an argument of every decision, so tests pick the time."""
     calls = []
