@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,16 +200,21 @@ class Cluster:
     def kubeconfig(self) -> Path:
         return self.server.kubeconfig
 
-    def audit_mark(self) -> int:
-        """Where the audit log ends now: requests after it belong to what follows."""
-        return len(self.audit_log.read_bytes()) if self.audit_log.exists() else 0
+    @staticmethod
+    def audit_mark() -> str:
+        """Now, as the audit log writes times: requests received later belong to what
+        follows (a watch is written when it ends, so an earlier one may come later)."""
+        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    def operator_requests(self, since: int) -> list[dict[str, Any]]:
-        with self.audit_log.open("rb") as f:
-            f.seek(since)
-            lines = f.read().decode().splitlines(keepends=True)
+    def operator_requests(self, since: str) -> list[dict[str, Any]]:
+        lines = self.audit_log.read_text().splitlines(keepends=True)
         events = [json.loads(line) for line in lines if line.endswith("\n")]
-        return [e for e in events if e["user"]["username"] == OPERATOR_USER]
+        return [
+            e
+            for e in events
+            if e.get("user", {}).get("username") == OPERATOR_USER
+            and e["requestReceivedTimestamp"] >= since
+        ]
 
     def install(self, values: dict[str, Any]) -> None:
         # Pods share the host's network in devcluster: the operator binds its pod IP.
@@ -360,8 +366,8 @@ def test_cluster_mode_trains_serves_rolls_fails_over_and_uses_every_rule(
 
     with api_client(cluster.kubeconfig) as api:
         core, apps = core_api(api), apps_api(api)
-        rbac = kubernetes.client.RbacAuthorizationV1Api(api)
-        leases = kubernetes.client.CoordinationV1Api(api)
+        rbac: Any = kubernetes.client.RbacAuthorizationV1Api(api)
+        leases: Any = kubernetes.client.CoordinationV1Api(api)
         objects = Objects(custom_api(api), "default")
         (first_pod,) = operator_pods(core)
         assert "--leader-elect" not in operator_args(first_pod)
@@ -435,7 +441,7 @@ def test_cluster_mode_trains_serves_rolls_fails_over_and_uses_every_rule(
             return str(lease.spec.holder_identity or "") or None
 
         leader_id = wait_for(holder, timeout=60, what="a leader holds the Lease")
-        (leader,) = [p for p in replicas if leader_id.startswith(p.metadata.name + "-")]
+        (leader,) = [p for p in replicas if leader_id.startswith(p.metadata.name + "_")]
 
         # A job in progress when the leader dies; once finished it deletes itself.
         objects.create(
@@ -453,14 +459,15 @@ def test_cluster_mode_trains_serves_rolls_fails_over_and_uses_every_rule(
         core.delete_namespaced_pod(leader.metadata.name, NAMESPACE, grace_period_seconds=0)
         killed = time.monotonic()
         assert objects.status("lmtrainingjobs", "ha")["phase"] == "Running"
-        successor = wait_for(
-            lambda: (h := holder()) and not h.startswith(leader.metadata.name + "-") and h,
-            timeout=60,
-            what="a standby takes the Lease over",
-        )
+
+        def taken_over() -> str | None:
+            h = holder()
+            return h if h and not h.startswith(leader.metadata.name + "_") else None
+
+        successor = wait_for(taken_over, timeout=60, what="a standby takes the Lease over")
         takeover = time.monotonic() - killed
         assert takeover <= LEASE_DURATION + RETRY_PERIOD + TAKEOVER_SLACK, takeover
-        assert any(successor.startswith(p.metadata.name + "-") for p in replicas)
+        assert any(successor.startswith(p.metadata.name + "_") for p in replicas)
         objects.wait_phase("lmtrainingjobs", "ha", "Succeeded")
         wait_for(
             lambda: objects.get("lmtrainingjobs", "ha") is None,
