@@ -395,9 +395,11 @@ class Cluster:
         subresource: str | None,
         precondition_rv: str | None = None,
         managed: list[Obj] | None = None,
+        recorded_subresource: str | None = None,
     ) -> Obj:
         """The common part of every write to an existing object; `managed` is the
-        managedFields of an apply (other writes record an Update entry here)."""
+        managedFields of an apply (other writes record an Update entry here, for
+        `recorded_subresource` when the write came through one, such as `scale`)."""
         old_stored = self._stored(rt, namespace, name)
         old = copy.deepcopy(rt.present(old_stored))
         om = old["metadata"]
@@ -469,7 +471,7 @@ class Cluster:
         m = new["metadata"]  # the strategy may have replaced it
         if managed is None:
             managed = managedfields.update(
-                rt, old, new, requested_managed, _manager(ctx), subresource
+                rt, old, new, requested_managed, _manager(ctx), recorded_subresource or subresource
             )
         _set_managed(new, managed)
         if generation_view(rt, new) != generation_view(rt, old):
@@ -879,7 +881,7 @@ class Cluster:
             raise rt.conflict(name)
         json_path_set(obj, rt.scale.spec_replicas_path, replicas)
         try:
-            self._update(rt, ns, name, obj, ctx, None)
+            self._update(rt, ns, name, obj, ctx, None, recorded_subresource="scale")
         except APIError as exc:
             if exc.code == 422 and exc.details:
                 path = json_path_field(rt.scale.spec_replicas_path)

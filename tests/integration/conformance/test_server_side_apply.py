@@ -313,3 +313,30 @@ def test_custom_resource_list_types(core: CoreApi, namespace: str, listy_crd: st
     spec = answer.json()["spec"]
     assert [i["name"] for i in spec["byName"]] == ["b"]
     assert spec["tags"] == ["y"]
+
+
+def test_a_scale_write_is_recorded_for_its_subresource(core: CoreApi, namespace: str) -> None:
+    api = core.api_client
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/ssa-scale"
+    assert apply(api, path, deployment("ssa-scale", []), "applier").status == 201
+    scaled = raw(
+        api, "PATCH", path + "/scale", body={"spec": {"replicas": 0}},
+        content_type="application/merge-patch+json", query={"fieldManager": "scaler"},
+    )  # fmt: skip
+    assert scaled.status == 200, scaled
+    scaled = raw(
+        api, "PATCH", path + "/scale", body={"spec": {"replicas": 1}},
+        content_type="application/merge-patch+json", query={"fieldManager": "scaler"},
+    )  # fmt: skip
+    assert scaled.status == 200, scaled
+    live = get_json(api, path)
+    scaler = entries(live)[("scaler", "Update")]
+    assert scaler["subresource"] == "scale"
+    assert scaler["apiVersion"] == "apps/v1"
+    assert scaler["fieldsV1"] == {"f:spec": {"f:replicas": {}}}
+    answer = apply(api, path, deployment("ssa-scale", []), "applier")
+    assert answer.status == 409
+    assert answer.json()["message"] == (
+        'Apply failed with 1 conflict: conflict with "scaler" with subresource "scale" using '
+        "apps/v1: .spec.replicas"
+    )
