@@ -340,3 +340,26 @@ def test_a_scale_write_is_recorded_for_its_subresource(core: CoreApi, namespace:
         'Apply failed with 1 conflict: conflict with "scaler" with subresource "scale" using '
         "apps/v1: .spec.replicas"
     )
+
+
+def test_kubectl_moves_client_side_apply_to_server_side(
+    cluster: Cluster, namespace: str, minor: int
+) -> None:
+    """kubectl (1.26+) hands the fields of its client-side apply manager over to its
+    server-side apply manager by rewriting managedFields before it applies, so the first
+    server-side apply removes what the manifest dropped."""
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=yaml.safe_dump(configmap("ssa-csa", {"kept": "1", "dropped": "2"})), minor=minor,
+    )  # fmt: skip
+    cluster.kubectl(
+        "apply", "--server-side", "-n", namespace, "-f", "-",
+        input=yaml.safe_dump(configmap("ssa-csa", {"kept": "1"})), minor=minor,
+    )  # fmt: skip
+    out = cluster.kubectl(
+        "get", "configmap", "ssa-csa", "-n", namespace, "-o", "json", "--show-managed-fields",
+        minor=minor,
+    ).stdout  # fmt: skip
+    live = json.loads(out)
+    assert live["data"] == {"kept": "1"}
+    assert ("kubectl-client-side-apply", "Update") not in entries(live)
