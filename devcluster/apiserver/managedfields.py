@@ -534,29 +534,67 @@ def merge(live: Any, config: Any, schema: Schema, pattern: Path) -> Any:
         return out
     if isinstance(live, list) and isinstance(config, list):
         kind, keys = schema.list_type(pattern)
-        if kind == "set":
-            return list(live) + [_no_nulls(v) for v in config if v not in live]
-        if kind == "map":
-            return _merge_associative(live, config, schema, pattern, keys)
+        if kind != "atomic":
+            return _merge_granular(live, config, schema, pattern, kind, keys)
     return _no_nulls(config)
 
 
-def _merge_associative(
-    live: list[Any], config: list[Any], schema: Schema, pattern: Path, keys: tuple[str, ...]
+def _merge_granular(
+    live: list[Any],
+    config: list[Any],
+    schema: Schema,
+    pattern: Path,
+    kind: str,
+    keys: tuple[str, ...],
 ) -> list[Any]:
+    """SMD's merge of an associative list or a set: items only on the server keep their
+    place, shared items follow the configuration's order, new items come where the
+    configuration puts them."""
     item_pattern = (*pattern[:-1], pattern[-1] + "[]")
-    live_keys = [item_element(item, i, "map", keys) for i, item in enumerate(live)]
-    config_keys = [item_element(item, i, "map", keys) for i, item in enumerate(config)]
+    live_keys = [item_element(item, i, kind, keys) for i, item in enumerate(live)]
+    config_keys = [item_element(item, i, kind, keys) for i, item in enumerate(config)]
     if any(k.startswith("i:") for k in live_keys + config_keys):
         return [_no_nulls(v) for v in config]  # items without their keys: replaced whole
-    by_key = dict(zip(config_keys, config, strict=True))
-    out = []
-    for key, item in zip(live_keys, live, strict=True):
-        if key in by_key:
-            out.append(merge(item, by_key.pop(key), schema, item_pattern))
+    lhs = dict(zip(reversed(live_keys), reversed(live), strict=True))  # first one wins
+    rhs = dict(zip(config_keys, config, strict=True))
+    left = list(dict.fromkeys(live_keys))
+    right = list(dict.fromkeys(config_keys))
+    shared = [k for k in right if k in lhs]
+    out: list[Any] = []
+    done: set[str] = set()
+
+    def emit(key: str) -> None:
+        done.add(key)
+        if key in lhs and key in rhs:
+            out.append(merge(lhs[key], rhs[key], schema, item_pattern))
         else:
-            out.append(item)
-    out.extend(_no_nulls(v) for k, v in zip(config_keys, config, strict=True) if k in by_key)
+            out.append(lhs[key] if key in lhs else _no_nulls(rhs[key]))
+
+    li = ri = 0
+    while li < len(left) or ri < len(right):
+        while shared and shared[0] in done:
+            shared.pop(0)
+        if li < len(left) and left[li] in done:
+            li += 1
+            continue
+        if li < len(left) and ri < len(right):
+            key = left[li]
+            if key == right[ri]:
+                emit(key)
+                li, ri = li + 1, ri + 1
+                continue
+            if key in rhs and shared and shared[0] != key:
+                li += 1  # a shared item the configuration places later
+                continue
+        if li < len(left) and left[li] not in rhs:
+            emit(left[li])
+            li += 1
+            continue
+        if ri < len(right):
+            emit(right[ri])
+            ri += 1
+            continue
+        li += 1
     return out
 
 

@@ -124,3 +124,23 @@ def test_apply_on_the_main_resource_records_no_status() -> None:
 def test_user_agent_manager() -> None:
     assert mf.manager_from_user_agent("kubectl/v1.33.0 (linux/amd64) kubernetes/abc") == "kubectl"
     assert mf.manager_from_user_agent("OpenAPI-Generator/33.1.0/python") == "OpenAPI-Generator"
+
+
+@pytest.mark.parametrize(
+    ("live", "config", "merged"),
+    [
+        ("abc", "ca", "bca"),  # shared items follow the configuration
+        ("abc", "xb", "axbc"),  # a new item goes where the configuration puts it
+        ("ab", "axby", "axby"),
+        ("azb", "ba", "zba"),  # items only on the server keep their place
+        ("abc", "", "abc"),
+    ],
+)
+def test_associative_lists_merge_in_smd_order(live: str, config: str, merged: str) -> None:
+    schema = mf.Schema(DEPLOYMENTS)
+    pattern = ("spec", "template", "spec", "containers")
+    result = mf.merge(
+        [{"name": n} for n in live], [{"name": n, "image": "i"} for n in config], schema, pattern
+    )
+    assert "".join(item["name"] for item in result) == merged
+    assert all(item.get("image") == "i" for item in result if item["name"] in config)
