@@ -511,10 +511,14 @@ def apply(
 
 
 def _closure(paths: Iterable[Path]) -> set[Path]:
+    """The paths with the fields above them (SMD's EnsureNamedFieldsAreMembers): owning
+    `.spec.replicas` owns `.spec`; list items are owned only as members."""
     out: set[Path] = set()
     for p in paths:
-        for i in range(1, len(p) + 1):
-            out.add(p[:i])
+        out.add(p)
+        for i in range(1, len(p)):
+            if p[i - 1].startswith("f:"):
+                out.add(p[:i])
     return out
 
 

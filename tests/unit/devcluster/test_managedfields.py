@@ -144,3 +144,17 @@ def test_associative_lists_merge_in_smd_order(live: str, config: str, merged: st
     )
     assert "".join(item["name"] for item in result) == merged
     assert all(item.get("image") == "i" for item in result if item["name"] in config)
+
+
+def test_a_dropped_item_goes_although_another_manager_owns_a_field_in_it() -> None:
+    """As structured-merge-diff prunes: an item stays only when another manager owns the
+    item itself, not merely a field inside it."""
+    both = pod_template([{"name": "a", "image": "i"}, {"name": "b", "image": "i"}])
+    live, entries = mf.apply(DEPLOYMENTS, None, both, "helm", None, force=False)
+    live["metadata"]["managedFields"] = entries
+    retagged = pod_template([{"name": "a", "image": "j"}, {"name": "b", "image": "i"}])
+    live["metadata"]["managedFields"] = mf.update(DEPLOYMENTS, live, retagged, None, "ci", None)
+    live["spec"] = retagged["spec"]
+    only_b = pod_template([{"name": "b", "image": "i"}])
+    result, _ = mf.apply(DEPLOYMENTS, live, only_b, "helm", None, force=False)
+    assert result["spec"]["template"]["spec"]["containers"] == [{"name": "b", "image": "i"}]
