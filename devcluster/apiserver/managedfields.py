@@ -474,7 +474,7 @@ def apply(
     """
     sub = subresource or ""
     schema = Schema(rt)
-    config = _body(config)
+    config = _reset_fields(_body(config), rt, sub)
     current = _body(live) if live is not None else {}
     managers = decode(as_dict((live or {}).get("metadata")).get("managedFields"))
     if live is not None and not managers:
@@ -508,6 +508,24 @@ def apply(
     if live is None or not _same(current, merged) or me.time is None:
         me.time = rfc3339()
     return merged, encode(managers)
+
+
+def _reset_fields(config: Obj, rt: ResourceType, subresource: str) -> Obj:
+    """The applied configuration less what the endpoint does not write (kube's reset
+    fields): status on the main resource of a kind with a status subresource,
+    everything but status (and the object's identity) on `/status`."""
+    if subresource == "status":
+        identity = {
+            k: v
+            for k, v in as_dict(config.get("metadata")).items()
+            if k in ("name", "namespace", "resourceVersion")
+        }
+        out = {k: v for k, v in config.items() if k in ("apiVersion", "kind", "status")}
+        out["metadata"] = identity
+        return out
+    if rt.status and not subresource:
+        return {k: v for k, v in config.items() if k != "status"}
+    return config
 
 
 def _closure(paths: Iterable[Path]) -> set[Path]:

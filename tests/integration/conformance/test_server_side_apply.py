@@ -363,3 +363,47 @@ def test_kubectl_moves_client_side_apply_to_server_side(
     live = json.loads(out)
     assert live["data"] == {"kept": "1"}
     assert ("kubectl-client-side-apply", "Update") not in entries(live)
+
+
+def test_apply_to_status_owns_only_status(
+    core: CoreApi, namespace: str, scratch_status_crd: str
+) -> None:
+    api = core.api_client
+    path = f"/apis/{scratch_status_crd}/v1/namespaces/{namespace}/gadgets/g"
+    gadget: Obj = {
+        "apiVersion": f"{scratch_status_crd}/v1",
+        "kind": "Gadget",
+        "metadata": {"name": "g"},
+        "spec": {"size": 1},
+    }
+    assert apply(api, path, gadget, "owner").status == 201
+    # The spec in a status apply is not written, so it conflicts with nobody.
+    reported = apply(api, path + "/status", {**gadget, "spec": {"size": 2},
+                                            "status": {"ready": True}}, "reporter")  # fmt: skip
+    assert reported.status == 200, reported
+    live = reported.json()
+    assert live["spec"] == {"size": 1}
+    assert live["status"] == {"ready": True}
+    reporter = entries(live)[("reporter", "Apply")]
+    assert reporter["subresource"] == "status"
+    assert reporter["fieldsV1"] == {"f:status": {"f:ready": {}}}
+    # And status in an apply to the main resource is neither written nor owned.
+    again = apply(api, path, {**gadget, "status": {"ready": False}}, "owner")
+    assert again.json()["status"] == {"ready": True}
+    assert "f:status" not in entries(again.json())[("owner", "Apply")]["fieldsV1"]
+
+
+@pytest.fixture
+def scratch_status_crd(extensions: ExtensionsApi) -> Any:
+    group = f"g{uuid.uuid4().hex[:8]}.conformance.elasticlm.io"
+    crd = simple_crd(
+        group, "Gadget", "gadgets", spec_properties={"size": {"type": "integer"}},
+        status_subresource=True,
+    )  # fmt: skip
+    install_crds(extensions.api_client, [crd])
+    yield group
+    try:
+        extensions.delete_custom_resource_definition(crd["metadata"]["name"])
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
