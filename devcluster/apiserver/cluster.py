@@ -401,11 +401,11 @@ class Cluster:
         managedFields of an apply (other writes record an Update entry here, for
         `recorded_subresource` when the write came through one, such as `scale`)."""
         old_stored = self._stored(rt, namespace, name)
-        old = copy.deepcopy(rt.present(old_stored))
+        old = managedfields.copy_object(rt.present(old_stored))
         om = old["metadata"]
         if precondition_rv is not None and str(precondition_rv) != om["resourceVersion"]:
             raise rt.conflict(name)
-        new = copy.deepcopy(new)
+        new = managedfields.copy_object(new)
         new["apiVersion"], new["kind"] = rt.api_version, rt.kind
         causes = check_metadata(rt, new, ctx)
         m = new["metadata"]
@@ -431,7 +431,7 @@ class Cluster:
         m.pop("selfLink", None)
         requested_managed = m.pop("managedFields", None)
         if subresource == "status":
-            submitted, new = new, copy.deepcopy(old)
+            submitted, new = new, managedfields.copy_object(old)
             status = submitted.get("status")
             if status is None:
                 new.pop("status", None)
@@ -495,7 +495,7 @@ class Cluster:
         stored = self.store.get(rt.gr, namespace, name)
         if stored is None:
             return None
-        obj = copy.deepcopy(rt.present(stored))
+        obj = managedfields.copy_object(rt.present(stored))
         change(obj)
         return self._update(rt, namespace, name, obj, Ctx(system=True), subresource)
 
@@ -563,8 +563,20 @@ class Cluster:
         if content_type == APPLY_PATCH:
             return self._apply(rt, namespace, name, raw, ctx, subresource)
         document = parse_json(raw)
-        old = copy.deepcopy(rt.present(self._stored(rt, ns, name)))
-        new = apply_patch(rt, old, content_type, document)
+        old = managedfields.copy_object(rt.present(self._stored(rt, ns, name)))
+        if managedfields.patch_touches_managed_fields(content_type == JSON_PATCH, document):
+            new = apply_patch(rt, old, content_type, document)
+        else:  # spare the patch copying every FieldsV1 tree
+            bare = dict(old)
+            bare["metadata"] = {k: v for k, v in old["metadata"].items() if k != "managedFields"}
+            new = apply_patch(rt, bare, content_type, document)
+            new_meta = new.get("metadata")
+            if (
+                isinstance(new_meta, dict)
+                and "managedFields" in old["metadata"]
+                and "managedFields" not in new_meta
+            ):
+                new_meta["managedFields"] = old["metadata"]["managedFields"]
         return self._finish_patch(rt, ns, name, old, new, ctx, subresource), False
 
     def _finish_patch(
@@ -654,7 +666,7 @@ class Cluster:
                 rt, None, applied, manager, None, force=ctx.force
             )
             return self.create(rt, namespace, created, ctx, managed=managed), True
-        old = copy.deepcopy(rt.present(stored))
+        old = managedfields.copy_object(rt.present(stored))
         patch_doc = copy.deepcopy(applied)
         patch_doc.get("metadata", {}).pop("resourceVersion", None)
         new, managed = managedfields.apply(
@@ -711,7 +723,7 @@ class Cluster:
             options.grace_period = 0
         if rt.gr == ("", "namespaces") and name in IMMORTAL_NAMESPACES:
             raise rt.forbidden(name, "this namespace may not be deleted")
-        obj = copy.deepcopy(stored)
+        obj = managedfields.copy_object(stored)
         m = obj["metadata"]
         finalizers = list(as_list(m.get("finalizers")))
         policy = options.propagation
@@ -875,7 +887,7 @@ class Cluster:
                 },
             )
         ns = namespace or ""
-        obj = copy.deepcopy(rt.present(self._stored(rt, ns, name)))
+        obj = managedfields.copy_object(rt.present(self._stored(rt, ns, name)))
         rv = m.get("resourceVersion") or None
         if rv is not None and rv != obj["metadata"]["resourceVersion"]:
             raise rt.conflict(name)

@@ -37,6 +37,7 @@ apply annotation is not converted into ownership.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -364,9 +365,7 @@ def decode(entries: Any) -> list[Manager]:
 
 def encode(managers: list[Manager]) -> list[Obj]:
     """Entries in kube's order: Apply before Update, then by time, manager, version."""
-    kept = [m for m in managers if m.fields]
-    kept.sort(key=lambda m: (m.operation, m.time or "", m.manager, m.api_version, m.subresource))
-    return [m.entry() for m in kept]
+    return sorted((m.entry() for m in managers if m.fields), key=_entry_order)
 
 
 def is_reset(entries: Any) -> bool:
@@ -374,6 +373,33 @@ def is_reset(entries: Any) -> bool:
     if not isinstance(entries, list):
         return False
     return entries == [] or entries == [{}]
+
+
+def copy_object(obj: Obj) -> Obj:
+    """A deep copy of an object that shares its managedFields: the API server never
+    changes entries in place (every write builds new ones), and copying their FieldsV1
+    trees would double the cost of copying an object."""
+    m = obj.get("metadata")
+    if not isinstance(m, dict) or "managedFields" not in m:
+        return copy.deepcopy(obj)
+    shallow = dict(obj)
+    shallow["metadata"] = {k: v for k, v in m.items() if k != "managedFields"}
+    out = copy.deepcopy(shallow)
+    out["metadata"]["managedFields"] = m["managedFields"]
+    return out
+
+
+def patch_touches_managed_fields(json_patch: bool, document: Any) -> bool:
+    """Whether a patch document (a JSON patch, else a merge or strategic merge patch)
+    names `metadata.managedFields`."""
+    if json_patch:
+        for operation in as_list(document):
+            for key in ("path", "from"):
+                pointer = as_dict(operation).get(key)
+                if isinstance(pointer, str) and pointer.startswith("/metadata/managedFields"):
+                    return True
+        return False
+    return isinstance(document, dict) and "managedFields" in as_dict(document.get("metadata"))
 
 
 def manager_from_user_agent(user_agent: str) -> str:
@@ -413,35 +439,91 @@ def update(
     subresource: str | None,
 ) -> list[Obj]:
     """The managedFields after a create/update/patch by `manager` turned `live` (None:
-    nothing) into `new`; `requested` is the managedFields the request's object carried."""
+    nothing) into `new`; `requested` is the managedFields the request's object carried.
+
+    Every write runs this, so it decodes only the entries the write touches and compares
+    only what the endpoint writes (status alone on `/status`).
+    """
     sub = subresource or ""
-    live_entries = as_dict((live or {}).get("metadata")).get("managedFields")
-    if sub:
-        managers = decode(live_entries)
-    elif is_reset(requested):
-        managers = []
-    else:
+    live_entries = as_list(as_dict((live or {}).get("metadata")).get("managedFields"))
+    entries: list[Obj] = live_entries
+    if not sub and is_reset(requested):
+        entries = []
+    elif not sub and requested and requested != live_entries:
         try:
-            managers = decode(requested) if requested else []
+            decode(requested)
+            entries = list(requested)
         except ValueError:
-            managers = []
-        if not managers:
-            managers = decode(live_entries)
+            pass  # as upstream: unreadable managedFields in a request keep the live ones
     schema = Schema(rt)
-    diff = compare(_body(live or {}), _body(new), schema)
+    diff = compare(_scope(live or {}, rt, sub), _scope(new, rt, sub), schema)
     changed = _strip(diff.added | diff.modified, rt, sub)
-    for m in managers:
-        m.fields -= changed | diff.removed
+    touched = changed | diff.removed
+    if not touched:
+        return [dict(e) for e in entries]
+    me = Manager(manager, UPDATE, rt.api_version, sub)
+    result: list[Obj] = []
+    managers: list[Manager] = []
+    for entry in entries:
+        identity = _identity(entry)
+        if identity != me.identity and not any(_tree_has(entry, p) for p in touched):
+            result.append(entry)  # untouched: kept as it is
+            continue
+        (decoded,) = decode([entry])
+        decoded.fields -= touched
+        if identity == me.identity:
+            me = decoded
+        elif decoded.fields:
+            managers.append(decoded)
     if changed:
-        me = Manager(manager, UPDATE, rt.api_version, sub)
-        previous = _find(managers, me.identity)
-        if previous is None:
-            managers.append(me)
-        else:
-            me = previous
         me.fields |= changed
         me.time = rfc3339()
-    return encode(managers)
+    if me.fields:
+        managers.append(me)
+    result.extend(m.entry() for m in managers)
+    result.sort(key=_entry_order)
+    return result
+
+
+def _identity(entry: Obj) -> tuple[str, str, str, str]:
+    operation = str(entry.get("operation") or "")
+    version = "" if operation == APPLY else str(entry.get("apiVersion") or "")
+    return (
+        str(entry.get("manager") or ""),
+        operation,
+        version,
+        str(entry.get("subresource") or ""),
+    )
+
+
+def _entry_order(entry: Obj) -> tuple[str, str, str, str, str]:
+    return (
+        str(entry.get("operation") or ""),
+        str(entry.get("time") or ""),
+        str(entry.get("manager") or ""),
+        str(entry.get("apiVersion") or ""),
+        str(entry.get("subresource") or ""),
+    )
+
+
+def _tree_has(entry: Obj, path: Path) -> bool:
+    """Whether `path` is in the entry's FieldsV1 (as a member or above one)."""
+    node = entry.get("fieldsV1")
+    for element in path:
+        if not isinstance(node, dict) or element not in node:
+            return False
+        node = node[element]
+    return True
+
+
+def _scope(obj: Obj, rt: ResourceType, subresource: str) -> Obj:
+    """What a write through `subresource` can change, without managedFields."""
+    if subresource == "status":
+        return {"status": obj["status"]} if "status" in obj else {}
+    out = _body(obj)
+    if rt.status and not subresource:
+        out.pop("status", None)
+    return out
 
 
 def _body(obj: Obj) -> Obj:
