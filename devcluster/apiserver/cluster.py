@@ -562,6 +562,24 @@ class Cluster:
             raise unsupported_media_type(content_type, (JSON_PATCH, MERGE_PATCH, APPLY_PATCH))
         if content_type == APPLY_PATCH:
             return self._apply(rt, namespace, name, raw, ctx, subresource)
+        if ctx.force:
+            raise APIError(
+                422,
+                "Invalid",
+                'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be '
+                "specified for non-apply patch",
+                {
+                    "group": "meta.k8s.io",
+                    "kind": "PatchOptions",
+                    "causes": [
+                        {
+                            "reason": "FieldValueForbidden",
+                            "message": "Forbidden: may not be specified for non-apply patch",
+                            "field": "force",
+                        }
+                    ],
+                },
+            )
         document = parse_json(raw)
         old = managedfields.copy_object(rt.present(self._stored(rt, ns, name)))
         if managedfields.patch_touches_managed_fields(content_type == JSON_PATCH, document):

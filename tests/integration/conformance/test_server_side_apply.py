@@ -407,3 +407,18 @@ def scratch_status_crd(extensions: ExtensionsApi) -> Any:
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def test_force_is_refused_on_other_patches(core: CoreApi, namespace: str) -> None:
+    api = core.api_client
+    path = cm_path(namespace, "ssa-force")
+    assert apply(api, path, configmap("ssa-force", {"a": "1"}), "applier").status == 201
+    answer = raw(
+        api, "PATCH", path, body={"data": {"a": "2"}},
+        content_type="application/merge-patch+json", query={"force": "true"},
+    )  # fmt: skip
+    assert answer.status == 422, answer
+    assert answer.json()["message"] == (
+        'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified for '
+        "non-apply patch"
+    )
