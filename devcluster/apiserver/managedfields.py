@@ -15,7 +15,8 @@ under it.
   the live object (SMD's merge: maps key by key, associative lists item by item,
   sets by value, atomic lists and maps replaced), owns exactly the fields of that
   configuration, removes the fields it owned before and applies no more unless
-  another manager owns them too (and the containers left empty that nobody owns),
+  another manager owns them too (owning a field owns the fields above it; a list item
+  counts only as itself), then the containers left empty that nobody owns,
   and fails with 409 Conflict when it would change a field another manager owns,
   unless `force=true`, which moves those fields to it.
 - A request that sets `managedFields` to `[]` or `[{}]` clears them; a request with
@@ -28,11 +29,11 @@ atomic); custom resources use their schema's `x-kubernetes-list-type`,
 `x-kubernetes-list-map-keys` and `x-kubernetes-map-type` (lists without a type are
 atomic, as in Kubernetes).
 
-Simplifications: ownership of a struct field and of a map key are not told apart (SMD
-records neither for a non-empty map in an applied configuration), a list item whose
-keys are missing is tracked by its index, at most one entry is kept per manager,
-operation and subresource (no `ancient-changes` cap), and the kubectl client-side
-apply annotation is not converted into ownership.
+Simplifications (docs/devcluster.md lists them for users): struct fields and free-form
+map keys are not told apart (an applied map key holding an object owns only its
+leaves), a list item whose keys are missing is tracked by its index, there is no cap on
+the number of Update managers (`ancient-changes`), and the kubectl client-side apply
+annotation is not converted into ownership.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from devcluster.store import APIError, Obj, rfc3339
 from devcluster.values import as_dict, as_list
 
 Path = tuple[str, ...]
-FieldSet = frozenset[Path]
 
 APPLY: Final = "Apply"
 UPDATE: Final = "Update"
