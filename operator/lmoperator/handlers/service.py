@@ -338,7 +338,8 @@ def _record(plan: Plan, outcome: autoscale_loop.Outcome, now: datetime, generati
         ServiceConditionType.SCALING_ACTIVE, outcome.active, reason, outcome.condition_message
     )
     status["conditions"] = conditions.to_list()
-    if flipped and not outcome.active:
+    if flipped and reason in (REASON_NO_METRICS, REASON_TOO_FEW_REPORTS, REASON_INVALID_POLICY):
+        # Not NoReadyPods: every service starts that way while its model loads.
         plan.event(
             EVENT_BLIND,
             f"Autoscaling holds: {outcome.condition_message}",
