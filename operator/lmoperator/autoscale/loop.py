@@ -136,6 +136,7 @@ class AutoscalerState:
     written_replicas: int | None = None
     written_generation: int = 0
     recorded: tuple[int, str] | None = None  # (to, reason) of the last history entry
+    wrote_last: bool = False  # written_* come from this operator's write, not a reading
     manual: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -155,6 +156,7 @@ def autoscaler_state(
     if previous is not None:
         state.written_replicas = previous.written_replicas
         state.written_generation = previous.written_generation
+        state.wrote_last = previous.wrote_last
         state.recorded = previous.recorded
     return state
 
@@ -171,6 +173,17 @@ def effective_replicas(state: AutoscalerState | None, spec_replicas: int, genera
     return spec_replicas
 
 
+def own_write(state: AutoscalerState | None, spec_replicas: int, generation: int) -> bool:
+    """Whether this generation is the one this operator's last write of spec.replicas
+    made (the spec changed in nothing else, unless someone wrote at the same moment)."""
+    return (
+        state is not None
+        and state.written_generation == generation
+        and state.written_replicas == spec_replicas
+        and state.wrote_last
+    )
+
+
 def notice_manual(
     state: AutoscalerState, spec_replicas: int, generation: int, now: datetime
 ) -> dict[str, Any] | None:
@@ -178,6 +191,8 @@ def notice_manual(
     if generation < state.written_generation:
         return None
     previous = state.written_replicas
+    if generation > state.written_generation:
+        state.wrote_last = False
     state.written_replicas = spec_replicas
     state.written_generation = generation
     if previous is None or previous == spec_replicas:
@@ -258,3 +273,4 @@ def wrote(state: AutoscalerState, replicas: int, generation: int) -> None:
     """This operator wrote spec.replicas; `generation` is the object's after the write."""
     state.written_replicas = replicas
     state.written_generation = generation
+    state.wrote_last = True

@@ -250,7 +250,12 @@ def _pass(
             )
         else:
             state.autoscale = None
-        plan = reconcile(ref, service, status, observed, moment, list(problems))
+        ours = isinstance(service, LMService) and autoscale_loop.own_write(
+            state.autoscale, service.spec.replicas, ref.generation
+        )
+        plan = reconcile(
+            ref, service, status, observed, moment, list(problems), spec_changed=not ours
+        )
         if outcome is not None:
             _record(plan, outcome, moment, ref.generation)
         elif isinstance(service, LMService) and service.spec.autoscaling is None:

@@ -251,8 +251,15 @@ def reconcile(
     observed: Observed,
     now: datetime,
     problems: Sequence[str] | None = None,
+    *,
+    spec_changed: bool = True,
 ) -> Plan:
-    """One pass: the plan that moves the children towards the spec, and the new status."""
+    """One pass: the plan that moves the children towards the spec, and the new status.
+
+    `spec_changed=False`: a new generation is only the autoscaler's own write of
+    spec.replicas, so what a new spec announces (NotImplemented warnings) is not said
+    again.
+    """
     plan = Plan()
     new_status: dict[str, Any] = dict(status)
     conditions = Conditions(status.get("conditions"), now, ref.generation)
@@ -280,7 +287,7 @@ def reconcile(
             plan.event(REASON_INVALID, f"The spec is invalid: {message}", warning=True)
         return finish(Phase.FAILED)
 
-    if ref.generation > int(status.get("observedGeneration") or 0):
+    if spec_changed and ref.generation > int(status.get("observedGeneration") or 0):
         for note in unimplemented_settings(service):
             plan.event("NotImplemented", note, warning=True)
     namespace = ref.namespace

@@ -422,3 +422,14 @@ def test_autoscaling_settings_not_acted_on_are_said_once_per_generation() -> Non
     assert "LatencyP95 is not read from the pods yet" in notes[1]
     again = reconcile(REF, service, plan.status, Observed(), NOW)
     assert not [e for e in again.events if e.reason == "NotImplemented"]
+
+
+def test_a_generation_from_the_autoscalers_own_write_announces_nothing_again() -> None:
+    service = make_service(
+        autoscaling={"maxReplicas": 3, "predictive": {"enabled": True}}, replicas=2
+    )
+    status = {"observedGeneration": 1}
+    plan = reconcile(REF, service, status, Observed(), NOW, spec_changed=False)
+    assert not [e for e in plan.events if e.reason == "NotImplemented"]
+    plan = reconcile(REF, service, status, Observed(), NOW)
+    assert [e.reason for e in plan.events if e.type == "Warning"] == ["NotImplemented"]
