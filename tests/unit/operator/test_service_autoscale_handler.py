@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from lmoperator.api import LMService, kinds, parse_resource
 from lmoperator.handlers import common
 from lmoperator.handlers.service import ServerScrape, _autoscale, _record
@@ -104,7 +106,16 @@ def scrape(**in_flight: int) -> ServerScrape:
     return s
 
 
+def decisions_counted(direction: str, reason: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "elasticlm_autoscaler_decisions_total",
+        {"kind": "LMService", "direction": direction, "reason": reason},
+    )
+    return value or 0.0
+
+
 def test_a_scale_up_is_written_to_the_services_scale_and_survives_a_lagging_watch() -> None:
+    counted = decisions_counted("up", "MetricAboveTarget")
     kube = ScaleRecorder(generation=4)
     state = common.ObjectState()
     ref = service_ref("chat", "ns", "uid", generation=4)
@@ -115,6 +126,7 @@ def test_a_scale_up_is_written_to_the_services_scale_and_survives_a_lagging_watc
     assert svc.spec.replicas == 3  # the Deployment is scaled in this pass
     assert outcome is not None
     assert outcome.scale_to == 3
+    assert decisions_counted("up", "MetricAboveTarget") == counted + 1
     # A child's event runs a pass on the body the watch still shows (generation 4,
     # replicas 1): it keeps 3 and writes nothing.
     svc, outcome = _autoscale(
