@@ -94,7 +94,7 @@ def flops_per_token(cfg: Any) -> float:
     attention = 2 * m.hidden_size * m.hidden_size + 2 * m.hidden_size * m.kv_heads * head_dim
     mlp = 3 * m.hidden_size * m.intermediate_size
     params = m.layers * (attention + mlp) + m.vocab_size * m.hidden_size  # the LM head
-    return 6.0 * params + 12.0 * m.layers * m.hidden_size * m.context_length
+    return float(6 * params + 12 * m.layers * m.hidden_size * m.context_length)
 
 
 def peak_flops(name: str, override_tflops: float | None) -> float | None:
