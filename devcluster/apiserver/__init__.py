@@ -11,7 +11,8 @@ per-kind rules live in `devcluster.resources`, tables in `devcluster.tables`, Op
 documents in `devcluster.openapi`.
 
 Modules: the object semantics are `cluster` (`Cluster`), `objects` (checks of one
-object), `node`, `options` (`Ctx`, `DeleteOptions`) and `codec` (request bodies, patch
+object), `managedfields` (field ownership and server-side apply), `node`, `options`
+(`Ctx`, `DeleteOptions`) and `codec` (request bodies, patch
 documents); the HTTP layer is `routes` (`APIServer`: routing and verbs), `http` (what
 the handlers share), `security` (authentication, RBAC authorization, the audit log,
 TokenRequest and the self-subject reviews, over `devcluster.auth`), `watch`, `logs` and
@@ -28,11 +29,10 @@ deletion, field validation (`fieldValidation=Strict|Warn|Ignore`, warnings in
 
 Deliberate simplifications:
 
-- Server-side apply (`application/apply-patch+yaml`) merges the applied object into
-  the live one (strategic merge for built-in kinds, JSON merge for custom resources)
-  and creates the object when it is missing. There is no field ownership: fields
-  dropped from an applied configuration are not removed, and there are no apply
-  conflicts (`force` is accepted and ignored); `managedFields` are not kept.
+- Field ownership (`managedFields`, server-side apply with pruning and conflicts;
+  `managedfields`) follows structured-merge-diff, but built-in kinds' list types come
+  from the strategic merge metadata of `devcluster.patch`, struct fields and map keys
+  are not told apart, and there is no cap on the number of Update managers.
 - Built-in kinds are validated for what matters here (names, labels, containers,
   ports, immutability of pod specs and cluster IPs, ...), not field by field; unknown
   fields are detected at the top level and in `metadata` only.

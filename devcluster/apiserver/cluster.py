@@ -17,6 +17,7 @@ from typing import Any
 
 from devcluster import DEFAULT_KUBERNETES_VERSION, paths, selectors
 from devcluster import patch as patching
+from devcluster.apiserver import managedfields
 from devcluster.apiserver.codec import (
     APPLY_PATCH,
     JSON_PATCH,
@@ -255,7 +256,16 @@ class Cluster:
 
     # ---- create
 
-    def create(self, rt: ResourceType, namespace: str | None, body: Any, ctx: Ctx) -> Obj:
+    def create(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        body: Any,
+        ctx: Ctx,
+        *,
+        managed: list[Obj] | None = None,
+    ) -> Obj:
+        """POST; `managed` is the managedFields of an apply that creates the object."""
         if not isinstance(body, dict):
             raise bad_request(
                 f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: the '
@@ -280,6 +290,7 @@ class Cluster:
         if not isinstance(name, str):
             raise bad_request("metadata.name must be a string")
         ns = self._namespace_for(rt, namespace, obj, name)
+        requested_managed = m.get("managedFields")
         kind_of_name = {
             "namespaces": "label",
             "services": "dns1035",
@@ -315,6 +326,9 @@ class Cluster:
             raise rt.invalid(name, causes)
         if self.store.get(rt.gr, ns, name) is not None:
             raise rt.already_exists(name)
+        if managed is None:
+            managed = managedfields.update(rt, None, obj, requested_managed, _manager(ctx), None)
+        _set_managed(obj, managed)
         if ctx.dry_run:
             return obj
         storage_version = self.registry.storage_api_version(rt.gr)
@@ -380,13 +394,18 @@ class Cluster:
         ctx: Ctx,
         subresource: str | None,
         precondition_rv: str | None = None,
+        managed: list[Obj] | None = None,
+        recorded_subresource: str | None = None,
     ) -> Obj:
+        """The common part of every write to an existing object; `managed` is the
+        managedFields of an apply (other writes record an Update entry here, for
+        `recorded_subresource` when the write came through one, such as `scale`)."""
         old_stored = self._stored(rt, namespace, name)
-        old = copy.deepcopy(rt.present(old_stored))
+        old = managedfields.copy_object(rt.present(old_stored))
         om = old["metadata"]
         if precondition_rv is not None and str(precondition_rv) != om["resourceVersion"]:
             raise rt.conflict(name)
-        new = copy.deepcopy(new)
+        new = managedfields.copy_object(new)
         new["apiVersion"], new["kind"] = rt.api_version, rt.kind
         causes = check_metadata(rt, new, ctx)
         m = new["metadata"]
@@ -410,9 +429,9 @@ class Cluster:
             else:
                 m.pop(key, None)
         m.pop("selfLink", None)
-        m.pop("managedFields", None)
+        requested_managed = m.pop("managedFields", None)
         if subresource == "status":
-            submitted, new = new, copy.deepcopy(old)
+            submitted, new = new, managedfields.copy_object(old)
             status = submitted.get("status")
             if status is None:
                 new.pop("status", None)
@@ -450,6 +469,11 @@ class Cluster:
         if causes:
             raise rt.invalid(name, causes)
         m = new["metadata"]  # the strategy may have replaced it
+        if managed is None:
+            managed = managedfields.update(
+                rt, old, new, requested_managed, _manager(ctx), recorded_subresource or subresource
+            )
+        _set_managed(new, managed)
         if generation_view(rt, new) != generation_view(rt, old):
             m["generation"] = int(om.get("generation") or 0) + 1
         if comparable(new) == comparable(old):
@@ -471,7 +495,7 @@ class Cluster:
         stored = self.store.get(rt.gr, namespace, name)
         if stored is None:
             return None
-        obj = copy.deepcopy(rt.present(stored))
+        obj = managedfields.copy_object(rt.present(stored))
         change(obj)
         return self._update(rt, namespace, name, obj, Ctx(system=True), subresource)
 
@@ -538,9 +562,39 @@ class Cluster:
             raise unsupported_media_type(content_type, (JSON_PATCH, MERGE_PATCH, APPLY_PATCH))
         if content_type == APPLY_PATCH:
             return self._apply(rt, namespace, name, raw, ctx, subresource)
+        if ctx.force:
+            raise APIError(
+                422,
+                "Invalid",
+                'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be '
+                "specified for non-apply patch",
+                {
+                    "group": "meta.k8s.io",
+                    "kind": "PatchOptions",
+                    "causes": [
+                        {
+                            "reason": "FieldValueForbidden",
+                            "message": "Forbidden: may not be specified for non-apply patch",
+                            "field": "force",
+                        }
+                    ],
+                },
+            )
         document = parse_json(raw)
-        old = copy.deepcopy(rt.present(self._stored(rt, ns, name)))
-        new = apply_patch(rt, old, content_type, document)
+        old = managedfields.copy_object(rt.present(self._stored(rt, ns, name)))
+        if managedfields.patch_touches_managed_fields(content_type == JSON_PATCH, document):
+            new = apply_patch(rt, old, content_type, document)
+        else:  # spare the patch copying every FieldsV1 tree
+            bare = dict(old)
+            bare["metadata"] = {k: v for k, v in old["metadata"].items() if k != "managedFields"}
+            new = apply_patch(rt, bare, content_type, document)
+            new_meta = new.get("metadata")
+            if (
+                isinstance(new_meta, dict)
+                and "managedFields" in old["metadata"]
+                and "managedFields" not in new_meta
+            ):
+                new_meta["managedFields"] = old["metadata"]["managedFields"]
         return self._finish_patch(rt, ns, name, old, new, ctx, subresource), False
 
     def _finish_patch(
@@ -552,6 +606,7 @@ class Cluster:
         new: Obj,
         ctx: Ctx,
         subresource: str | None,
+        managed: list[Obj] | None = None,
     ) -> Obj:
         m = new.get("metadata")
         if not isinstance(m, dict):
@@ -572,7 +627,9 @@ class Cluster:
             raise rt.conflict(name)
         if new.get("apiVersion") != rt.api_version or new.get("kind") != rt.kind:
             check_kind(rt, new)
-        return self._update(rt, ns, name, new, ctx, subresource, precondition_rv=rv)
+        return self._update(
+            rt, ns, name, new, ctx, subresource, precondition_rv=rv, managed=managed
+        )
 
     def _apply(
         self,
@@ -614,26 +671,30 @@ class Cluster:
             raise bad_request(
                 f"the name of the object ({m['name']}) does not match the name on the URL ({name})"
             )
+        if m.get("managedFields") is not None:
+            raise bad_request("metadata.managedFields must be nil")
         ns = namespace or ""
         stored = self.store.get(rt.gr, ns, name)
+        manager = ctx.field_manager
         if stored is None:
             if subresource is not None:
                 raise rt.not_found(name)
             applied.setdefault("metadata", {})["name"] = name
-            return self.create(rt, namespace, applied, ctx), True
-        old = copy.deepcopy(rt.present(stored))
+            created, managed = managedfields.apply(
+                rt, None, applied, manager, None, force=ctx.force
+            )
+            return self.create(rt, namespace, created, ctx, managed=managed), True
+        old = managedfields.copy_object(rt.present(stored))
         patch_doc = copy.deepcopy(applied)
         patch_doc.get("metadata", {}).pop("resourceVersion", None)
-        if not rt.is_custom and patching.supports_strategic_merge(rt.kind):
-            kind = STRATEGIC_PATCH
-        else:
-            kind = MERGE_PATCH
-        new = apply_patch(rt, old, kind, patch_doc)
+        new, managed = managedfields.apply(
+            rt, old, patch_doc, manager, subresource, force=ctx.force
+        )
         applied_rv = m.get("resourceVersion")
         new.setdefault("metadata", {})["resourceVersion"] = (
             applied_rv or old["metadata"]["resourceVersion"]
         )
-        return self._finish_patch(rt, ns, name, old, new, ctx, subresource), False
+        return self._finish_patch(rt, ns, name, old, new, ctx, subresource, managed), False
 
     # ---- delete
 
@@ -680,7 +741,7 @@ class Cluster:
             options.grace_period = 0
         if rt.gr == ("", "namespaces") and name in IMMORTAL_NAMESPACES:
             raise rt.forbidden(name, "this namespace may not be deleted")
-        obj = copy.deepcopy(stored)
+        obj = managedfields.copy_object(stored)
         m = obj["metadata"]
         finalizers = list(as_list(m.get("finalizers")))
         policy = options.propagation
@@ -844,13 +905,13 @@ class Cluster:
                 },
             )
         ns = namespace or ""
-        obj = copy.deepcopy(rt.present(self._stored(rt, ns, name)))
+        obj = managedfields.copy_object(rt.present(self._stored(rt, ns, name)))
         rv = m.get("resourceVersion") or None
         if rv is not None and rv != obj["metadata"]["resourceVersion"]:
             raise rt.conflict(name)
         json_path_set(obj, rt.scale.spec_replicas_path, replicas)
         try:
-            self._update(rt, ns, name, obj, ctx, None)
+            self._update(rt, ns, name, obj, ctx, None, recorded_subresource="scale")
         except APIError as exc:
             if exc.code == 422 and exc.details:
                 path = json_path_field(rt.scale.spec_replicas_path)
@@ -886,6 +947,23 @@ class Cluster:
         ):
             patched.setdefault("metadata", {}).pop("resourceVersion", None)
         return self.update_scale(rt, namespace, name, patched, ctx)
+
+
+def _manager(ctx: Ctx) -> str:
+    """Who makes a write: `fieldManager`, else the User-Agent's first product (as
+    kube-apiserver derives it); devcluster's own controllers are `devcluster`."""
+    if ctx.field_manager:
+        return ctx.field_manager
+    if ctx.system:
+        return managedfields.SYSTEM_MANAGER
+    return ctx.user_agent_manager
+
+
+def _set_managed(obj: Obj, managed: list[Obj]) -> None:
+    if managed:
+        obj["metadata"]["managedFields"] = managed
+    else:
+        obj["metadata"].pop("managedFields", None)
 
 
 def _selector_string(selector: Obj) -> str:

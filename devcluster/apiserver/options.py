@@ -14,6 +14,10 @@ class Ctx:
     dry_run: bool = False
     field_validation: str = "Warn"
     field_manager: str | None = None
+    #: The manager of a write without `fieldManager`: the User-Agent's first product.
+    user_agent_manager: str = ""
+    #: `force=true` on an apply: take the fields other managers own.
+    force: bool = False
     warnings: list[str] = field(default_factory=list)
     system: bool = False
 

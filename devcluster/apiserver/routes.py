@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from devcluster import requestmetrics
+from devcluster.apiserver import managedfields
 from devcluster.apiserver.cluster import Cluster
 from devcluster.apiserver.codec import MAX_BODY
 from devcluster.apiserver.discovery import DiscoveryHandlers
@@ -165,6 +166,10 @@ class APIServer(DiscoveryHandlers, WatchHandlers, LogHandlers):
             dry_run="All" in q.getall("dryRun", []),
             field_validation=q.get("fieldValidation") or "Warn",
             field_manager=q.get("fieldManager"),
+            user_agent_manager=managedfields.manager_from_user_agent(
+                request.headers.get("User-Agent", "")
+            ),
+            force=query_bool(q.get("force")),
         )
         if ctx.field_validation not in ("Strict", "Warn", "Ignore"):
             raise bad_request(

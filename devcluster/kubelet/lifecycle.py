@@ -52,6 +52,26 @@ TERMINATION_MESSAGE_LIMIT = 4096  # bytes, as the kubelet caps it
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 
+# How long one cancellation of the probe task may take before it is cancelled again.
+RECANCEL_SECONDS = 0.5
+
+
+async def cancel_until_done(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it to end, cancelling again if a cancellation was lost.
+
+    Python 3.11's `asyncio.wait_for` returns the inner result instead of raising when
+    the outer task is cancelled just as the inner call completes (fixed in 3.12). A probe
+    timed with it swallows the cancellation when the container's process exits while a
+    probe is in flight, and that probe loop would then run, and the container stay
+    running in the pod's status, forever.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+
+
 def termination_message_path(container: JSON) -> str:
     return str(container.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH)
 
@@ -319,9 +339,7 @@ class Container:
         try:
             rc = await proc.wait()
         finally:
-            probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await probe_task
+            await cancel_until_done(probe_task)
             signal_group(proc.pid, signal.SIGKILL)
             LIVE_GROUPS.discard(proc.pid)
             self.proc = None

@@ -18,6 +18,7 @@ strategies in pkg/registry/apps).
 
 from __future__ import annotations
 
+import abc
 import copy
 import re
 from typing import Any
@@ -236,13 +237,14 @@ def _selector_unchanged(spec: Obj, old: Obj | None) -> list[Cause]:
     ]
 
 
-class _WorkloadStrategy(Strategy):
+class _WorkloadStrategy(Strategy, abc.ABC):
     """What Deployments and ReplicaSets share: a selector over a pod template."""
 
     kind = ""
 
+    @abc.abstractmethod
     def default_spec(self, spec: Obj) -> None:
-        raise NotImplementedError
+        """Fill the kind's spec defaults in place."""
 
     def initial_status(self) -> Obj:
         return {}

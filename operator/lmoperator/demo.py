@@ -1,6 +1,7 @@
 """`elasticlm demo`: train the example job on devcluster, rescale it 2 → 3 → 2, finish,
 then serve the trained model with the example LMService, ask it for a few completions
-and scale the servers 1 → 2 → 1.
+and scale the servers 1 → 2 → 1 (by hand, or, when the example LMService has
+`spec.autoscaling`, by raising its floor and letting the autoscaler take it back).
 
 Everything runs on this machine: devcluster (the embedded Kubernetes stand-in), the
 operator, a rendezvous pod, the worker pods and the server pods as local processes.
@@ -180,19 +181,40 @@ class ServingDemo:
         return str(answer["choices"][0]["text"])
 
     def scale(self, replicas: int) -> None:
-        self.say(f"scaling the servers to {replicas} (as `kubectl scale lms/{self.name} ...`)")
-        self.custom.patch_namespaced_custom_object_scale(
-            GROUP,
-            VERSION,
-            self.namespace,
-            SERVICE.plural,
-            self.name,
-            {"spec": {"replicas": replicas}},
-        )
+        if "autoscaling" in (self.service.get("spec") or {}):
+            self._move_floor(replicas)
+        else:
+            self.say(f"scaling the servers to {replicas} (as `kubectl scale lms/{self.name} ...`)")
+            self.custom.patch_namespaced_custom_object_scale(
+                GROUP,
+                VERSION,
+                self.namespace,
+                SERVICE.plural,
+                self.name,
+                {"spec": {"replicas": replicas}},
+            )
         self.wait(
             f"{replicas} ready servers",
             lambda s: s.get("replicas") == replicas and s.get("readyReplicas") == replicas,
             timeout=300,
+        )
+
+    def _move_floor(self, replicas: int) -> None:
+        """The autoscaler owns spec.replicas (a kubectl scale would be taken back at its
+        next decision), so move its floor: up, with spec.replicas; down, and the
+        autoscaler, seeing no load, scales down itself."""
+        current = int(self.status().get("replicas") or 0)
+        spec: dict[str, Any] = {"autoscaling": {"minReplicas": replicas}}
+        if replicas > current:
+            spec["replicas"] = replicas
+            self.say(f"raising spec.autoscaling.minReplicas (and spec.replicas) to {replicas}")
+        else:
+            self.say(
+                f"lowering spec.autoscaling.minReplicas to {replicas}: with no load, the "
+                f"autoscaler scales the servers down to {replicas} itself"
+            )
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, SERVICE.plural, self.name, {"spec": spec}
         )
 
     def run(self) -> None:
@@ -213,6 +235,9 @@ class ServingDemo:
         self.scale(2)
         self.scale(1)
         self.say("served, scaled to 2 and back to 1")
+        history = self.status().get("scalingHistory") or []
+        for h in history[-3:]:
+            self.say(f"  scaling: {h.get('from')} -> {h.get('to')} ({h.get('reason')})")
 
 
 def failure_message(status: dict[str, Any]) -> str:

@@ -30,6 +30,12 @@ SCALING_ACTIONS = Counter(
     "Rescales decided, by direction (up, down).",
     ["direction"],
 )
+AUTOSCALER_DECISIONS = Counter(
+    "elasticlm_autoscaler_decisions_total",
+    "Autoscaler decisions (one per pass of a service's loop), by resource kind, direction "
+    "(up, down, hold) and reason code (docs/autoscaling.md).",
+    ["kind", "direction", "reason"],
+)
 LEADER = Gauge(
     "elasticlm_leader",
     "1 while this operator process leads and runs the handlers (always, without "

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from lmoperator.server_metrics import Readiness, parse_in_flight, parse_readiness
+from lmoperator.server_metrics import Readiness, ServerLoad, parse_readiness, parse_server_load
 from lmoperator.worker_metrics import WorkerMetrics, parse_worker_metrics
 from lmworker.config import METRICS_PORT
 
@@ -54,24 +54,25 @@ class Scraper:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return None
 
-    async def server(self, pod_ip: str, port: int) -> tuple[int | None, Readiness | None]:
-        """A server pod's requests in flight and its /readyz answer (None: unknown)."""
+    async def server(self, pod_ip: str, port: int) -> tuple[ServerLoad | None, Readiness | None]:
+        """A server pod's load gauges and its /readyz answer (None: unknown)."""
         base = f"http://{pod_ip}:{port}"
         metrics, ready = await asyncio.gather(
             self._text(f"{base}/metrics"), self._text(f"{base}/readyz")
         )
-        in_flight = readiness = None
+        load: ServerLoad | None = None
+        readiness: Readiness | None = None
         try:
             if metrics is not None and metrics[0] == 200:
-                in_flight = parse_in_flight(metrics[1])
+                load = parse_server_load(metrics[1])
         except ValueError:
-            in_flight = None
+            load = None
         try:
             if ready is not None and ready[0] in (200, 503):
                 readiness = parse_readiness(ready[1])
         except ValueError:
             readiness = None
-        return in_flight, readiness
+        return load, readiness
 
     async def rank0(self, pod_ips: Sequence[str]) -> WorkerMetrics | None:
         """The metrics of the first worker (in the given order) that reports rank 0.

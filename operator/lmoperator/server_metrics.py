@@ -2,7 +2,8 @@
 
 Two endpoints, the contract with lmworker.serve: `/metrics` (Prometheus text; the
 operator reads the requests running and waiting, to rank pods by load before a
-scale-down) and `/readyz` (JSON: whether the server takes requests, its state and
+scale-down and to feed the autoscaler, and the KV-cache slots in use) and `/readyz`
+(JSON: whether the server takes requests, its state and
 message when it does not, and what it serves: the precision it chose and the held-out
 perplexity before and after compression).
 """
@@ -18,6 +19,32 @@ from lmoperator.worker_metrics import sample_values
 
 RUNNING = "elasticlm_serve_running"
 WAITING = "elasticlm_serve_waiting"
+KV_SLOTS_IN_USE = "elasticlm_serve_kv_slots_in_use"
+KV_SLOTS = "elasticlm_serve_kv_slots"
+
+
+@dataclass(frozen=True)
+class ServerLoad:
+    """A server's load gauges from one scrape (None: the server did not expose it)."""
+
+    running: float | None = None
+    waiting: float | None = None
+    kv_slots_in_use: float | None = None
+    kv_slots: float | None = None
+
+    @property
+    def in_flight(self) -> int | None:
+        """Requests running plus waiting, or None when the server said neither."""
+        if self.running is None and self.waiting is None:
+            return None
+        return int((self.running or 0) + (self.waiting or 0))
+
+    @property
+    def kv_cache_usage(self) -> float | None:
+        """The share of KV-cache slots held (0..1), or None without both gauges."""
+        if self.kv_slots_in_use is None or not self.kv_slots:
+            return None
+        return self.kv_slots_in_use / self.kv_slots
 
 
 @dataclass(frozen=True)
@@ -32,15 +59,23 @@ class Readiness:
     perplexity_after: float | None = None
 
 
+def parse_server_load(text: str) -> ServerLoad:
+    """Raises ValueError when the text is not the Prometheus exposition format."""
+    values = sample_values(text)
+    return ServerLoad(
+        running=values.get(RUNNING),
+        waiting=values.get(WAITING),
+        kv_slots_in_use=values.get(KV_SLOTS_IN_USE),
+        kv_slots=values.get(KV_SLOTS),
+    )
+
+
 def parse_in_flight(text: str) -> int | None:
     """Requests running plus waiting, or None when the server did not say.
 
     Raises ValueError when the text is not the Prometheus exposition format.
     """
-    values = sample_values(text)
-    if RUNNING not in values and WAITING not in values:
-        return None
-    return int(values.get(RUNNING, 0) + values.get(WAITING, 0))
+    return parse_server_load(text).in_flight
 
 
 def _number(value: Any) -> float | None:

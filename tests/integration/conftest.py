@@ -1,14 +1,17 @@
-"""Fixtures shared by the integration tests: one devcluster per test session."""
+"""Fixtures shared by the integration tests: one devcluster per test session, and one in
+simulate mode (pods run no processes) for the tests of the operator's API traffic."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import kubernetes
 import pytest
 
-from tests.integration.harness import Cluster, running_cluster
+from tests.crds import install_crds, project_crds
+from tests.integration.harness import Cluster, devcluster_process, running_cluster
 from tests.kubeclient import core_api
 
 
@@ -16,6 +19,16 @@ from tests.kubeclient import core_api
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with running_cluster(tmp_path_factory.mktemp("cluster")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    base = tmp_path_factory.mktemp("simcluster")
+    with devcluster_process(base / "devcluster", "--simulate") as (_, info):
+        cluster = Cluster(Path(info["kubeconfig"]), info["url"], base / "cache", base)
+        with cluster.api_client() as api:
+            install_crds(api, project_crds())
+        yield cluster
 
 
 @pytest.fixture

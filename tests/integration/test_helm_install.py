@@ -122,20 +122,22 @@ def test_install_upgrade_and_uninstall(server: ApiServer) -> None:
     assert [s["metadata"]["name"] for s in secrets if s.get("type") == "helm.sh/release.v1"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="devcluster's server-side apply keeps no managedFields, so a field the chart no "
-    "longer renders stays on upgrade (Kubernetes removes fields only their manager owned)",
-)
 @pytest.mark.timeout(180)
 def test_upgrade_removes_what_the_chart_no_longer_renders(server: ApiServer) -> None:
     helm = helm_python.Config(kubeconfig_path=str(server.kubeconfig), namespace=NAMESPACE)
     values = base_values(server)
     first = {**values, "extraEnv": [{"name": "FIRST", "value": "1"}]}
     helm.install(str(CHART), "elasticlm", first, namespace=NAMESPACE, create_namespace=True)
-    helm.upgrade(str(CHART), "elasticlm", values)
-    container = server.operator_deployment()["spec"]["template"]["spec"]["containers"][0]
+    # Without values Helm reuses the release's last ones; --reset-values renders defaults.
+    helm.upgrade(str(CHART), "elasticlm", values, reset_values=True)
+    deployment = server.operator_deployment()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert "FIRST" not in [e["name"] for e in container["env"]]
+    assert "PYTHONUNBUFFERED" in [e["name"] for e in container["env"]]
+    helm_fields = [e for e in deployment["metadata"]["managedFields"] if e["operation"] == "Apply"]
+    assert len(helm_fields) == 1
+    env = helm_fields[0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
+    assert 'k:{"name":"FIRST"}' not in env['k:{"name":"operator"}']["f:env"]
 
 
 @pytest.mark.timeout(120)

@@ -28,8 +28,7 @@ import yaml
 
 from lmoperator.api.kinds import LEASE, TRAINING_JOB
 from lmoperator.localstack import free_port, stop_process
-from tests.crds import install_crds, project_crds
-from tests.integration.harness import E2E, Cluster, devcluster_process
+from tests.integration.harness import E2E, Cluster
 from tests.kubeclient import core_api, custom_api
 from tests.waiting import wait_for
 
@@ -42,16 +41,6 @@ LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 6, 4.0, 1.0
 SLACK = 4.0
 
 pytestmark = pytest.mark.skipif(E2E, reason="needs devcluster's simulate mode")
-
-
-@pytest.fixture(scope="module")
-def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp("leasecluster")
-    with devcluster_process(base / "devcluster", "--simulate") as (_, info):
-        cluster = Cluster(Path(info["kubeconfig"]), info["url"], base / "cache", base)
-        with cluster.api_client() as api:
-            install_crds(api, project_crds())
-        yield cluster
 
 
 @pytest.fixture
@@ -266,7 +255,12 @@ def test_one_replica_acts_and_a_standby_takes_over_after_a_crash(
             what=lambda: f"the new leader to add worker 2; its log:\n{standby.output()}",
         )
         for index in range(3):
-            api.complete(f"lm-worker-{index}", step=300)
+            try:
+                api.complete(f"lm-worker-{index}", step=300)
+            except kubernetes.client.ApiException as exc:
+                # The first completion report can end the job, and its pods go with it.
+                if exc.status != 404:
+                    raise
         wait_for(
             lambda: api.phase("lm") == "Succeeded",
             what=lambda: f"the job Succeeded; the new leader's log:\n{standby.output()}",

@@ -22,8 +22,7 @@ import yaml
 
 from lmoperator.api.kinds import TRAINING_JOB
 from lmoperator.localstack import stop_process
-from tests.crds import install_crds, project_crds
-from tests.integration.harness import E2E, Cluster, devcluster_process
+from tests.integration.harness import E2E, Cluster
 from tests.kubeclient import core_api, custom_api
 from tests.waiting import wait_for
 
@@ -32,16 +31,6 @@ EXAMPLE = ROOT / "manifests" / "examples" / "training-job.yaml"
 GROUP, VERSION, PLURAL = TRAINING_JOB.group, TRAINING_JOB.version, TRAINING_JOB.plural
 
 pytestmark = pytest.mark.skipif(E2E, reason="needs devcluster's simulate mode")
-
-
-@pytest.fixture(scope="module")
-def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp("simcluster")
-    with devcluster_process(base / "devcluster", "--simulate") as (_, info):
-        cluster = Cluster(Path(info["kubeconfig"]), info["url"], base / "cache", base)
-        with cluster.api_client() as api:
-            install_crds(api, project_crds())
-        yield cluster
 
 
 @pytest.fixture

@@ -586,3 +586,87 @@ def test_auth_bad_input_and_overload_through_the_service(trained: Trained) -> No
 
     after = client.completions.create(model="guarded", prompt=PROMPT, max_tokens=4)
     assert after.choices[0].text is not None
+
+
+def service_replicas(trained: Trained, name: str) -> int:
+    obj = trained.custom.get_namespaced_custom_object(
+        GROUP, VERSION, trained.ns, SERVICE.plural, name
+    )
+    return int(obj["spec"]["replicas"])
+
+
+def history_of(trained: Trained, name: str) -> list[dict[str, Any]]:
+    return list(trained.status(SERVICE.plural, name).get("scalingHistory") or [])
+
+
+def test_autoscaling_follows_load_up_from_one_and_back_down(trained: Trained) -> None:
+    """Short windows: 4 clients against a target of 1 in-flight request per replica scale
+    the service up from 1 (to its max, 3), and it returns to 1 once they stop, each
+    decision in status.scalingHistory with its reason and an Autoscaled Event."""
+    trained.apply_service(
+        "auto",
+        serving={"maxBatchSize": 4, "maxQueue": 64, "maxNewTokens": 64},
+        autoscaling={
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "metrics": [{"type": "InFlightRequests", "target": 1}],
+            "stableWindowSeconds": 6,
+            "panicWindowSeconds": 2,
+            "scaleDown": {"stabilizationSeconds": 0},
+        },
+    )
+
+    def scaling_active(s: dict[str, Any]) -> bool:
+        return any(
+            c["type"] == "ScalingActive" and c["status"] == "True"
+            for c in s.get("conditions") or []
+        )
+
+    status = trained.wait_object(
+        SERVICE.plural,
+        "auto",
+        "Ready and ScalingActive",
+        lambda s: s.get("phase") == "Ready" and scaling_active(s),
+    )
+    active = next(c for c in status["conditions"] if c["type"] == "ScalingActive")
+    assert active["reason"] == "MetricsAvailable"
+    assert service_replicas(trained, "auto") == 1
+    svc = trained.core.read_namespaced_service("auto", trained.ns)
+    load = Load(
+        f"http://{svc.spec.cluster_ip}:80/v1", "auto", clients=4, max_tokens=48, ignore_eos=True
+    )
+    try:
+        wait_for(
+            lambda: service_replicas(trained, "auto") >= 2,
+            45,
+            lambda: f"a scale-up; history {history_of(trained, 'auto')}",
+        )
+    finally:
+        load.finish()
+    assert load.failures == []
+    wait_for(
+        lambda: service_replicas(trained, "auto") == 1,
+        60,
+        lambda: f"the scale-down; history {history_of(trained, 'auto')}",
+    )
+    history = history_of(trained, "auto")
+    ups = [d for d in history if d["to"] > d["from"]]
+    downs = [d for d in history if d["to"] < d["from"]]
+    assert ups, history
+    assert ups[0]["from"] == 1
+    assert re.search(r"\((MetricAboveTarget|PanicScaleUp|AboveMaximum)\)", ups[0]["reason"])
+    assert ups[0]["metrics"]["InFlightRequests.target"] == 1.0
+    assert downs, history
+    assert downs[-1]["to"] == 1
+    assert "InFlightRequests" in downs[-1]["reason"]
+    events = trained.core.list_namespaced_event(
+        trained.ns, field_selector="involvedObject.name=auto"
+    ).items
+    scaled = [e.message for e in events if e.reason == "Autoscaled"]
+    assert any(m.startswith("Scaling from 1 to") for m in scaled), scaled
+    apps = kubernetes.client.AppsV1Api(trained.stack.api)
+    wait_for(
+        lambda: apps.read_namespaced_deployment("auto-server", trained.ns).spec.replicas == 1,
+        10,
+        "the Deployment to follow spec.replicas",
+    )

@@ -2,10 +2,10 @@
 
 The reasons are collected from the operator's source, not from a list kept by hand:
 every `conditions.set(...)` and `conditions.clear(...)` in `reconcile/` and `handlers/`
-(the condition reasons) and every `.event(...)` of a reconciler's plan (the Event
-reasons). A reason written as a literal, a module constant (`REASON_*`, also imported
-ones), a local variable, a conditional expression, a parameter (followed to every call
-of its function) or the `reason` field of a dataclass (followed to every construction)
+(the condition reasons) and every `.event(...)` of a plan there (the Event reasons).
+A reason written as a literal, a module constant (`REASON_*`, also imported ones), a
+local variable, a conditional expression, a parameter (followed to every call of its
+function) or the `reason` field of a dataclass (followed to every construction)
 is found; any other form fails the test, naming the call, so that a new way of writing
 a reason extends this collector instead of slipping past it.
 """
@@ -187,6 +187,11 @@ def is_conditions(receiver: ast.expr) -> bool:
     )
 
 
+def is_plan(receiver: ast.expr) -> bool:
+    """A handler's `plan.event(...)` (not kopf's `@kopf.on.event(...)`)."""
+    return isinstance(receiver, ast.Name) and receiver.id == "plan"
+
+
 def reasons_in(package: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """(condition reasons, event reasons) by kind, of the modules of one package."""
     conditions: dict[str, set[str]] = {}
@@ -202,7 +207,7 @@ def reasons_in(package: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
                 arg = argument(node, 2 if func.attr == "set" else 1, "reason")
                 assert arg is not None, mod.where(node)
                 conditions.setdefault(kind, set()).update(resolve(mod, arg))
-            elif func.attr == "event" and package == "reconcile":
+            elif func.attr == "event" and (package == "reconcile" or is_plan(func.value)):
                 arg = argument(node, 0, "reason")
                 assert arg is not None, mod.where(node)
                 events.setdefault(kind, set()).update(resolve(mod, arg))
@@ -243,7 +248,8 @@ def test_the_collector_finds_the_reasons_it_must() -> None:
     ]
     assert {"TrainingJobNotFound", "NoCheckpointYet", "RolloutStalled"} <= conditions["LMService"]
     assert {"NotImplemented", "WorkerFailed", "Resumed"} <= events["LMTrainingJob"]
-    assert {"Scaled", "TemplateUpdated"} <= events["LMService"]
+    assert {"Scaled", "TemplateUpdated", "Autoscaled", "ManualScale"} <= events["LMService"]
+    assert {"TooFewReports", "MetricsAvailable"} <= conditions["LMService"]
 
 
 def test_an_unfamiliar_way_of_writing_a_reason_fails_loudly() -> None:

@@ -7,8 +7,10 @@ job's status; the metric names are part of the contract with `lmoperator`.
 
 from __future__ import annotations
 
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -56,6 +58,17 @@ class TrainMetrics:
         return generate_latest(self.registry)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up before its answer is written (a probe or a scrape timing
+    out) is no error of the worker's: socketserver would print a traceback of it into
+    the training log."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 def serve(metrics: TrainMetrics, host: str, port: int) -> ThreadingHTTPServer:
     """Serve the endpoints in a daemon thread."""
 
@@ -82,7 +95,7 @@ def serve(metrics: TrainMetrics, host: str, port: int) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:
             return  # scrapes every second would drown the training log
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _QuietServer((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

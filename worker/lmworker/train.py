@@ -78,6 +78,25 @@ EXIT_WATCHDOG_SECONDS = 15
 # deprecated, with no replacement yet.
 warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
 PG_TIMEOUT = timedelta(seconds=60)
+# gloo or nccl; by default nccl on a GPU and gloo on a CPU. gloo also runs on GPUs, e.g.
+# for several processes that share one GPU, which nccl refuses.
+BACKEND_ENV = "ELASTICLM_DIST_BACKEND"
+
+
+def choose_backend(device: torch.device, requested: str | None) -> str:
+    """The process-group backend for this device, or a clear error for a bad request."""
+    if not requested:
+        return "nccl" if device.type == "cuda" else "gloo"
+    if requested not in ("gloo", "nccl"):
+        raise ConfigError(f"{BACKEND_ENV}={requested!r}: use gloo or nccl")
+    if requested == "nccl" and device.type != "cuda":
+        raise ConfigError(f"{BACKEND_ENV}=nccl needs a GPU; this worker has none: use gloo")
+    return requested
+
+
+def collective_device(device: torch.device) -> torch.device:
+    """Where the runtime's small control tensors live: nccl only reduces GPU tensors."""
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 class ConfigError(ValueError):
@@ -255,7 +274,8 @@ class Trainer:
         # makes the result the mean over the whole global batch, even when ranks run
         # different numbers of micro-batches. LocalSGD averages locally.
         scale = world_size / plan.per_step if ddp else 1.0 / len(plan.micro_batches)
-        loss_sum = 0.0
+        # Summed on the device: reading each micro-batch's loss would wait for the GPU.
+        loss_total = torch.zeros((), device=self.device)
         last = len(plan.micro_batches) - 1
         for i, which in enumerate(plan.micro_batches):
             idx = self.sampler.micro_batch(
@@ -275,10 +295,14 @@ class Trainer:
                     self.scaler.scale(scaled).backward()  # type: ignore[no-untyped-call]
                 else:
                     scaled.backward()  # type: ignore[no-untyped-call]
-            loss_sum += float(loss.detach())
+            loss_total += loss.detach()
+        loss_sum = float(loss_total)
         agreed, work = None, None
         if agree is not None:
-            agreed = torch.tensor([loss_sum, float(len(plan.micro_batches)), agree()])
+            agreed = torch.tensor(
+                [loss_sum, float(len(plan.micro_batches)), agree()],
+                device=collective_device(self.device),
+            )
             work = dist.all_reduce(agreed, async_op=True)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -461,7 +485,7 @@ class ElasticWorker:
         )
         self.leave_requested_at: float | None = None
         self.leave_timeout = float(os.environ.get(LEAVE_TIMEOUT_ENV, "20"))
-        self.backend = "nccl" if trainer.device.type == "cuda" else "gloo"
+        self.backend = choose_backend(trainer.device, os.environ.get(BACKEND_ENV))
 
     def request_leave(self) -> None:
         if self.leave_requested_at is None:
@@ -536,8 +560,9 @@ class ElasticWorker:
     def _sync_state(self, rnd: Any) -> str:
         """Every rank ends with the same state: the most advanced one, or a restored one."""
         tr = self.trainer
-        steps = [torch.zeros(1, dtype=torch.long) for _ in range(rnd.world_size)]
-        dist.all_gather(steps, torch.tensor([tr.step], dtype=torch.long))
+        where = collective_device(tr.device)
+        steps = [torch.zeros(1, dtype=torch.long, device=where) for _ in range(rnd.world_size)]
+        dist.all_gather(steps, torch.tensor([tr.step], dtype=torch.long, device=where))
         values = [int(s.item()) for s in steps]
         best = max(values)
         how = ""
@@ -555,17 +580,18 @@ class ElasticWorker:
         return how
 
     def _broadcast_state(self, source: int, rank: int) -> None:
+        where = collective_device(self.trainer.device)
         data = self.trainer.to_bytes() if rank == source else b""
-        size = torch.tensor([len(data)], dtype=torch.long)
+        size = torch.tensor([len(data)], dtype=torch.long, device=where)
         dist.broadcast(size, src=source)
         buf = (
-            torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            torch.frombuffer(bytearray(data), dtype=torch.uint8).to(where)
             if rank == source
-            else torch.empty(int(size.item()), dtype=torch.uint8)
+            else torch.empty(int(size.item()), dtype=torch.uint8, device=where)
         )
         dist.broadcast(buf, src=source)
         if rank != source:
-            self.trainer.from_bytes(buf.numpy().tobytes())
+            self.trainer.from_bytes(buf.cpu().numpy().tobytes())
 
     def _train_round(self, rnd: Any) -> dict[str, Any] | None:
         """Train in this round until it changes (None) or the job is done."""
@@ -622,7 +648,7 @@ class ElasticWorker:
         """Leave this round at the agreed boundary; save first if everyone is leaving."""
         if not ddp_mode:
             self.trainer.average_parameters(rnd.world_size)
-        stop = torch.tensor([0])
+        stop = torch.tensor([0], device=collective_device(self.trainer.device))
         if rnd.rank == 0:
             latest = self.membership.peek_latest()
             stop[0] = 1 if latest is not None and latest.stop else 0
@@ -682,7 +708,7 @@ class ElasticWorker:
 
 def run_torchrun(cfg: WorkerConfig, trainer: Trainer, metrics: TrainMetrics) -> dict[str, Any]:
     """Plain torchrun semantics: every (re)start reloads the newest checkpoint."""
-    backend = "nccl" if trainer.device.type == "cuda" else "gloo"
+    backend = choose_backend(trainer.device, os.environ.get(BACKEND_ENV))
     dist.init_process_group(backend, timeout=PG_TIMEOUT)
     rank, world = dist.get_rank(), dist.get_world_size()
     how = trainer.restore_or_init()
@@ -748,7 +774,12 @@ def main(argv: list[str] | None = None) -> int:
         threads = os.environ.get(THREADS_ENV)
         if threads:
             torch.set_num_threads(int(threads))
-        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        device = torch.device("cpu")
+        if torch.cuda.is_available():
+            # torchrun starts one process per GPU and says which is this one's.
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        choose_backend(device, os.environ.get(BACKEND_ENV))  # a bad value fails here
         trainer = Trainer(cfg, device)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)

@@ -81,6 +81,8 @@ class ObjectState:
     last_progress_write: float | None = None  # time.monotonic()
     # The kind's latest scrape of its workers (the timer refreshes it).
     metrics: Any = None
+    # The kind's autoscaler state (windows, last decisions), while autoscaling is on.
+    autoscale: Any = None
     # Children this process created or deleted, by (plural, name), until the index shows it.
     created: dict[tuple[str, str], tuple[dict[str, Any], float]] = field(default_factory=dict)
     deleted: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)

@@ -9,6 +9,12 @@ children: the LMTrainingJob it serves from finishing (it then rolls to the job's
 or writing its first checkpoint.
 
 A scale-down scrapes first, so that the pods' deletion costs rank their current load.
+
+With `spec.autoscaling`, each of the loop's passes also runs the service's autoscaler
+(autoscale/loop.py) on that scrape: a decision to scale is written to the LMService's
+own spec.replicas through its scale subresource, and the same pass scales the
+Deployment (deletion costs first on a scale-down). Passes for other triggers do not
+decide, so the policy's windows see one sample per scrape.
 """
 
 from __future__ import annotations
@@ -24,6 +30,21 @@ from typing import Any
 import kopf
 
 from lmoperator.api import InvalidResourceError, LMService, kinds, parse_resource
+from lmoperator.api.common import MAX_SCALING_HISTORY
+from lmoperator.api.service import ServiceConditionType
+from lmoperator.autoscale import loop as autoscale_loop
+from lmoperator.autoscale.loop import (
+    EVENT_AUTOSCALED,
+    EVENT_BLIND,
+    EVENT_MANUAL,
+    REASON_AUTOSCALING_OFF,
+    REASON_INVALID_POLICY,
+    REASON_METRICS_AVAILABLE,
+    REASON_NO_METRICS,
+    REASON_NO_READY_PODS,
+    REASON_TOO_FEW_REPORTS,
+)
+from lmoperator.autoscale.policy import Reason
 from lmoperator.builders.defaults import Defaults, with_defaults
 from lmoperator.builders.service import SERVICE_LABEL
 from lmoperator.handlers import common
@@ -37,9 +58,15 @@ from lmoperator.handlers.children import (
 )
 from lmoperator.handlers.trainingjob import JOBS_INDEX
 from lmoperator.kube import KubeApi, KubeError
-from lmoperator.operator_metrics import RECONCILE_DURATION, RECONCILE_TOTAL, SCALING_ACTIONS
+from lmoperator.operator_metrics import (
+    AUTOSCALER_DECISIONS,
+    RECONCILE_DURATION,
+    RECONCILE_TOTAL,
+    SCALING_ACTIONS,
+)
 from lmoperator.reconcile import children
 from lmoperator.reconcile.children import Plan
+from lmoperator.reconcile.conditions import Conditions, rfc3339
 from lmoperator.reconcile.service import (
     REASON_INVALID,
     NotReady,
@@ -52,7 +79,7 @@ from lmoperator.reconcile.service import (
     reconcile,
     service_ref,
 )
-from lmoperator.server_metrics import Readiness
+from lmoperator.server_metrics import Readiness, ServerLoad
 
 KIND = kinds.SERVICE
 SERVICES_BODIES_INDEX = "lmservice_bodies"
@@ -64,9 +91,16 @@ FAST_PHASES = frozenset({"Pending", "Loading", "Degraded"})
 class ServerScrape:
     """The last scrape of a service's server pods, by pod name."""
 
-    def __init__(self) -> None:
-        self.in_flight: dict[str, int] = {}
+    def __init__(self, taken_at: float | None = None) -> None:
+        self.loads: dict[str, ServerLoad] = {}
         self.readiness: dict[str, Readiness] = {}
+        self.taken_at = taken_at  # seconds since the epoch
+
+    @property
+    def in_flight(self) -> dict[str, int]:
+        return {
+            name: load.in_flight for name, load in self.loads.items() if load.in_flight is not None
+        }
 
     def observed(self) -> tuple[dict[str, int], dict[str, NotReady], ServedModel | None]:
         not_ready = {
@@ -146,7 +180,7 @@ def reconcile_service(
         state.metrics = scrape
 
     def one_pass() -> Plan | None:
-        return _pass(kube, namespace, name, indexes, state, logger, now)
+        return _pass(kube, namespace, name, indexes, state, logger, now, scrape is not None)
 
     plan = common.run_exclusive(state, one_pass, wait)
     waking = scrape is None and plan is not None and plan.status.get("phase") in FAST_PHASES
@@ -163,7 +197,9 @@ def _pass(
     state: common.ObjectState,
     logger: common.Logger,
     now: Callable[[], datetime],
+    autoscale: bool = False,
 ) -> Plan | None:
+    """One pass; `autoscale`: a fresh scrape came with it, so the autoscaler decides."""
     started = time.monotonic()
     result = "error"
     try:
@@ -206,7 +242,24 @@ def _pass(
             not_ready={k: v for k, v in not_ready.items() if k in live},
             served=served,
         )
-        plan = reconcile(ref, service, status, observed, now(), list(problems))
+        moment = now()
+        outcome = None
+        if isinstance(service, LMService) and not problems:
+            service, outcome = _autoscale(
+                kube, ref, service, state, pods, scrape, moment, decide=autoscale
+            )
+        else:
+            state.autoscale = None
+        ours = isinstance(service, LMService) and autoscale_loop.own_write(
+            state.autoscale, service.spec.replicas, ref.generation
+        )
+        plan = reconcile(
+            ref, service, status, observed, moment, list(problems), spec_changed=not ours
+        )
+        if outcome is not None:
+            _record(plan, outcome, moment, ref.generation)
+        elif isinstance(service, LMService) and service.spec.autoscaling is None:
+            _autoscaling_off(plan, moment, ref.generation)
         common.write_status(kube, ref, state, status, plan.status, frozenset())
         if plan.scaled:
             SCALING_ACTIONS.labels(plan.scaled).inc()
@@ -219,6 +272,105 @@ def _pass(
     finally:
         RECONCILE_TOTAL.labels(KIND.kind, result).inc()
         RECONCILE_DURATION.labels(KIND.kind).observe(time.monotonic() - started)
+
+
+def _autoscale(
+    kube: KubeApi,
+    ref: Any,
+    service: LMService,
+    state: common.ObjectState,
+    pods: list[dict[str, Any]],
+    scrape: ServerScrape,
+    moment: datetime,
+    *,
+    decide: bool,
+) -> tuple[LMService, autoscale_loop.Outcome | None]:
+    """Run the service's autoscaler (decide=True) and write its decision to spec.replicas;
+    the service with the replicas this pass should scale the Deployment to."""
+    autoscaling = service.spec.autoscaling
+    if autoscaling is None:
+        state.autoscale = None
+        return service, None
+    auto = autoscale_loop.autoscaler_state(state.autoscale, autoscaling, SCRAPE_INTERVAL_SECONDS)
+    state.autoscale = auto
+    spec_replicas = service.spec.replicas
+    replicas = autoscale_loop.effective_replicas(auto, spec_replicas, ref.generation)
+    outcome = None
+    if decide:
+        reports = autoscale_loop.pod_reports(pods, scrape.loads, scrape.taken_at)
+        outcome = autoscale_loop.decide(auto, spec_replicas, ref.generation, reports, moment)
+        d = outcome.decision
+        if d is not None:
+            AUTOSCALER_DECISIONS.labels(KIND.kind, d.direction, d.reason.value).inc()
+        target = outcome.scale_to
+        if target is not None:
+            written = kube.patch(
+                KIND, ref.namespace, ref.name, {"spec": {"replicas": target}}, "scale"
+            )
+            generation = ((written or {}).get("metadata") or {}).get("generation")
+            after = generation if isinstance(generation, int) else ref.generation + 1
+            autoscale_loop.wrote(auto, target, max(after, ref.generation + 1))
+            replicas = target
+    if replicas != spec_replicas:
+        spec = service.spec.model_copy(update={"replicas": replicas})
+        service = service.model_copy(update={"spec": spec})
+    return service, outcome
+
+
+def _record(plan: Plan, outcome: autoscale_loop.Outcome, now: datetime, generation: int) -> None:
+    """The outcome into the plan: status.scalingHistory, ScalingActive, lastScaleTime, and
+    the Events (each scale, each manual change seen, the loop going blind)."""
+    status = plan.status
+    if outcome.entries:
+        history = [*(status.get("scalingHistory") or []), *outcome.entries]
+        status["scalingHistory"] = history[-MAX_SCALING_HISTORY:]
+    conditions = Conditions(status.get("conditions"), now, generation)
+    blind = outcome.decision.reason if outcome.decision is not None else None
+    # Spelt out (not outcome.condition_reason) so that docs/troubleshooting.md's test
+    # finds every reason this condition can have.
+    reason = (
+        REASON_METRICS_AVAILABLE
+        if outcome.active
+        else REASON_INVALID_POLICY
+        if blind is None
+        else REASON_TOO_FEW_REPORTS
+        if blind == Reason.TOO_FEW_REPORTS
+        else REASON_NO_READY_PODS
+        if blind == Reason.NO_READY_PODS
+        else REASON_NO_METRICS
+    )
+    flipped = conditions.set(
+        ServiceConditionType.SCALING_ACTIVE, outcome.active, reason, outcome.condition_message
+    )
+    status["conditions"] = conditions.to_list()
+    if flipped and reason in (REASON_NO_METRICS, REASON_TOO_FEW_REPORTS, REASON_INVALID_POLICY):
+        # Not NoReadyPods: every service starts that way while its model loads.
+        plan.event(
+            EVENT_BLIND,
+            f"Autoscaling holds: {outcome.condition_message}",
+            warning=True,
+        )
+    for entry in outcome.entries:
+        if str(entry["reason"]).startswith("Manual:"):
+            plan.event(EVENT_MANUAL, str(entry["reason"]))
+    d = outcome.decision
+    if d is not None and d.desired != d.current:
+        status["lastScaleTime"] = rfc3339(now)
+        plan.event(
+            EVENT_AUTOSCALED,
+            f"Scaling from {d.current} to {d.desired}: {d.message}",
+        )
+
+
+def _autoscaling_off(plan: Plan, now: datetime, generation: int) -> None:
+    """spec.autoscaling is unset: ScalingActive, if an earlier spec set it, turns False."""
+    conditions = Conditions(plan.status.get("conditions"), now, generation)
+    conditions.clear(
+        ServiceConditionType.SCALING_ACTIVE,
+        REASON_AUTOSCALING_OFF,
+        "spec.autoscaling is unset: spec.replicas is set by hand",
+    )
+    plan.status["conditions"] = conditions.to_list()
 
 
 def _child_event_pass(
@@ -246,11 +398,11 @@ async def scrape_servers(
         if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
     ]
     answers = await asyncio.gather(*(memo.scraper.server(p["status"]["podIP"], port) for p in pods))
-    scrape = ServerScrape()
-    for pod, (in_flight, readiness) in zip(pods, answers, strict=True):
+    scrape = ServerScrape(taken_at=time.time())
+    for pod, (load, readiness) in zip(pods, answers, strict=True):
         pod_name = str(pod["metadata"]["name"])
-        if in_flight is not None:
-            scrape.in_flight[pod_name] = in_flight
+        if load is not None:
+            scrape.loads[pod_name] = load
         if readiness is not None:
             scrape.readiness[pod_name] = readiness
     return scrape

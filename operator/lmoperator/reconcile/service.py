@@ -22,7 +22,13 @@ from datetime import datetime
 from typing import Any
 
 from lmoperator.api import InvalidResourceError, kinds
-from lmoperator.api.service import LMService, ServiceConditionType, ServicePhase
+from lmoperator.api.service import (
+    LMService,
+    MetricsSource,
+    MetricType,
+    ServiceConditionType,
+    ServicePhase,
+)
 from lmoperator.builders.pods import ROLE_LABEL, InvalidPodError
 from lmoperator.builders.service import (
     DELETION_COST_ANNOTATION,
@@ -201,14 +207,33 @@ def problems_of(service: LMService | InvalidResourceError) -> list[str]:
     return validate_server_pod(service) + runtime_problems(service, None)
 
 
+# The metrics the autoscaler reads from a server pod's /metrics (source Pods).
+POD_METRICS = frozenset({MetricType.IN_FLIGHT_REQUESTS, MetricType.QUEUE_DEPTH})
+
+
 def unimplemented_settings(service: LMService) -> list[str]:
     """Accepted settings the operator does not act on yet: said, never silently ignored."""
-    if service.spec.autoscaling is not None:
-        return [
-            "spec.autoscaling is not implemented yet: the service scales only when "
-            "spec.replicas changes (kubectl scale lms/NAME)"
-        ]
-    return []
+    autoscaling = service.spec.autoscaling
+    if autoscaling is None:
+        return []
+    notes = []
+    if autoscaling.source == MetricsSource.PROMETHEUS:
+        notes.append(
+            "spec.autoscaling.source Prometheus is not implemented yet: the autoscaler reads "
+            "the server pods' /metrics (source Pods) instead"
+        )
+    for metric in autoscaling.metrics:
+        if metric.type not in POD_METRICS:
+            notes.append(
+                f"spec.autoscaling.metrics type {metric.type} is not read from the pods yet and "
+                "is ignored; use InFlightRequests or QueueDepth"
+            )
+    if autoscaling.predictive is not None and autoscaling.predictive.enabled:
+        notes.append(
+            "spec.autoscaling.predictive keeps its load history in operator memory only so "
+            "far: an operator restart starts it over, and it forecasts after two days"
+        )
+    return notes
 
 
 # --------------------------------------------------------------------------------------
@@ -226,8 +251,15 @@ def reconcile(
     observed: Observed,
     now: datetime,
     problems: Sequence[str] | None = None,
+    *,
+    spec_changed: bool = True,
 ) -> Plan:
-    """One pass: the plan that moves the children towards the spec, and the new status."""
+    """One pass: the plan that moves the children towards the spec, and the new status.
+
+    `spec_changed=False`: a new generation is only the autoscaler's own write of
+    spec.replicas, so what a new spec announces (NotImplemented warnings) is not said
+    again.
+    """
     plan = Plan()
     new_status: dict[str, Any] = dict(status)
     conditions = Conditions(status.get("conditions"), now, ref.generation)
@@ -255,7 +287,7 @@ def reconcile(
             plan.event(REASON_INVALID, f"The spec is invalid: {message}", warning=True)
         return finish(Phase.FAILED)
 
-    if ref.generation > int(status.get("observedGeneration") or 0):
+    if spec_changed and ref.generation > int(status.get("observedGeneration") or 0):
         for note in unimplemented_settings(service):
             plan.event("NotImplemented", note, warning=True)
     namespace = ref.namespace

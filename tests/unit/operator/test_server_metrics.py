@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lmoperator.server_metrics import parse_in_flight, parse_readiness
+from lmoperator.server_metrics import parse_in_flight, parse_readiness, parse_server_load
 
 
 def test_in_flight_is_running_plus_waiting() -> None:
@@ -52,3 +52,18 @@ def test_readiness_of_a_refused_model_carries_the_servers_message() -> None:
 def test_readiness_rejects_other_answers(body: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         parse_readiness(body)
+
+
+def test_server_load_reads_the_gauges_the_autoscaler_uses() -> None:
+    text = (
+        "elasticlm_serve_running 3\nelasticlm_serve_waiting 2\n"
+        "elasticlm_serve_kv_slots_in_use 3\nelasticlm_serve_kv_slots 8\n"
+    )
+    load = parse_server_load(text)
+    assert (load.in_flight, load.waiting, load.kv_cache_usage) == (5, 2, 3 / 8)
+
+
+def test_server_load_without_slots_has_no_kv_cache_usage() -> None:
+    load = parse_server_load("elasticlm_serve_running 1\nelasticlm_serve_kv_slots 0\n")
+    assert load.kv_cache_usage is None
+    assert load.waiting is None

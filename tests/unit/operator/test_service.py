@@ -397,9 +397,39 @@ def test_scaled_to_zero_is_pending() -> None:
     assert ready["reason"] == "ScaledToZero"
 
 
-def test_autoscaling_is_said_to_be_unimplemented_once_per_generation() -> None:
+def test_autoscaling_with_pod_metrics_raises_no_warning() -> None:
     service = make_service(autoscaling={"maxReplicas": 3})
     plan = reconcile(REF, service, {}, Observed(), NOW)
-    assert [e.reason for e in plan.events if e.type == "Warning"] == ["NotImplemented"]
+    assert not [e for e in plan.events if e.type == "Warning"]
+
+
+def test_autoscaling_settings_not_acted_on_are_said_once_per_generation() -> None:
+    service = make_service(
+        autoscaling={
+            "maxReplicas": 3,
+            "metrics": [
+                {"type": "InFlightRequests", "target": 4},
+                {"type": "LatencyP95", "target": 0.5},
+            ],
+            "source": "Prometheus",
+            "prometheus": {"url": "http://prometheus:9090"},
+        }
+    )
+    plan = reconcile(REF, service, {}, Observed(), NOW)
+    notes = [e.message for e in plan.events if e.reason == "NotImplemented"]
+    assert len(notes) == 2
+    assert "source Prometheus is not implemented yet" in notes[0]
+    assert "LatencyP95 is not read from the pods yet" in notes[1]
     again = reconcile(REF, service, plan.status, Observed(), NOW)
     assert not [e for e in again.events if e.reason == "NotImplemented"]
+
+
+def test_a_generation_from_the_autoscalers_own_write_announces_nothing_again() -> None:
+    service = make_service(
+        autoscaling={"maxReplicas": 3, "predictive": {"enabled": True}}, replicas=2
+    )
+    status = {"observedGeneration": 1}
+    plan = reconcile(REF, service, status, Observed(), NOW, spec_changed=False)
+    assert not [e for e in plan.events if e.reason == "NotImplemented"]
+    plan = reconcile(REF, service, status, Observed(), NOW)
+    assert [e.reason for e in plan.events if e.type == "Warning"] == ["NotImplemented"]

@@ -16,7 +16,7 @@ from lmworker.config import ModelConfig, TrainingConfig, WorkerConfig
 from lmworker.corpus import write_corpus
 from lmworker.hf_export import export_hf_llama
 from lmworker.precision import resolve_precision
-from lmworker.train import Trainer, lr_at
+from lmworker.train import ConfigError, Trainer, choose_backend, lr_at
 
 MODEL = ModelConfig(
     vocab_size=257,
@@ -216,3 +216,17 @@ def test_validation_loss_on_held_out_text(tmp_path: Path) -> None:
     assert after is not None
     assert after < before
     assert tr.validation_loss() == after  # the same sequences every time
+
+
+def test_backend_defaults_to_nccl_on_a_gpu_and_gloo_on_a_cpu() -> None:
+    assert choose_backend(torch.device("cpu"), None) == "gloo"
+    assert choose_backend(torch.device("cuda", 0), None) == "nccl"
+    # Several processes sharing one GPU need gloo: nccl refuses a GPU used twice.
+    assert choose_backend(torch.device("cuda", 0), "gloo") == "gloo"
+
+
+def test_a_backend_the_device_cannot_run_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="nccl needs a GPU"):
+        choose_backend(torch.device("cpu"), "nccl")
+    with pytest.raises(ConfigError, match="use gloo or nccl"):
+        choose_backend(torch.device("cpu"), "mpi")
