@@ -388,10 +388,12 @@ def test_cluster_mode_trains_serves_rolls_fails_over_and_uses_every_rule(
 ) -> None:
     """The operator pod reaches the API with its service account's token (in-cluster
     config, no kubeconfig) under exactly the chart's RBAC: it trains a job, serves it
-    through an LMService that it scales and rolls, deletes a job past its TTL; `helm
-    upgrade` to two replicas rolls it; the leader killed, the standby takes over within
-    the documented time and the job in progress succeeds. It is never refused, and every
-    rule the chart grants it is used (or named in UNUSED_BUT_NEEDED with its reason)."""
+    through an LMService that it scales (by hand and by its autoscaler) and rolls,
+    deletes a job past its TTL; `helm upgrade` to two replicas rolls it; the leader
+    killed, the standby takes over within the documented time and the job in progress
+    succeeds. It is never refused (but by `helm uninstall` revoking its rules), and
+    every rule the chart grants it is used (or named in UNUSED_BUT_NEEDED with its
+    reason)."""
     mark = cluster.audit_mark()
     cluster.install({})
     tested = cluster.helm.test("elasticlm", timeout=120, logs=True)

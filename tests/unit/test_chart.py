@@ -10,8 +10,10 @@ dashboard that plots metrics that exist.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -609,3 +611,94 @@ def test_install_manifest_check_fails_on_drift(
     out, err = capsys.readouterr()
     assert "+  replicas: 1" in out
     assert "make manifests" in err
+
+
+# ------------------------------------------------------------------ the README's quick start
+
+
+def _readme_blocks(heading: str) -> list[list[str]]:
+    """The ```sh blocks of a README section, each as its commands (continuations joined)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    return [
+        [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+        for block in blocks
+    ]
+
+
+def _words(command: str) -> list[str]:
+    """A shell command's words, with `|` and `&&` as words of their own, comments left out."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars="|&")
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+def _set_values(args: list[str]) -> Obj:
+    values: Obj = {}
+    for flag, value in itertools.pairwise(args):
+        if flag != "--set":
+            continue
+        key, _, leaf = value.partition("=")
+        *parents, last = key.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = leaf
+    return values
+
+
+def test_the_readme_quick_start_installs_the_images_it_builds_and_the_data_it_needs() -> None:
+    """The cluster admin's quick start as written: the images that `make images` tags and
+    the commands push are the ones the `helm install` line sets, the release and namespace
+    agree, and the data example makes the claims the example job uses, in that image."""
+    install, data = _readme_blocks("Install on a cluster")
+    commands = [_words(c) for c in install]
+    make = next(c for c in commands if c[:2] == ["make", "images"])
+    registry = dict(a.split("=", 1) for a in make[2:])["IMAGE_REGISTRY"]
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(rf'^version = "{re.escape(version)}"$', pyproject, flags=re.MULTILINE)
+    pushed = {
+        c[i + 2] for c in commands for i in range(len(c) - 2) if c[i : i + 2] == ["docker", "push"]
+    }
+    assert pushed == {f"{registry}/operator:{version}", f"{registry}/worker:{version}"}
+
+    helm_install = next(c for c in commands if c[:2] == ["helm", "install"])
+    release, chart = helm_install[2:4]
+    assert (ROOT / chart).resolve() == CHART
+    assert helm_install[helm_install.index("--namespace") + 1] == NAMESPACE
+    assert "--create-namespace" in helm_install
+    objects = render(_set_values(helm_install))
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"{registry}/operator:{version}"
+    args = operator_args(objects)
+    assert f"--worker-image={registry}/worker:{version}" in args
+    assert f"--server-image={registry}/worker:{version}" in args
+    helm_test = next(c for c in commands if c[:2] == ["helm", "test"])
+    assert helm_test[2] == release
+    assert helm_test[helm_test.index("--namespace") + 1] == NAMESPACE
+
+    words = _words(data[0])
+    sed = words[: words.index("|")]
+    assert sed[0] == "sed"
+    _, old, new, _ = sed[1].split("|")
+    manifest = (ROOT / sed[2]).read_text(encoding="utf-8").replace(old, new)
+    docs = {d["kind"]: d for d in yaml.safe_load_all(manifest) if d and d["kind"] == "Job"}
+    claims = {
+        d["metadata"]["name"]
+        for d in yaml.safe_load_all(manifest)
+        if d and d["kind"] == "PersistentVolumeClaim"
+    }
+    job = yaml.safe_load((ROOT / "manifests" / "examples" / "training-job.yaml").read_text())
+    assert claims == {job["spec"]["data"]["claimName"], job["spec"]["checkpoint"]["claimName"]}
+    corpus = docs["Job"]["spec"]["template"]["spec"]
+    assert corpus["containers"][0]["image"] == f"{registry}/worker:{version}"
+    assert (
+        corpus["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        == (job["spec"]["data"]["claimName"])
+    )
+    out = corpus["containers"][0]["command"]
+    assert out[out.index("--out") + 1] == "/data/" + job["spec"]["data"]["path"]
+    assert "kubectl wait job/tiny-lm-corpus --for=condition=Complete" in data[0]
+    assert data[1].startswith("kubectl apply -f manifests/examples/training-job.yaml")

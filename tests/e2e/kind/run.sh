@@ -56,42 +56,9 @@ helm install elasticlm "$ROOT/charts/elasticlm" --namespace "$NS" --create-names
 helm test elasticlm --namespace "$NS" --timeout 3m
 
 step "the example job's claims and a synthetic corpus"
-kubectl -n "$USERNS" apply -f - <<YAML
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: tiny-lm-data}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: tiny-lm-checkpoints}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}
----
-apiVersion: batch/v1
-kind: Job
-metadata: {name: tiny-lm-corpus}
-spec:
-  backoffLimit: 2
-  template:
-    spec:
-      restartPolicy: Never
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 1000
-        fsGroup: 1000
-        seccompProfile: {type: RuntimeDefault}
-      containers:
-        - name: corpus
-          image: elasticlm/worker:$TAG
-          imagePullPolicy: Never
-          command: [python, -m, lmworker.corpus, --out, /data/corpus.txt, --bytes, "2000000", --seed, "1"]
-          securityContext:
-            allowPrivilegeEscalation: false
-            readOnlyRootFilesystem: true
-            capabilities: {drop: [ALL]}
-          volumeMounts: [{name: data, mountPath: /data}]
-      volumes: [{name: data, persistentVolumeClaim: {claimName: tiny-lm-data}}]
-YAML
+# The README's data example, in the image loaded above.
+sed -e "s|image: ghcr.io/elasticlm/worker:.*|image: elasticlm/worker:$TAG\n          imagePullPolicy: Never|" \
+  "$EXAMPLES/data/tiny-lm.yaml" | kubectl -n "$USERNS" apply -f -
 kubectl -n "$USERNS" wait job/tiny-lm-corpus --for=condition=Complete --timeout=5m
 
 step "train the example LMTrainingJob"
