@@ -472,6 +472,8 @@ def test_cluster_mode_trains_serves_rolls_fails_over_and_uses_every_rule(
             return new if first_pod.metadata.name not in names and len(ready) == 2 else None
 
         replicas = wait_for(rolled, timeout=120, what="the operator rolled to two new replicas")
+        for pod in replicas:  # the changed values reached the new pods
+            assert f"--leader-election-lease-duration={LEASE_DURATION}" in operator_args(pod)
 
         def holder() -> str | None:
             try:
