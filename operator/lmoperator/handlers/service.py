@@ -31,12 +31,13 @@ import kopf
 
 from lmoperator.api import InvalidResourceError, LMService, kinds, parse_resource
 from lmoperator.api.common import MAX_SCALING_HISTORY
-from lmoperator.api.service import ServiceConditionType
+from lmoperator.api.service import MetricsSource, ServiceConditionType
 from lmoperator.autoscale import loop as autoscale_loop
 from lmoperator.autoscale.loop import (
     EVENT_AUTOSCALED,
     EVENT_BLIND,
     EVENT_MANUAL,
+    EVENT_METRIC_UNAVAILABLE,
     REASON_AUTOSCALING_OFF,
     REASON_INVALID_POLICY,
     REASON_METRICS_AVAILABLE,
@@ -44,9 +45,10 @@ from lmoperator.autoscale.loop import (
     REASON_NO_READY_PODS,
     REASON_TOO_FEW_REPORTS,
 )
-from lmoperator.autoscale.policy import Reason
+from lmoperator.autoscale.policy import Reason, Signal
+from lmoperator.autoscale.sources import prometheus
 from lmoperator.builders.defaults import Defaults, with_defaults
-from lmoperator.builders.service import SERVICE_LABEL
+from lmoperator.builders.service import SERVICE_LABEL, deployment_name
 from lmoperator.handlers import common
 from lmoperator.handlers.children import (
     DEPLOYMENTS_INDEX,
@@ -60,6 +62,7 @@ from lmoperator.handlers.trainingjob import JOBS_INDEX
 from lmoperator.kube import KubeApi, KubeError
 from lmoperator.operator_metrics import (
     AUTOSCALER_DECISIONS,
+    AUTOSCALER_METRIC_PROBLEMS,
     RECONCILE_DURATION,
     RECONCILE_TOTAL,
     SCALING_ACTIONS,
@@ -95,6 +98,10 @@ class ServerScrape:
         self.loads: dict[str, ServerLoad] = {}
         self.readiness: dict[str, Readiness] = {}
         self.taken_at = taken_at  # seconds since the epoch
+        # Source Prometheus: each metric's query and answer, and when the answers came.
+        self.queries: dict[Signal, str] = {}
+        self.answers: dict[Signal, prometheus.Answer] = {}
+        self.answered_at: float | None = None
 
     @property
     def in_flight(self) -> dict[str, int]:
@@ -297,8 +304,26 @@ def _autoscale(
     replicas = autoscale_loop.effective_replicas(auto, spec_replicas, ref.generation)
     outcome = None
     if decide:
-        reports = autoscale_loop.pod_reports(pods, scrape.loads, scrape.taken_at)
-        outcome = autoscale_loop.decide(auto, spec_replicas, ref.generation, reports, moment)
+        source = autoscaling.source
+        if source == MetricsSource.PROMETHEUS:
+            reading = prometheus.read(pods, scrape.queries, scrape.answers, scrape.answered_at)
+        else:
+            wanted = frozenset(Signal(m.type.value) for m in autoscaling.metrics)
+            reading = auto.pods_source.read(pods, scrape.loads, scrape.taken_at, wanted)
+        outcome = autoscale_loop.decide(
+            auto,
+            spec_replicas,
+            ref.generation,
+            reading.reports,
+            moment,
+            reading.problems,
+            source.value,
+        )
+        for problem in outcome.problems:
+            metric = str(problem.signal) if problem.signal is not None else "All"
+            AUTOSCALER_METRIC_PROBLEMS.labels(
+                KIND.kind, source.value, metric, problem.kind.value
+            ).inc()
         d = outcome.decision
         if d is not None:
             AUTOSCALER_DECISIONS.labels(KIND.kind, d.direction, d.reason.value).inc()
@@ -350,6 +375,12 @@ def _record(plan: Plan, outcome: autoscale_loop.Outcome, now: datetime, generati
             f"Autoscaling holds: {outcome.condition_message}",
             warning=True,
         )
+    for problem in outcome.new_problems:
+        plan.event(
+            EVENT_METRIC_UNAVAILABLE,
+            f"{problem.kind.value}: {problem.message}"[: autoscale_loop.MAX_REASON_CHARS],
+            warning=True,
+        )
     for entry in outcome.entries:
         if str(entry["reason"]).startswith("Manual:"):
             plan.event(EVENT_MANUAL, str(entry["reason"]))
@@ -386,6 +417,29 @@ register_owner_pass(KIND, _child_event_pass)
 register_owner_label(SERVICE_LABEL, KIND)
 
 
+def _prometheus_queries(
+    body: Mapping[str, Any], namespace: str, name: str
+) -> dict[Signal, tuple[str, str]]:
+    """With source Prometheus, each metric's (Prometheus URL, query); else none."""
+    service = parse_service(body)
+    if not isinstance(service, LMService):
+        return {}
+    autoscaling = service.spec.autoscaling
+    if (
+        autoscaling is None
+        or autoscaling.source != MetricsSource.PROMETHEUS
+        or autoscaling.prometheus is None
+    ):
+        return {}
+    url = autoscaling.prometheus.url
+    return {
+        signal: (url, query)
+        for signal, query in prometheus.queries(
+            autoscaling, namespace, deployment_name(name)
+        ).items()
+    }
+
+
 async def scrape_servers(
     memo: Any, indexes: Mapping[str, Any], namespace: str, name: str
 ) -> ServerScrape:
@@ -397,8 +451,16 @@ async def scrape_servers(
         for p in server_pods(indexes, namespace, name)
         if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
     ]
-    answers = await asyncio.gather(*(memo.scraper.server(p["status"]["podIP"], port) for p in pods))
+    queries = _prometheus_queries(body, namespace, name)
+    answers, prom_answers = await asyncio.gather(
+        asyncio.gather(*(memo.scraper.server(p["status"]["podIP"], port) for p in pods)),
+        asyncio.gather(*(memo.scraper.prometheus_query(url, q) for url, q in queries.values())),
+    )
     scrape = ServerScrape(taken_at=time.time())
+    if queries:
+        scrape.queries = {signal: q for signal, (_, q) in queries.items()}
+        scrape.answers = dict(zip(queries, prom_answers, strict=True))
+        scrape.answered_at = scrape.taken_at
     for pod, (load, readiness) in zip(pods, answers, strict=True):
         pod_name = str(pod["metadata"]["name"])
         if load is not None:

@@ -24,8 +24,6 @@ from typing import Any
 from lmoperator.api import InvalidResourceError, kinds
 from lmoperator.api.service import (
     LMService,
-    MetricsSource,
-    MetricType,
     ServiceConditionType,
     ServicePhase,
 )
@@ -207,27 +205,12 @@ def problems_of(service: LMService | InvalidResourceError) -> list[str]:
     return validate_server_pod(service) + runtime_problems(service, None)
 
 
-# The metrics the autoscaler reads from a server pod's /metrics (source Pods).
-POD_METRICS = frozenset({MetricType.IN_FLIGHT_REQUESTS, MetricType.QUEUE_DEPTH})
-
-
 def unimplemented_settings(service: LMService) -> list[str]:
     """Accepted settings the operator does not act on yet: said, never silently ignored."""
     autoscaling = service.spec.autoscaling
     if autoscaling is None:
         return []
     notes = []
-    if autoscaling.source == MetricsSource.PROMETHEUS:
-        notes.append(
-            "spec.autoscaling.source Prometheus is not implemented yet: the autoscaler reads "
-            "the server pods' /metrics (source Pods) instead"
-        )
-    for metric in autoscaling.metrics:
-        if metric.type not in POD_METRICS:
-            notes.append(
-                f"spec.autoscaling.metrics type {metric.type} is not read from the pods yet and "
-                "is ignored; use InFlightRequests or QueueDepth"
-            )
     if autoscaling.predictive is not None and autoscaling.predictive.enabled:
         notes.append(
             "spec.autoscaling.predictive keeps its load history in operator memory only so "

@@ -413,13 +413,15 @@ def test_autoscaling_settings_not_acted_on_are_said_once_per_generation() -> Non
             ],
             "source": "Prometheus",
             "prometheus": {"url": "http://prometheus:9090"},
+            "predictive": {"enabled": True},
         }
     )
     plan = reconcile(REF, service, {}, Observed(), NOW)
+    # The Prometheus source and every metric type are acted on; only the history's
+    # persistence is not.
     notes = [e.message for e in plan.events if e.reason == "NotImplemented"]
-    assert len(notes) == 2
-    assert "source Prometheus is not implemented yet" in notes[0]
-    assert "LatencyP95 is not read from the pods yet" in notes[1]
+    assert len(notes) == 1
+    assert "spec.autoscaling.predictive keeps its load history in operator memory" in notes[0]
     again = reconcile(REF, service, plan.status, Observed(), NOW)
     assert not [e for e in again.events if e.reason == "NotImplemented"]
 

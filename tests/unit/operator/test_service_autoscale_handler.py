@@ -170,7 +170,14 @@ def test_too_few_reports_turn_scaling_active_false_with_a_warning() -> None:
     _record(plan, outcome, NOW, 1)
     active = next(c for c in plan.status["conditions"] if c["type"] == "ScalingActive")
     assert (active["status"], active["reason"]) == ("False", "TooFewReports")
-    assert [(e.reason, e.type) for e in plan.events] == [("AutoscalerBlind", "Warning")]
+    assert [(e.reason, e.type) for e in plan.events] == [
+        ("AutoscalerBlind", "Warning"),
+        ("MetricUnavailable", "Warning"),
+    ]
+    # The condition and the Events name the pods that did not answer.
+    assert "pod b's /metrics did not answer" in active["message"]
+    assert "pod c's /metrics did not answer" in active["message"]
+    assert "Unreachable: pod b's /metrics" in plan.events[1].message
     # The same hold again: nothing new to record, no second warning.
     _, again = _autoscale(kube, ref, service(3), state, pods, scrape(a=0), NOW, decide=True)
     assert again is not None
