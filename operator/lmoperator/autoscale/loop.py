@@ -19,9 +19,10 @@ What it promises:
 - The metrics come from the service's source (`sources`): a metric the source could not
   read is missing, never zero, and the source's problems are named in `ScalingActive`'s
   message, in a `MetricUnavailable` Event when one appears, and counted by the handler.
-- The policy's state (windows, last decisions, measured pod start-up time, the
-  forecaster's history) lives in memory, per service: an operator that restarts or
-  fails over starts it afresh and holds until its windows fill again.
+- The policy's state (windows, last decisions, measured pod start-up time) lives in
+  memory, per service; the load history (`history`) is also kept in a ConfigMap the
+  service owns, written when a minute closes and loaded by an operator that restarts or
+  takes over, which seeds the forecaster from it.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lmoperator.api.service import ServiceAutoscaling
+from lmoperator.autoscale.history import MetricHistory
 from lmoperator.autoscale.policy import (
     BLIND_REASONS,
+    DEMAND_SIGNALS,
     Decision,
     PodReport,
     PolicyConfig,
     ServiceAutoscaler,
+    Signal,
 )
 from lmoperator.autoscale.sources import Problem
 from lmoperator.autoscale.sources.pods import PodsSource
@@ -55,6 +59,7 @@ EVENT_AUTOSCALED = "Autoscaled"
 EVENT_MANUAL = "ManualScale"
 EVENT_BLIND = "AutoscalerBlind"
 EVENT_METRIC_UNAVAILABLE = "MetricUnavailable"
+EVENT_HISTORY_UNAVAILABLE = "HistoryUnavailable"
 
 MAX_REASON_CHARS = 1024
 
@@ -79,12 +84,16 @@ class AutoscalerState:
     written_replicas: int | None = None
     written_generation: int = 0
     recorded: tuple[int, str] | None = None  # (to, reason) of the last history entry
-    wrote_last: bool = False  # written_* come from this operator's write, not a reading
     manual: list[dict[str, Any]] = field(default_factory=list)
     # Source Pods: each pod's previous scrape, for the rates between two scrapes.
     pods_source: PodsSource = field(default_factory=PodsSource)
     # The (metric, kind) of the problems of the last pass: a new one is an Event.
     problem_keys: frozenset[tuple[str, str]] = frozenset()
+    # The metric history (None: not loaded from its ConfigMap yet), the newest bucket
+    # written to it, and a problem reading or writing it to say once.
+    history: MetricHistory | None = None
+    history_written: int | None = None
+    history_problem: str = ""
 
 
 def autoscaler_state(
@@ -103,11 +112,58 @@ def autoscaler_state(
     if previous is not None:
         state.written_replicas = previous.written_replicas
         state.written_generation = previous.written_generation
-        state.wrote_last = previous.wrote_last
         state.recorded = previous.recorded
         state.pods_source = previous.pods_source
         state.problem_keys = previous.problem_keys
+        state.history = previous.history
+        state.history_written = previous.history_written
     return state
+
+
+def seed_forecaster(state: AutoscalerState, now: datetime) -> None:
+    """Give the policy's forecaster the history's closed buckets (after a load from the
+    ConfigMap, or when a new spec starts a new policy)."""
+    if state.autoscaler is None or state.history is None:
+        return
+    for signal in list(state.autoscaler.history):
+        state.autoscaler.load_history(signal, state.history.series(signal.value, now.timestamp()))
+
+
+def history_loaded(state: AutoscalerState, history: MetricHistory, now: datetime) -> None:
+    """The history read from the ConfigMap (empty when there is none)."""
+    state.history = history
+    state.history_written = history.closed_through(now.timestamp())
+    seed_forecaster(state, now)
+
+
+def history_to_write(state: AutoscalerState, now: datetime) -> dict[str, str] | None:
+    """The ConfigMap's data when a bucket closed since the last write (at most one write
+    a minute), else None."""
+    if state.history is None:
+        return None
+    closed = state.history.closed_through(now.timestamp())
+    if closed is None or closed == state.history_written:
+        return None
+    return state.history.to_data(now.timestamp())
+
+
+def history_written(state: AutoscalerState, now: datetime) -> None:
+    if state.history is not None:
+        state.history_written = state.history.closed_through(now.timestamp())
+
+
+def fleet_values(pods: Sequence[PodReport]) -> dict[str, float]:
+    """Each signal's fleet value in this pass's reports: the total over the ready pods
+    that reported it (demand) or their average (quality); absent: nobody reported it."""
+    values: dict[Signal, list[float]] = {}
+    for pod in pods:
+        if pod.ready and not pod.deleting and pod.scraped_at is not None:
+            for signal, value in pod.values.items():
+                values.setdefault(signal, []).append(value)
+    return {
+        signal.value: sum(vs) if signal in DEMAND_SIGNALS else sum(vs) / len(vs)
+        for signal, vs in values.items()
+    }
 
 
 def effective_replicas(state: AutoscalerState | None, spec_replicas: int, generation: int) -> int:
@@ -122,17 +178,6 @@ def effective_replicas(state: AutoscalerState | None, spec_replicas: int, genera
     return spec_replicas
 
 
-def own_write(state: AutoscalerState | None, spec_replicas: int, generation: int) -> bool:
-    """Whether this generation is the one this operator's last write of spec.replicas
-    made (the spec changed in nothing else, unless someone wrote at the same moment)."""
-    return (
-        state is not None
-        and state.written_generation == generation
-        and state.written_replicas == spec_replicas
-        and state.wrote_last
-    )
-
-
 def notice_manual(
     state: AutoscalerState, spec_replicas: int, generation: int, now: datetime
 ) -> dict[str, Any] | None:
@@ -140,8 +185,6 @@ def notice_manual(
     if generation < state.written_generation:
         return None
     previous = state.written_replicas
-    if generation > state.written_generation:
-        state.wrote_last = False
     state.written_replicas = spec_replicas
     state.written_generation = generation
     if previous is None or previous == spec_replicas:
@@ -167,6 +210,7 @@ class Outcome:
     # What the source could not read this pass, and which of those are new since the last.
     problems: tuple[Problem, ...] = ()
     new_problems: tuple[Problem, ...] = ()
+    history_problem: str = ""  # reading or writing the history ConfigMap failed
 
     @property
     def condition_reason(self) -> str:
@@ -216,6 +260,8 @@ def decide(
         return Outcome(None, entries, False, message, tuple(problems), new)
     current = effective_replicas(state, spec_replicas, generation)
     decision = state.autoscaler.decide(now.timestamp(), current, pods)
+    if state.history is not None:
+        state.history.observe(now.timestamp(), decision.desired, fleet_values(pods))
     key = (decision.desired, decision.reason.value)
     if decision.desired != decision.current or key != state.recorded:
         state.recorded = key
@@ -245,4 +291,3 @@ def wrote(state: AutoscalerState, replicas: int, generation: int) -> None:
     """This operator wrote spec.replicas; `generation` is the object's after the write."""
     state.written_replicas = replicas
     state.written_generation = generation
-    state.wrote_last = True

@@ -20,6 +20,7 @@ decide, so the policy's windows see one sample per scrape.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import time
@@ -32,10 +33,12 @@ import kopf
 from lmoperator.api import InvalidResourceError, LMService, kinds, parse_resource
 from lmoperator.api.common import MAX_SCALING_HISTORY
 from lmoperator.api.service import MetricsSource, ServiceConditionType
+from lmoperator.autoscale import history as autoscale_history
 from lmoperator.autoscale import loop as autoscale_loop
 from lmoperator.autoscale.loop import (
     EVENT_AUTOSCALED,
     EVENT_BLIND,
+    EVENT_HISTORY_UNAVAILABLE,
     EVENT_MANUAL,
     EVENT_METRIC_UNAVAILABLE,
     REASON_AUTOSCALING_OFF,
@@ -48,6 +51,7 @@ from lmoperator.autoscale.loop import (
 from lmoperator.autoscale.policy import Reason, Signal
 from lmoperator.autoscale.sources import prometheus
 from lmoperator.builders.defaults import Defaults, with_defaults
+from lmoperator.builders.pods import owner_reference
 from lmoperator.builders.service import SERVICE_LABEL, deployment_name
 from lmoperator.handlers import common
 from lmoperator.handlers.children import (
@@ -257,12 +261,7 @@ def _pass(
             )
         else:
             state.autoscale = None
-        ours = isinstance(service, LMService) and autoscale_loop.own_write(
-            state.autoscale, service.spec.replicas, ref.generation
-        )
-        plan = reconcile(
-            ref, service, status, observed, moment, list(problems), spec_changed=not ours
-        )
+        plan = reconcile(ref, service, status, observed, moment, list(problems))
         if outcome is not None:
             _record(plan, outcome, moment, ref.generation)
         elif isinstance(service, LMService) and service.spec.autoscaling is None:
@@ -299,6 +298,8 @@ def _autoscale(
         state.autoscale = None
         return service, None
     auto = autoscale_loop.autoscaler_state(state.autoscale, autoscaling, SCRAPE_INTERVAL_SECONDS)
+    if auto is not state.autoscale and auto.history is not None:
+        autoscale_loop.seed_forecaster(auto, moment)  # a new spec: a new policy
     state.autoscale = auto
     spec_replicas = service.spec.replicas
     replicas = autoscale_loop.effective_replicas(auto, spec_replicas, ref.generation)
@@ -310,6 +311,8 @@ def _autoscale(
         else:
             wanted = frozenset(Signal(m.type.value) for m in autoscaling.metrics)
             reading = auto.pods_source.read(pods, scrape.loads, scrape.taken_at, wanted)
+        if auto.history is None:
+            _load_history(kube, ref, auto, moment)
         outcome = autoscale_loop.decide(
             auto,
             spec_replicas,
@@ -327,6 +330,10 @@ def _autoscale(
         d = outcome.decision
         if d is not None:
             AUTOSCALER_DECISIONS.labels(KIND.kind, d.direction, d.reason.value).inc()
+        _save_history(kube, ref, auto, moment)
+        if auto.history_problem:
+            outcome = dataclasses.replace(outcome, history_problem=auto.history_problem)
+            auto.history_problem = ""
         target = outcome.scale_to
         if target is not None:
             written = kube.patch(
@@ -340,6 +347,55 @@ def _autoscale(
         spec = service.spec.model_copy(update={"replicas": replicas})
         service = service.model_copy(update={"spec": spec})
     return service, outcome
+
+
+def _load_history(
+    kube: KubeApi, ref: Any, auto: autoscale_loop.AutoscalerState, moment: datetime
+) -> None:
+    """The metric history from the service's ConfigMap, once per operator process (an
+    operator that restarts or takes over continues it). Unreadable: start afresh, say so."""
+    name = autoscale_history.configmap_name(ref.name)
+    try:
+        found = kube.get(kinds.CONFIG_MAP, ref.namespace, name)
+        loaded = autoscale_history.MetricHistory.from_data((found or {}).get("data"))
+    except KubeError as exc:
+        auto.history_problem = f"Could not read ConfigMap {name}: {exc}; starting a new history"
+        loaded = autoscale_history.MetricHistory()
+    except ValueError as exc:
+        auto.history_problem = f"ConfigMap {name} is not readable ({exc}); it is overwritten"
+        loaded = autoscale_history.MetricHistory()
+    autoscale_loop.history_loaded(auto, loaded, moment)
+
+
+def _save_history(
+    kube: KubeApi, ref: Any, auto: autoscale_loop.AutoscalerState, moment: datetime
+) -> None:
+    """Write the history when a minute closed: a merge patch of the ConfigMap's data, or
+    its creation (owned by the service, so it goes with it)."""
+    data = autoscale_loop.history_to_write(auto, moment)
+    if data is None:
+        return
+    name = autoscale_history.configmap_name(ref.name)
+    try:
+        written = kube.patch(kinds.CONFIG_MAP, ref.namespace, name, {"data": data})
+        if written is None:
+            manifest = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": name,
+                    "namespace": ref.namespace,
+                    "labels": {autoscale_history.HISTORY_LABEL: ref.name},
+                    "ownerReferences": [owner_reference(KIND, ref.name, ref.uid)],
+                },
+                "data": data,
+            }
+            if kube.create(kinds.CONFIG_MAP, ref.namespace, manifest) is None:
+                kube.patch(kinds.CONFIG_MAP, ref.namespace, name, {"data": data})  # raced
+    except KubeError as exc:
+        auto.history_problem = f"Could not write ConfigMap {name}: {exc}; retried next minute"
+        return
+    autoscale_loop.history_written(auto, moment)
 
 
 def _record(plan: Plan, outcome: autoscale_loop.Outcome, now: datetime, generation: int) -> None:
@@ -375,6 +431,8 @@ def _record(plan: Plan, outcome: autoscale_loop.Outcome, now: datetime, generati
             f"Autoscaling holds: {outcome.condition_message}",
             warning=True,
         )
+    if outcome.history_problem:
+        plan.event(EVENT_HISTORY_UNAVAILABLE, outcome.history_problem, warning=True)
     for problem in outcome.new_problems:
         plan.event(
             EVENT_METRIC_UNAVAILABLE,

@@ -205,20 +205,6 @@ def problems_of(service: LMService | InvalidResourceError) -> list[str]:
     return validate_server_pod(service) + runtime_problems(service, None)
 
 
-def unimplemented_settings(service: LMService) -> list[str]:
-    """Accepted settings the operator does not act on yet: said, never silently ignored."""
-    autoscaling = service.spec.autoscaling
-    if autoscaling is None:
-        return []
-    notes = []
-    if autoscaling.predictive is not None and autoscaling.predictive.enabled:
-        notes.append(
-            "spec.autoscaling.predictive keeps its load history in operator memory only so "
-            "far: an operator restart starts it over, and it forecasts after two days"
-        )
-    return notes
-
-
 # --------------------------------------------------------------------------------------
 # The pass
 
@@ -234,15 +220,8 @@ def reconcile(
     observed: Observed,
     now: datetime,
     problems: Sequence[str] | None = None,
-    *,
-    spec_changed: bool = True,
 ) -> Plan:
-    """One pass: the plan that moves the children towards the spec, and the new status.
-
-    `spec_changed=False`: a new generation is only the autoscaler's own write of
-    spec.replicas, so what a new spec announces (NotImplemented warnings) is not said
-    again.
-    """
+    """One pass: the plan that moves the children towards the spec, and the new status."""
     plan = Plan()
     new_status: dict[str, Any] = dict(status)
     conditions = Conditions(status.get("conditions"), now, ref.generation)
@@ -270,9 +249,6 @@ def reconcile(
             plan.event(REASON_INVALID, f"The spec is invalid: {message}", warning=True)
         return finish(Phase.FAILED)
 
-    if spec_changed and ref.generation > int(status.get("observedGeneration") or 0):
-        for note in unimplemented_settings(service):
-            plan.event("NotImplemented", note, warning=True)
     namespace = ref.namespace
     new_status["endpoint"] = endpoint(ref.name, namespace)
     if observed.service is None:

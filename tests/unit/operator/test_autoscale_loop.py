@@ -173,16 +173,3 @@ def test_the_condition_reasons_are_the_policys_blind_reasons() -> None:
     assert {loop.REASON_TOO_FEW_REPORTS, loop.REASON_NO_METRICS, loop.REASON_NO_READY_PODS} == {
         r.value for r in BLIND_REASONS
     }
-
-
-def test_own_write_tells_the_autoscalers_generation_from_anyone_elses() -> None:
-    state = state_for()
-    loop.notice_manual(state, 1, 4, T0)
-    assert not loop.own_write(state, 1, 4)  # read, not written here
-    loop.wrote(state, 3, 5)
-    assert loop.own_write(state, 3, 5)
-    assert loop.notice_manual(state, 3, 5, T0) is None
-    assert loop.own_write(state, 3, 5)
-    loop.notice_manual(state, 2, 6, T0)  # kubectl scale
-    assert not loop.own_write(state, 2, 6)
-    assert not loop.own_write(None, 2, 6)
