@@ -671,6 +671,25 @@ def test_autoscaling_follows_load_up_from_one_and_back_down(trained: Trained) ->
         10,
         "the Deployment to follow spec.replicas",
     )
+    # The load history, in a ConfigMap the service owns, written as minutes close.
+    cm = wait_for(
+        lambda: next(
+            iter(
+                trained.core.list_namespaced_config_map(
+                    trained.ns, label_selector="elasticlm.io/autoscaler-history-of=auto"
+                ).items
+            ),
+            None,
+        ),
+        75,
+        "the history ConfigMap",
+    )
+    assert cm.metadata.name == "auto-autoscaler-history"
+    (owner,) = cm.metadata.owner_references
+    assert (owner.kind, owner.name) == ("LMService", "auto")
+    saved = json.loads(cm.data["history.json"])
+    assert saved["bucketSeconds"] == 60
+    assert "InFlightRequests" in saved["load"]
 
 
 def test_autoscaling_from_prometheus_scales_up_and_holds_on_an_empty_result(
