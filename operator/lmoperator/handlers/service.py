@@ -499,9 +499,10 @@ def _prometheus_queries(
 
 
 async def scrape_servers(
-    memo: Any, indexes: Mapping[str, Any], namespace: str, name: str
+    memo: Any, indexes: Mapping[str, Any], namespace: str, name: str, *, query: bool = True
 ) -> ServerScrape:
-    """Every live server pod's load and readiness, concurrently."""
+    """Every live server pod's load and readiness, and (`query`, with source Prometheus)
+    the autoscaler's Prometheus queries, all concurrently."""
     body = common.latest(indexes[SERVICES_BODIES_INDEX], (namespace, KIND.kind, name))
     port = int(((body.get("spec") or {}).get("serving") or {}).get("port") or 8000)
     pods = [
@@ -509,7 +510,7 @@ async def scrape_servers(
         for p in server_pods(indexes, namespace, name)
         if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
     ]
-    queries = _prometheus_queries(body, namespace, name)
+    queries = _prometheus_queries(body, namespace, name) if query else {}
     answers, prom_answers = await asyncio.gather(
         asyncio.gather(*(memo.scraper.server(p["status"]["podIP"], port) for p in pods)),
         asyncio.gather(*(memo.scraper.prometheus_query(url, q) for url, q in queries.values())),
@@ -561,7 +562,10 @@ async def updated(
     uid = str((kwargs["body"].get("metadata") or {}).get("uid") or "")
     if _replicas(new) < _replicas(old) and uid:
         # Rank the pods by their load now, just before the Deployment picks victims.
-        common.STATES.get(uid).metrics = await scrape_servers(memo, kwargs, namespace, name)
+        # Only the pods: this pass ranks them and does not decide.
+        common.STATES.get(uid).metrics = await scrape_servers(
+            memo, kwargs, namespace, name, query=False
+        )
     await asyncio.to_thread(_on_change, memo, namespace, name, kwargs)
 
 
