@@ -4,6 +4,7 @@ it, and what goes into the status (history, ScalingActive, Events)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,10 +12,11 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from lmoperator.api import LMService, kinds, parse_resource
-from lmoperator.api.service import PredictiveScaling
+from lmoperator.api.service import MetricsSource, PredictiveScaling, PrometheusSource
 from lmoperator.autoscale import loop
 from lmoperator.autoscale.history import MetricHistory
 from lmoperator.autoscale.policy import Signal
+from lmoperator.autoscale.sources.prometheus import Answer
 from lmoperator.handlers import common
 from lmoperator.handlers.service import ServerScrape, _autoscale, _record
 from lmoperator.kube import Subresource
@@ -309,3 +311,66 @@ def test_an_unreadable_history_is_said_and_overwritten() -> None:
     _autoscale(kube, ref, service(1), state, [ready_pod("a")], s, later, decide=True)
     data = kube.configmaps["chat-autoscaler-history"]["data"]
     assert MetricHistory.from_data(data).series("InFlightRequests") == [(NOW.timestamp(), 2.0)]
+
+
+def prometheus_service(replicas: int) -> LMService:
+    s = service(replicas)
+    autoscaling = s.spec.autoscaling
+    assert autoscaling is not None
+    spec = autoscaling.model_copy(
+        update={
+            "source": MetricsSource.PROMETHEUS,
+            "prometheus": PrometheusSource(url="http://prometheus:9090"),
+        }
+    )
+    return s.model_copy(update={"spec": s.spec.model_copy(update={"autoscaling": spec})})
+
+
+def prometheus_scrape(body: dict[str, Any], status: int = 200) -> ServerScrape:
+    s = ServerScrape(taken_at=NOW.timestamp())
+    s.queries = {Signal.IN_FLIGHT_REQUESTS: "sum(load)"}
+    s.answers = {Signal.IN_FLIGHT_REQUESTS: Answer(status, json.dumps(body))}
+    s.answered_at = NOW.timestamp()
+    return s
+
+
+def problems_counted(problem: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "elasticlm_autoscaler_metric_problems_total",
+        {"kind": "LMService", "source": "Prometheus", "metric": "InFlightRequests",
+         "problem": problem},
+    )  # fmt: skip
+    return value or 0.0
+
+
+def test_source_prometheus_scales_on_its_answer_and_holds_on_an_empty_one() -> None:
+    kube = ScaleRecorder(generation=1)
+    state = common.ObjectState()
+    ref = service_ref("chat", "ns", "uid", generation=1)
+    high = {"status": "success", "data": {"resultType": "scalar", "result": [1, "6"]}}
+    _, outcome = _autoscale(
+        kube, ref, prometheus_service(1), state, [ready_pod("a")], prometheus_scrape(high),
+        NOW, decide=True,
+    )  # fmt: skip
+    assert outcome is not None
+    assert outcome.scale_to == 3
+    assert outcome.condition_message == "The autoscaler decides from Prometheus's answers"
+
+    counted = problems_counted("Empty")
+    empty = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    later = NOW + timedelta(seconds=5)
+    _, outcome = _autoscale(
+        kube, ref, prometheus_service(3), state, [ready_pod("a")], prometheus_scrape(empty),
+        later, decide=True,
+    )  # fmt: skip
+    assert outcome is not None
+    assert outcome.scale_to is None  # held at 3, not scaled down to the minimum
+    assert (outcome.active, outcome.condition_reason) == (False, "NoMetrics")
+    assert "InFlightRequests (query 'sum(load)') returned an empty result" in (
+        outcome.condition_message
+    )
+    assert problems_counted("Empty") == counted + 1
+    plan = Plan(status={})
+    _record(plan, outcome, later, 2)
+    reasons = [e.reason for e in plan.events]
+    assert reasons == ["AutoscalerBlind", "MetricUnavailable"]
