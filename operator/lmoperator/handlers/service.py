@@ -14,7 +14,10 @@ With `spec.autoscaling`, each of the loop's passes also runs the service's autos
 (autoscale/loop.py) on that scrape: a decision to scale is written to the LMService's
 own spec.replicas through its scale subresource, and the same pass scales the
 Deployment (deletion costs first on a scale-down). Passes for other triggers do not
-decide, so the policy's windows see one sample per scrape.
+decide, so the policy's windows see one sample per scrape. With source Prometheus the
+loop also sends the autoscaler's queries, concurrently with the pods' scrapes. The load
+history is read from the ConfigMap NAME-autoscaler-history on the first deciding pass of
+this process and written to it when a minute closes (autoscale/history.py).
 """
 
 from __future__ import annotations
