@@ -690,6 +690,21 @@ def test_autoscaling_follows_load_up_from_one_and_back_down(trained: Trained) ->
     saved = json.loads(cm.data["history.json"])
     assert saved["bucketSeconds"] == 60
     assert "InFlightRequests" in saved["load"]
+    # Owned by the service: garbage collection removes it with the service.
+    trained.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, trained.ns, SERVICE.plural, "auto"
+    )
+
+    def history_gone() -> bool:
+        try:
+            trained.core.read_namespaced_config_map("auto-autoscaler-history", trained.ns)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    wait_for(history_gone, 30, "the history ConfigMap to go with its LMService")
 
 
 def test_autoscaling_from_prometheus_scales_up_and_holds_on_an_empty_result(
