@@ -36,6 +36,13 @@ AUTOSCALER_DECISIONS = Counter(
     "(up, down, hold) and reason code (docs/autoscaling.md).",
     ["kind", "direction", "reason"],
 )
+AUTOSCALER_METRIC_PROBLEMS = Counter(
+    "elasticlm_autoscaler_metric_problems_total",
+    "Metrics the autoscaler could not read (one per metric and pass; read as missing, never "
+    "as zero), by resource kind, source (Pods, Prometheus), metric (All: every metric of a "
+    "pod) and problem (Unreachable, Error, Empty, Unparsable, NotANumber, Ambiguous).",
+    ["kind", "source", "metric", "problem"],
+)
 LEADER = Gauge(
     "elasticlm_leader",
     "1 while this operator process leads and runs the handlers (always, without "

@@ -1,5 +1,7 @@
-"""Fetching workers' /metrics over HTTP (asyncio): many jobs' scrapes run concurrently,
-each bounded by a timeout, and never while a job's lock is held."""
+"""Fetching metrics over HTTP (asyncio): workers' and servers' /metrics, and the
+autoscaler's Prometheus queries. Many scrapes run concurrently, each bounded by a
+timeout, and never while an object's lock is held. What comes back is parsed by the pure
+modules (`worker_metrics`, `server_metrics`, `autoscale.sources`)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ from collections.abc import Sequence
 
 import aiohttp
 
+from lmoperator.autoscale.sources import prometheus
 from lmoperator.server_metrics import Readiness, ServerLoad, parse_readiness, parse_server_load
 from lmoperator.worker_metrics import WorkerMetrics, parse_worker_metrics
 from lmworker.config import METRICS_PORT
 
 SCRAPE_TIMEOUT_SECONDS = 1.0
+PROMETHEUS_TIMEOUT_SECONDS = 3.0
 MAX_SCRAPE_BYTES = 1 << 20
 
 
@@ -73,6 +77,26 @@ class Scraper:
         except ValueError:
             readiness = None
         return load, readiness
+
+    async def prometheus_query(
+        self, base_url: str, query: str, timeout: float = PROMETHEUS_TIMEOUT_SECONDS
+    ) -> prometheus.Answer:
+        """An instant query's HTTP status and body (any status: Prometheus explains its
+        errors in a JSON body), or status None and why no answer came."""
+        url = base_url.rstrip("/") + prometheus.QUERY_PATH
+        try:
+            async with self._client().get(
+                url,
+                params={"query": query},
+                headers={"Accept": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                body = await response.content.read(MAX_SCRAPE_BYTES)
+                return prometheus.Answer(response.status, body.decode("utf-8", errors="replace"))
+        except TimeoutError:
+            return prometheus.Answer(None, f"no answer from {url} within {timeout:g} s")
+        except (aiohttp.ClientError, OSError) as exc:
+            return prometheus.Answer(None, f"{url}: {exc.__class__.__name__}: {str(exc)[:200]}")
 
     async def rank0(self, pod_ips: Sequence[str]) -> WorkerMetrics | None:
         """The metrics of the first worker (in the given order) that reports rank 0.

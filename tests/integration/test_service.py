@@ -27,6 +27,7 @@ from lmoperator.localstack import LocalStack, local_stack
 from lmworker.corpus import write_corpus
 from tests.integration.harness import E2E, kubectl_lm
 from tests.kubeclient import core_api, custom_api
+from tests.prometheus_standin import PrometheusStandIn
 from tests.waiting import wait_for
 
 pytestmark = [
@@ -670,3 +671,97 @@ def test_autoscaling_follows_load_up_from_one_and_back_down(trained: Trained) ->
         10,
         "the Deployment to follow spec.replicas",
     )
+    # The load history, in a ConfigMap the service owns, written as minutes close.
+    cm = wait_for(
+        lambda: next(
+            iter(
+                trained.core.list_namespaced_config_map(
+                    trained.ns, label_selector="elasticlm.io/autoscaler-history-of=auto"
+                ).items
+            ),
+            None,
+        ),
+        75,
+        "the history ConfigMap",
+    )
+    assert cm.metadata.name == "auto-autoscaler-history"
+    (owner,) = cm.metadata.owner_references
+    assert (owner.kind, owner.name) == ("LMService", "auto")
+    saved = json.loads(cm.data["history.json"])
+    assert saved["bucketSeconds"] == 60
+    assert "InFlightRequests" in saved["load"]
+    # Owned by the service: garbage collection removes it with the service.
+    trained.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, trained.ns, SERVICE.plural, "auto"
+    )
+
+    def history_gone() -> bool:
+        try:
+            trained.core.read_namespaced_config_map("auto-autoscaler-history", trained.ns)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    wait_for(history_gone, 30, "the history ConfigMap to go with its LMService")
+
+
+def test_autoscaling_from_prometheus_scales_up_and_holds_on_an_empty_result(
+    trained: Trained,
+) -> None:
+    """Source Prometheus against a stand-in speaking /api/v1/query: high load scales the
+    service up; an empty result then holds the count (never read as zero load), with
+    ScalingActive=False saying why and a MetricUnavailable Event."""
+    with PrometheusStandIn() as prometheus:
+        prometheus.vector("elasticlm_test_load", ({}, 6.0))
+        trained.apply_service(
+            "promauto",
+            autoscaling={
+                "minReplicas": 1,
+                "maxReplicas": 2,
+                "metrics": [
+                    {"type": "InFlightRequests", "target": 1, "query": "elasticlm_test_load"}
+                ],
+                "stableWindowSeconds": 6,
+                "panicWindowSeconds": 2,
+                "scaleDown": {"stabilizationSeconds": 0},
+                "source": "Prometheus",
+                "prometheus": {"url": prometheus.url},
+            },
+        )
+        wait_for(
+            lambda: service_replicas(trained, "promauto") == 2,
+            120,
+            lambda: f"a scale-up; history {history_of(trained, 'promauto')}",
+        )
+        (up,) = [d for d in history_of(trained, "promauto") if d["to"] > d["from"]]
+        assert up["from"] == 1
+        assert "InFlightRequests 6 in total" in up["reason"], up
+        assert "elasticlm_test_load" in prometheus.queries
+
+        prometheus.vector("elasticlm_test_load")  # an empty result from now on
+
+        def holding(s: dict[str, Any]) -> bool:
+            return any(
+                c["type"] == "ScalingActive"
+                and c["status"] == "False"
+                and c["reason"] == "NoMetrics"
+                for c in s.get("conditions") or []
+            )
+
+        status = trained.wait_object(SERVICE.plural, "promauto", "to hold on no data", holding)
+        active = next(c for c in status["conditions"] if c["type"] == "ScalingActive")
+        assert "returned an empty result" in active["message"], active
+        assert "elasticlm_test_load" in active["message"]
+        # Held at its size: the stand-in's empty answer is no load to scale down on.
+        assert service_replicas(trained, "promauto") == 2
+        assert not [d for d in history_of(trained, "promauto") if d["to"] < d["from"]]
+        events = trained.core.list_namespaced_event(
+            trained.ns, field_selector="involvedObject.name=promauto"
+        ).items
+        unavailable = [e.message for e in events if e.reason == "MetricUnavailable"]
+        assert any(m.startswith("Empty: InFlightRequests") for m in unavailable), unavailable
+        trained.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, trained.ns, SERVICE.plural, "promauto"
+        )

@@ -68,6 +68,8 @@ NETWORK_POLICY = ResourceKind(
     "networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", ("netpol",)
 )
 POD_DISRUPTION_BUDGET = ResourceKind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets")
+# An autoscaled object's metric history (autoscale/history.py), owned by the object.
+CONFIG_MAP = ResourceKind("", "v1", "ConfigMap", "configmaps", ("cm",))
 # The operator's own leader-election lock (not a child of anything).
 LEASE = ResourceKind("coordination.k8s.io", "v1", "Lease", "leases")
 CHILD_KINDS: tuple[ResourceKind, ...] = (

@@ -157,8 +157,11 @@ class AutoscalingMetric(ApiModel):
     query: str | None = Field(
         None,
         max_length=4096,
-        description="PromQL returning the fleet-wide value, for source Prometheus; "
-        "defaults to a query of the server's own metric.",
+        description="For source Prometheus: PromQL returning the fleet-wide value (a scalar "
+        "or one series; the total for InFlightRequests, QueueDepth, RequestsPerSecond and "
+        "TokensPerSecond, the average for LatencyP95) or one series per server pod with a "
+        "`pod` label; defaults to a query of the server's own metric by the namespace and pod "
+        "labels.",
     )
 
 
@@ -236,7 +239,8 @@ class PrometheusSource(ApiModel):
     url: str = Field(
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
-        description="Base URL, e.g. http://prometheus.monitoring:9090.",
+        description="Base URL of the Prometheus HTTP API, without /api/v1/query, e.g. "
+        "http://prometheus.monitoring:9090.",
     )
 
 

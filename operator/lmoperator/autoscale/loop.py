@@ -16,29 +16,36 @@ What it promises:
   (the last MAX_SCALING_HISTORY); repeated holds are not written again, so a steady
   service costs no status writes. Each scale is an Event; `ScalingActive` is False, with
   the reason, while the loop cannot see (no ready pod, no or too few fresh reports).
-- The policy's state (windows, last decisions, measured pod start-up time, the
-  forecaster's history) lives in memory, per service: an operator that restarts or
-  fails over starts it afresh and holds until its windows fill again.
+- The metrics come from the service's source (`sources`): a metric the source could not
+  read is missing, never zero, and the source's problems are named in `ScalingActive`'s
+  message, in a `MetricUnavailable` Event when one appears, and counted by the handler.
+- The policy's state (windows, last decisions, measured pod start-up time) lives in
+  memory, per service; the load history (`history`) is also kept in a ConfigMap the
+  service owns, written when a minute closes and loaded by an operator that restarts or
+  takes over, which seeds the forecaster from it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from lmoperator.api.service import ServiceAutoscaling
+from lmoperator.autoscale.history import MetricHistory
 from lmoperator.autoscale.policy import (
     BLIND_REASONS,
+    DEMAND_SIGNALS,
     Decision,
     PodReport,
     PolicyConfig,
     ServiceAutoscaler,
     Signal,
 )
-from lmoperator.server_metrics import ServerLoad
+from lmoperator.autoscale.sources import Problem
+from lmoperator.autoscale.sources.pods import PodsSource
 
 # The reasons of the condition ScalingActive: False with the policy's blind reasons, or
 # with InvalidPolicy / AutoscalingDisabled; True with MetricsAvailable.
@@ -51,73 +58,14 @@ REASON_AUTOSCALING_OFF = "AutoscalingDisabled"
 EVENT_AUTOSCALED = "Autoscaled"
 EVENT_MANUAL = "ManualScale"
 EVENT_BLIND = "AutoscalerBlind"
+EVENT_METRIC_UNAVAILABLE = "MetricUnavailable"
+EVENT_HISTORY_UNAVAILABLE = "HistoryUnavailable"
 
 MAX_REASON_CHARS = 1024
 
 
-def signal_values(load: ServerLoad) -> dict[Signal, float]:
-    """The autoscaler's signals in one server's load gauges (absent when not exposed)."""
-    values: dict[Signal, float] = {}
-    if load.in_flight is not None:
-        values[Signal.IN_FLIGHT_REQUESTS] = float(load.in_flight)
-    if load.waiting is not None:
-        values[Signal.QUEUE_DEPTH] = load.waiting
-    if load.kv_cache_usage is not None:
-        values[Signal.KV_CACHE_USAGE] = load.kv_cache_usage
-    return values
-
-
 def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds(value: Any) -> float | None:
-    """A Kubernetes timestamp as seconds since the epoch (None: absent or malformed)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
-def _ready_since(status: Mapping[str, Any]) -> float | None:
-    for c in status.get("conditions") or []:
-        if isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True":
-            return _seconds(c.get("lastTransitionTime"))
-    return None
-
-
-def pod_reports(
-    pods: Sequence[Mapping[str, Any]],
-    loads: Mapping[str, ServerLoad],
-    scraped_at: float | None,
-) -> list[PodReport]:
-    """The policy's view of the server pods: the facts from their bodies, the metrics
-    from the last scrape (`scraped_at`, seconds since the epoch; None: never scraped)."""
-    reports = []
-    for pod in pods:
-        meta = pod.get("metadata") or {}
-        status = pod.get("status") or {}
-        name = str(meta.get("name") or "")
-        ready_at = _ready_since(status)
-        created = _seconds(meta.get("creationTimestamp"))
-        load = loads.get(name)
-        values = signal_values(load) if load is not None else {}
-        reports.append(
-            PodReport(
-                name=name,
-                phase=str(status.get("phase") or "Pending"),
-                ready=ready_at is not None,
-                created_at=created if created is not None else (ready_at or 0.0),
-                ready_at=ready_at,
-                deleting=bool(meta.get("deletionTimestamp")),
-                scraped_at=scraped_at if values else None,
-                values=values,
-            )
-        )
-    return reports
 
 
 def spec_key(autoscaling: ServiceAutoscaling) -> str:
@@ -136,8 +84,16 @@ class AutoscalerState:
     written_replicas: int | None = None
     written_generation: int = 0
     recorded: tuple[int, str] | None = None  # (to, reason) of the last history entry
-    wrote_last: bool = False  # written_* come from this operator's write, not a reading
     manual: list[dict[str, Any]] = field(default_factory=list)
+    # Source Pods: each pod's previous scrape, for the rates between two scrapes.
+    pods_source: PodsSource = field(default_factory=PodsSource)
+    # The (metric, kind) of the problems of the last pass: a new one is an Event.
+    problem_keys: frozenset[tuple[str, str]] = frozenset()
+    # The metric history (None: not loaded from its ConfigMap yet), the newest bucket
+    # written to it, and a problem reading or writing it to say once.
+    history: MetricHistory | None = None
+    history_written: int | None = None
+    history_problem: str = ""
 
 
 def autoscaler_state(
@@ -156,9 +112,58 @@ def autoscaler_state(
     if previous is not None:
         state.written_replicas = previous.written_replicas
         state.written_generation = previous.written_generation
-        state.wrote_last = previous.wrote_last
         state.recorded = previous.recorded
+        state.pods_source = previous.pods_source
+        state.problem_keys = previous.problem_keys
+        state.history = previous.history
+        state.history_written = previous.history_written
     return state
+
+
+def seed_forecaster(state: AutoscalerState, now: datetime) -> None:
+    """Give the policy's forecaster the history's closed buckets (after a load from the
+    ConfigMap, or when a new spec starts a new policy)."""
+    if state.autoscaler is None or state.history is None:
+        return
+    for signal in list(state.autoscaler.history):
+        state.autoscaler.load_history(signal, state.history.series(signal.value, now.timestamp()))
+
+
+def history_loaded(state: AutoscalerState, history: MetricHistory, now: datetime) -> None:
+    """The history read from the ConfigMap (empty when there is none)."""
+    state.history = history
+    state.history_written = history.closed_through(now.timestamp())
+    seed_forecaster(state, now)
+
+
+def history_to_write(state: AutoscalerState, now: datetime) -> dict[str, str] | None:
+    """The ConfigMap's data when a bucket closed since the last write (at most one write
+    a minute), else None."""
+    if state.history is None:
+        return None
+    closed = state.history.closed_through(now.timestamp())
+    if closed is None or closed == state.history_written:
+        return None
+    return state.history.to_data(now.timestamp())
+
+
+def history_written(state: AutoscalerState, now: datetime) -> None:
+    if state.history is not None:
+        state.history_written = state.history.closed_through(now.timestamp())
+
+
+def fleet_values(pods: Sequence[PodReport]) -> dict[str, float]:
+    """Each signal's fleet value in this pass's reports: the total over the ready pods
+    that reported it (demand) or their average (quality); absent: nobody reported it."""
+    values: dict[Signal, list[float]] = {}
+    for pod in pods:
+        if pod.ready and not pod.deleting and pod.scraped_at is not None:
+            for signal, value in pod.values.items():
+                values.setdefault(signal, []).append(value)
+    return {
+        signal.value: sum(vs) if signal in DEMAND_SIGNALS else sum(vs) / len(vs)
+        for signal, vs in values.items()
+    }
 
 
 def effective_replicas(state: AutoscalerState | None, spec_replicas: int, generation: int) -> int:
@@ -173,17 +178,6 @@ def effective_replicas(state: AutoscalerState | None, spec_replicas: int, genera
     return spec_replicas
 
 
-def own_write(state: AutoscalerState | None, spec_replicas: int, generation: int) -> bool:
-    """Whether this generation is the one this operator's last write of spec.replicas
-    made (the spec changed in nothing else, unless someone wrote at the same moment)."""
-    return (
-        state is not None
-        and state.written_generation == generation
-        and state.written_replicas == spec_replicas
-        and state.wrote_last
-    )
-
-
 def notice_manual(
     state: AutoscalerState, spec_replicas: int, generation: int, now: datetime
 ) -> dict[str, Any] | None:
@@ -191,8 +185,6 @@ def notice_manual(
     if generation < state.written_generation:
         return None
     previous = state.written_replicas
-    if generation > state.written_generation:
-        state.wrote_last = False
     state.written_replicas = spec_replicas
     state.written_generation = generation
     if previous is None or previous == spec_replicas:
@@ -215,6 +207,10 @@ class Outcome:
     entries: list[dict[str, Any]]  # new status.scalingHistory entries, oldest first
     active: bool  # ScalingActive
     condition_message: str
+    # What the source could not read this pass, and which of those are new since the last.
+    problems: tuple[Problem, ...] = ()
+    new_problems: tuple[Problem, ...] = ()
+    history_problem: str = ""  # reading or writing the history ConfigMap failed
 
     @property
     def condition_reason(self) -> str:
@@ -230,23 +226,42 @@ class Outcome:
         return d.desired if d is not None and d.desired != d.current else None
 
 
+def _problem_key(problem: Problem) -> tuple[str, str]:
+    return str(problem.signal or "*"), problem.kind.value
+
+
 def decide(
     state: AutoscalerState,
     spec_replicas: int,
     generation: int,
     pods: Sequence[PodReport],
     now: datetime,
+    problems: Sequence[Problem] = (),
+    source: str = "Pods",
 ) -> Outcome:
-    """One pass of the loop: notice a manual change, run the policy, say what to record."""
+    """One pass of the loop: notice a manual change, run the policy, say what to record.
+
+    `problems`: what the metric source (`source`) could not read; they do not change
+    the decision (the policy already sees those metrics as missing) but explain it."""
     entries = []
+    keys = frozenset(_problem_key(p) for p in problems)
+    # One of each new (metric, kind): three unreachable pods are one new problem.
+    first = {_problem_key(p): p for p in reversed(problems)}
+    new = tuple(p for key, p in sorted(first.items()) if key not in state.problem_keys)
+    state.problem_keys = keys
+    said = "; ".join(p.message for p in problems[:3]) + (
+        f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+    )
     manual = notice_manual(state, spec_replicas, generation, now)
     if manual is not None:
         entries.append(manual)
     if state.autoscaler is None:
         message = f"spec.autoscaling cannot be used: {state.problem}"
-        return Outcome(None, entries, False, message)
+        return Outcome(None, entries, False, message, tuple(problems), new)
     current = effective_replicas(state, spec_replicas, generation)
     decision = state.autoscaler.decide(now.timestamp(), current, pods)
+    if state.history is not None:
+        state.history.observe(now.timestamp(), decision.desired, fleet_values(pods))
     key = (decision.desired, decision.reason.value)
     if decision.desired != decision.current or key != state.recorded:
         state.recorded = key
@@ -260,17 +275,19 @@ def decide(
             }
         )
     if decision.reason in BLIND_REASONS:
-        return Outcome(decision, entries, False, decision.message)
-    return Outcome(
-        decision,
-        entries,
-        True,
-        "The autoscaler decides from the server pods' metrics",
+        message = f"{decision.message}: {said}" if said else decision.message
+        return Outcome(decision, entries, False, message, tuple(problems), new)
+    message = (
+        "The autoscaler decides from the server pods' metrics"
+        if source == "Pods"
+        else f"The autoscaler decides from {source}'s answers"
     )
+    if said:
+        message += f"; missing, and left out of the decision: {said}"
+    return Outcome(decision, entries, True, message, tuple(problems), new)
 
 
 def wrote(state: AutoscalerState, replicas: int, generation: int) -> None:
     """This operator wrote spec.replicas; `generation` is the object's after the write."""
     state.written_replicas = replicas
     state.written_generation = generation
-    state.wrote_last = True

@@ -14,12 +14,16 @@ With `spec.autoscaling`, each of the loop's passes also runs the service's autos
 (autoscale/loop.py) on that scrape: a decision to scale is written to the LMService's
 own spec.replicas through its scale subresource, and the same pass scales the
 Deployment (deletion costs first on a scale-down). Passes for other triggers do not
-decide, so the policy's windows see one sample per scrape.
+decide, so the policy's windows see one sample per scrape. With source Prometheus the
+loop also sends the autoscaler's queries, concurrently with the pods' scrapes. The load
+history is read from the ConfigMap NAME-autoscaler-history on the first deciding pass of
+this process and written to it when a minute closes (autoscale/history.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import time
@@ -31,12 +35,15 @@ import kopf
 
 from lmoperator.api import InvalidResourceError, LMService, kinds, parse_resource
 from lmoperator.api.common import MAX_SCALING_HISTORY
-from lmoperator.api.service import ServiceConditionType
+from lmoperator.api.service import MetricsSource, ServiceConditionType
+from lmoperator.autoscale import history as autoscale_history
 from lmoperator.autoscale import loop as autoscale_loop
 from lmoperator.autoscale.loop import (
     EVENT_AUTOSCALED,
     EVENT_BLIND,
+    EVENT_HISTORY_UNAVAILABLE,
     EVENT_MANUAL,
+    EVENT_METRIC_UNAVAILABLE,
     REASON_AUTOSCALING_OFF,
     REASON_INVALID_POLICY,
     REASON_METRICS_AVAILABLE,
@@ -44,9 +51,11 @@ from lmoperator.autoscale.loop import (
     REASON_NO_READY_PODS,
     REASON_TOO_FEW_REPORTS,
 )
-from lmoperator.autoscale.policy import Reason
+from lmoperator.autoscale.policy import Reason, Signal
+from lmoperator.autoscale.sources import prometheus
 from lmoperator.builders.defaults import Defaults, with_defaults
-from lmoperator.builders.service import SERVICE_LABEL
+from lmoperator.builders.pods import owner_reference
+from lmoperator.builders.service import SERVICE_LABEL, deployment_name
 from lmoperator.handlers import common
 from lmoperator.handlers.children import (
     DEPLOYMENTS_INDEX,
@@ -60,6 +69,7 @@ from lmoperator.handlers.trainingjob import JOBS_INDEX
 from lmoperator.kube import KubeApi, KubeError
 from lmoperator.operator_metrics import (
     AUTOSCALER_DECISIONS,
+    AUTOSCALER_METRIC_PROBLEMS,
     RECONCILE_DURATION,
     RECONCILE_TOTAL,
     SCALING_ACTIONS,
@@ -95,6 +105,10 @@ class ServerScrape:
         self.loads: dict[str, ServerLoad] = {}
         self.readiness: dict[str, Readiness] = {}
         self.taken_at = taken_at  # seconds since the epoch
+        # Source Prometheus: each metric's query and answer, and when the answers came.
+        self.queries: dict[Signal, str] = {}
+        self.answers: dict[Signal, prometheus.Answer] = {}
+        self.answered_at: float | None = None
 
     @property
     def in_flight(self) -> dict[str, int]:
@@ -250,12 +264,7 @@ def _pass(
             )
         else:
             state.autoscale = None
-        ours = isinstance(service, LMService) and autoscale_loop.own_write(
-            state.autoscale, service.spec.replicas, ref.generation
-        )
-        plan = reconcile(
-            ref, service, status, observed, moment, list(problems), spec_changed=not ours
-        )
+        plan = reconcile(ref, service, status, observed, moment, list(problems))
         if outcome is not None:
             _record(plan, outcome, moment, ref.generation)
         elif isinstance(service, LMService) and service.spec.autoscaling is None:
@@ -292,16 +301,42 @@ def _autoscale(
         state.autoscale = None
         return service, None
     auto = autoscale_loop.autoscaler_state(state.autoscale, autoscaling, SCRAPE_INTERVAL_SECONDS)
+    if auto is not state.autoscale and auto.history is not None:
+        autoscale_loop.seed_forecaster(auto, moment)  # a new spec: a new policy
     state.autoscale = auto
     spec_replicas = service.spec.replicas
     replicas = autoscale_loop.effective_replicas(auto, spec_replicas, ref.generation)
     outcome = None
     if decide:
-        reports = autoscale_loop.pod_reports(pods, scrape.loads, scrape.taken_at)
-        outcome = autoscale_loop.decide(auto, spec_replicas, ref.generation, reports, moment)
+        source = autoscaling.source
+        if source == MetricsSource.PROMETHEUS:
+            reading = prometheus.read(pods, scrape.queries, scrape.answers, scrape.answered_at)
+        else:
+            wanted = frozenset(Signal(m.type.value) for m in autoscaling.metrics)
+            reading = auto.pods_source.read(pods, scrape.loads, scrape.taken_at, wanted)
+        if auto.history is None:
+            _load_history(kube, ref, auto, moment)
+        outcome = autoscale_loop.decide(
+            auto,
+            spec_replicas,
+            ref.generation,
+            reading.reports,
+            moment,
+            reading.problems,
+            source.value,
+        )
+        for problem in outcome.problems:
+            metric = str(problem.signal) if problem.signal is not None else "All"
+            AUTOSCALER_METRIC_PROBLEMS.labels(
+                KIND.kind, source.value, metric, problem.kind.value
+            ).inc()
         d = outcome.decision
         if d is not None:
             AUTOSCALER_DECISIONS.labels(KIND.kind, d.direction, d.reason.value).inc()
+        _save_history(kube, ref, auto, moment)
+        if auto.history_problem:
+            outcome = dataclasses.replace(outcome, history_problem=auto.history_problem)
+            auto.history_problem = ""
         target = outcome.scale_to
         if target is not None:
             written = kube.patch(
@@ -315,6 +350,55 @@ def _autoscale(
         spec = service.spec.model_copy(update={"replicas": replicas})
         service = service.model_copy(update={"spec": spec})
     return service, outcome
+
+
+def _load_history(
+    kube: KubeApi, ref: Any, auto: autoscale_loop.AutoscalerState, moment: datetime
+) -> None:
+    """The metric history from the service's ConfigMap, once per operator process (an
+    operator that restarts or takes over continues it). Unreadable: start afresh, say so."""
+    name = autoscale_history.configmap_name(ref.name)
+    try:
+        found = kube.get(kinds.CONFIG_MAP, ref.namespace, name)
+        loaded = autoscale_history.MetricHistory.from_data((found or {}).get("data"))
+    except KubeError as exc:
+        auto.history_problem = f"Could not read ConfigMap {name}: {exc}; starting a new history"
+        loaded = autoscale_history.MetricHistory()
+    except ValueError as exc:
+        auto.history_problem = f"ConfigMap {name} is not readable ({exc}); it is overwritten"
+        loaded = autoscale_history.MetricHistory()
+    autoscale_loop.history_loaded(auto, loaded, moment)
+
+
+def _save_history(
+    kube: KubeApi, ref: Any, auto: autoscale_loop.AutoscalerState, moment: datetime
+) -> None:
+    """Write the history when a minute closed: a merge patch of the ConfigMap's data, or
+    its creation (owned by the service, so it goes with it)."""
+    data = autoscale_loop.history_to_write(auto, moment)
+    if data is None:
+        return
+    name = autoscale_history.configmap_name(ref.name)
+    try:
+        written = kube.patch(kinds.CONFIG_MAP, ref.namespace, name, {"data": data})
+        if written is None:
+            manifest = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": name,
+                    "namespace": ref.namespace,
+                    "labels": {autoscale_history.HISTORY_LABEL: ref.name},
+                    "ownerReferences": [owner_reference(KIND, ref.name, ref.uid)],
+                },
+                "data": data,
+            }
+            if kube.create(kinds.CONFIG_MAP, ref.namespace, manifest) is None:
+                kube.patch(kinds.CONFIG_MAP, ref.namespace, name, {"data": data})  # raced
+    except KubeError as exc:
+        auto.history_problem = f"Could not write ConfigMap {name}: {exc}; retried next minute"
+        return
+    autoscale_loop.history_written(auto, moment)
 
 
 def _record(plan: Plan, outcome: autoscale_loop.Outcome, now: datetime, generation: int) -> None:
@@ -348,6 +432,14 @@ def _record(plan: Plan, outcome: autoscale_loop.Outcome, now: datetime, generati
         plan.event(
             EVENT_BLIND,
             f"Autoscaling holds: {outcome.condition_message}",
+            warning=True,
+        )
+    if outcome.history_problem:
+        plan.event(EVENT_HISTORY_UNAVAILABLE, outcome.history_problem, warning=True)
+    for problem in outcome.new_problems:
+        plan.event(
+            EVENT_METRIC_UNAVAILABLE,
+            f"{problem.kind.value}: {problem.message}"[: autoscale_loop.MAX_REASON_CHARS],
             warning=True,
         )
     for entry in outcome.entries:
@@ -386,10 +478,34 @@ register_owner_pass(KIND, _child_event_pass)
 register_owner_label(SERVICE_LABEL, KIND)
 
 
+def _prometheus_queries(
+    body: Mapping[str, Any], namespace: str, name: str
+) -> dict[Signal, tuple[str, str]]:
+    """With source Prometheus, each metric's (Prometheus URL, query); else none."""
+    service = parse_service(body)
+    if not isinstance(service, LMService):
+        return {}
+    autoscaling = service.spec.autoscaling
+    if (
+        autoscaling is None
+        or autoscaling.source != MetricsSource.PROMETHEUS
+        or autoscaling.prometheus is None
+    ):
+        return {}
+    url = autoscaling.prometheus.url
+    return {
+        signal: (url, query)
+        for signal, query in prometheus.queries(
+            autoscaling, namespace, deployment_name(name)
+        ).items()
+    }
+
+
 async def scrape_servers(
-    memo: Any, indexes: Mapping[str, Any], namespace: str, name: str
+    memo: Any, indexes: Mapping[str, Any], namespace: str, name: str, *, query: bool = True
 ) -> ServerScrape:
-    """Every live server pod's load and readiness, concurrently."""
+    """Every live server pod's load and readiness, and (`query`, with source Prometheus)
+    the autoscaler's Prometheus queries, all concurrently."""
     body = common.latest(indexes[SERVICES_BODIES_INDEX], (namespace, KIND.kind, name))
     port = int(((body.get("spec") or {}).get("serving") or {}).get("port") or 8000)
     pods = [
@@ -397,8 +513,16 @@ async def scrape_servers(
         for p in server_pods(indexes, namespace, name)
         if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
     ]
-    answers = await asyncio.gather(*(memo.scraper.server(p["status"]["podIP"], port) for p in pods))
+    queries = _prometheus_queries(body, namespace, name) if query else {}
+    answers, prom_answers = await asyncio.gather(
+        asyncio.gather(*(memo.scraper.server(p["status"]["podIP"], port) for p in pods)),
+        asyncio.gather(*(memo.scraper.prometheus_query(url, q) for url, q in queries.values())),
+    )
     scrape = ServerScrape(taken_at=time.time())
+    if queries:
+        scrape.queries = {signal: q for signal, (_, q) in queries.items()}
+        scrape.answers = dict(zip(queries, prom_answers, strict=True))
+        scrape.answered_at = scrape.taken_at
     for pod, (load, readiness) in zip(pods, answers, strict=True):
         pod_name = str(pod["metadata"]["name"])
         if load is not None:
@@ -441,7 +565,10 @@ async def updated(
     uid = str((kwargs["body"].get("metadata") or {}).get("uid") or "")
     if _replicas(new) < _replicas(old) and uid:
         # Rank the pods by their load now, just before the Deployment picks victims.
-        common.STATES.get(uid).metrics = await scrape_servers(memo, kwargs, namespace, name)
+        # Only the pods: this pass ranks them and does not decide.
+        common.STATES.get(uid).metrics = await scrape_servers(
+            memo, kwargs, namespace, name, query=False
+        )
     await asyncio.to_thread(_on_change, memo, namespace, name, kwargs)
 
 

@@ -22,17 +22,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lmoperator import kube
 from lmoperator.api import kinds
+from lmoperator.autoscale import history as autoscale_history
 from lmoperator.builders.pods import INDEX_LABEL
 from lmoperator.builders.service import server_selector
 from lmoperator.builders.trainingjob import worker_selector
 from lmoperator.plugin import describe as describe_page
-from lmoperator.plugin import loglines, tables
+from lmoperator.plugin import loglines, plot, tables
 from lmoperator.plugin.resources import (
     Selection,
     Target,
@@ -483,6 +485,57 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# plot
+
+
+def plot_target(words: list[str]) -> str:
+    """`NAME`, `lms/NAME` or `lms NAME`: an LMService's name."""
+    if len(words) == 1 and "/" not in words[0]:
+        return words[0]
+    target = parse_target(words, "NAME, lms/NAME or lms NAME")
+    if target.kind != kinds.SERVICE:
+        raise UsageError(
+            f"plot draws an LMService's autoscaling history; {target.kind.kind} has none "
+            "(write NAME or lms/NAME)"
+        )
+    return target.name
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    name = plot_target(args.target)
+    try:
+        plot.require_matplotlib()
+    except plot.PlotUnavailableError as exc:
+        raise CommandError(str(exc)) from exc
+    session = connect(args)
+    configmap = autoscale_history.configmap_name(name)
+    try:
+        found = session.api.get(kinds.CONFIG_MAP, session.namespace, configmap)
+    except kube.KubeError as exc:
+        raise session.fail(f"get configmaps/{configmap}", exc) from exc
+    if found is None:
+        raise CommandError(
+            f'no autoscaling history for lmservice "{name}" in namespace "{session.namespace}": '
+            f"ConfigMap {configmap} does not exist (the operator writes it when the first "
+            "minute with spec.autoscaling set closes; check the name and -n)"
+        )
+    try:
+        history = autoscale_history.MetricHistory.from_data(found.get("data"))
+    except ValueError as exc:
+        raise CommandError(f"ConfigMap {configmap} is not an autoscaling history: {exc}") from exc
+    output = Path(args.output or f"{name}-scaling.png")
+    try:
+        series = plot.draw(history, f"lmservice {session.namespace}/{name}", output)
+    except ValueError as exc:
+        raise CommandError(f"nothing to plot for lmservice {name}: {exc}") from exc
+    except OSError as exc:
+        raise CommandError(f"could not write {output}: {exc}") from exc
+    minutes = len(history.buckets)
+    print(f"wrote {output}: {', '.join(series)} over {minutes} minute(s)")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------
 # The command line
 
 
@@ -505,7 +558,7 @@ def connection_options(parser: argparse.ArgumentParser, top: bool) -> None:
 
 
 def add_commands(commands: Any) -> None:
-    """`get`, `scale`, `logs`, `describe` on a parser's subcommands."""
+    """`get`, `scale`, `logs`, `describe`, `plot` on a parser's subcommands."""
     kinds_help = f"kinds: {known_kinds_text()}"
 
     get = commands.add_parser(
@@ -561,3 +614,18 @@ def add_commands(commands: Any) -> None:
     describe.add_argument("target", nargs="+", metavar="KIND/NAME")
     connection_options(describe, top=False)
     describe.set_defaults(func=run_command(cmd_describe))
+
+    plotting = commands.add_parser(
+        "plot",
+        help="draw an autoscaled service's replicas against its load over time (PNG)",
+        description="Read an LMService's autoscaling history (the ConfigMap "
+        "NAME-autoscaler-history: 1-minute buckets, the last 48 hours) and draw its replica "
+        "count against each load signal as a PNG. Needs matplotlib: pip install "
+        "'elasticlm[plot]'.",
+    )
+    plotting.add_argument("target", nargs="+", metavar="NAME|lms/NAME")
+    plotting.add_argument(
+        "-o", "--output", help="the PNG file to write (default: NAME-scaling.png)"
+    )
+    connection_options(plotting, top=False)
+    plotting.set_defaults(func=run_command(cmd_plot))

@@ -24,8 +24,6 @@ from typing import Any
 from lmoperator.api import InvalidResourceError, kinds
 from lmoperator.api.service import (
     LMService,
-    MetricsSource,
-    MetricType,
     ServiceConditionType,
     ServicePhase,
 )
@@ -207,35 +205,6 @@ def problems_of(service: LMService | InvalidResourceError) -> list[str]:
     return validate_server_pod(service) + runtime_problems(service, None)
 
 
-# The metrics the autoscaler reads from a server pod's /metrics (source Pods).
-POD_METRICS = frozenset({MetricType.IN_FLIGHT_REQUESTS, MetricType.QUEUE_DEPTH})
-
-
-def unimplemented_settings(service: LMService) -> list[str]:
-    """Accepted settings the operator does not act on yet: said, never silently ignored."""
-    autoscaling = service.spec.autoscaling
-    if autoscaling is None:
-        return []
-    notes = []
-    if autoscaling.source == MetricsSource.PROMETHEUS:
-        notes.append(
-            "spec.autoscaling.source Prometheus is not implemented yet: the autoscaler reads "
-            "the server pods' /metrics (source Pods) instead"
-        )
-    for metric in autoscaling.metrics:
-        if metric.type not in POD_METRICS:
-            notes.append(
-                f"spec.autoscaling.metrics type {metric.type} is not read from the pods yet and "
-                "is ignored; use InFlightRequests or QueueDepth"
-            )
-    if autoscaling.predictive is not None and autoscaling.predictive.enabled:
-        notes.append(
-            "spec.autoscaling.predictive keeps its load history in operator memory only so "
-            "far: an operator restart starts it over, and it forecasts after two days"
-        )
-    return notes
-
-
 # --------------------------------------------------------------------------------------
 # The pass
 
@@ -251,15 +220,8 @@ def reconcile(
     observed: Observed,
     now: datetime,
     problems: Sequence[str] | None = None,
-    *,
-    spec_changed: bool = True,
 ) -> Plan:
-    """One pass: the plan that moves the children towards the spec, and the new status.
-
-    `spec_changed=False`: a new generation is only the autoscaler's own write of
-    spec.replicas, so what a new spec announces (NotImplemented warnings) is not said
-    again.
-    """
+    """One pass: the plan that moves the children towards the spec, and the new status."""
     plan = Plan()
     new_status: dict[str, Any] = dict(status)
     conditions = Conditions(status.get("conditions"), now, ref.generation)
@@ -287,9 +249,6 @@ def reconcile(
             plan.event(REASON_INVALID, f"The spec is invalid: {message}", warning=True)
         return finish(Phase.FAILED)
 
-    if spec_changed and ref.generation > int(status.get("observedGeneration") or 0):
-        for note in unimplemented_settings(service):
-            plan.event("NotImplemented", note, warning=True)
     namespace = ref.namespace
     new_status["endpoint"] = endpoint(ref.name, namespace)
     if observed.service is None:

@@ -8,7 +8,8 @@ from typing import Any
 
 from lmoperator.api.service import ServiceAutoscaling
 from lmoperator.autoscale import loop
-from lmoperator.autoscale.policy import BLIND_REASONS, Reason, Signal
+from lmoperator.autoscale.policy import BLIND_REASONS, PodReport, Reason, Signal
+from lmoperator.autoscale.sources.pods import PodsSource
 from lmoperator.server_metrics import ServerLoad
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -28,6 +29,12 @@ def pod(
     if deleting:
         meta["deletionTimestamp"] = stamp(T0)
     return {"metadata": meta, "status": {"phase": phase, "conditions": conditions}}
+
+
+def pod_reports(
+    pods: list[dict[str, Any]], loads: dict[str, ServerLoad], scraped_at: float | None
+) -> list[PodReport]:
+    return PodsSource().read(pods, loads, scraped_at).reports
 
 
 def autoscaling(**overrides: Any) -> ServiceAutoscaling:
@@ -55,7 +62,7 @@ def test_pod_reports_carry_readiness_times_and_fresh_values() -> None:
         pod("d", ready_at=T0 - timedelta(seconds=5), deleting=True),
     ]
     loads = {"a": ServerLoad(running=3, waiting=1), "b": ServerLoad()}
-    reports = {r.name: r for r in loop.pod_reports(pods, loads, T0.timestamp())}
+    reports = {r.name: r for r in pod_reports(pods, loads, T0.timestamp())}
     a = reports["a"]
     assert a.ready
     assert a.ready_at == (T0 - timedelta(seconds=10)).timestamp()
@@ -72,7 +79,7 @@ def test_pod_reports_carry_readiness_times_and_fresh_values() -> None:
 
 def test_load_above_target_scales_up_and_is_recorded_with_its_figures() -> None:
     state = state_for()
-    pods = loop.pod_reports(
+    pods = pod_reports(
         [pod("a", ready_at=T0 - timedelta(seconds=60))],
         {"a": ServerLoad(running=4, waiting=2)},
         T0.timestamp(),
@@ -94,7 +101,7 @@ def test_repeated_holds_are_recorded_once() -> None:
     entries = []
     for second in range(5):
         now = T0 + timedelta(seconds=second)
-        pods = loop.pod_reports(ready, {"a": ServerLoad(running=2)}, now.timestamp())
+        pods = pod_reports(ready, {"a": ServerLoad(running=2)}, now.timestamp())
         outcome = loop.decide(state, 1, 1, pods, now)
         assert outcome.scale_to is None
         entries += outcome.entries
@@ -124,7 +131,7 @@ def test_a_change_nobody_here_wrote_is_recorded_as_manual() -> None:
 def test_too_few_reports_hold_and_say_why() -> None:
     state = state_for()
     ready = [pod(n, ready_at=T0 - timedelta(seconds=60)) for n in "abc"]
-    pods = loop.pod_reports(ready, {"a": ServerLoad(running=9)}, T0.timestamp())
+    pods = pod_reports(ready, {"a": ServerLoad(running=9)}, T0.timestamp())
     outcome = loop.decide(state, 3, 1, pods, T0)
     assert outcome.scale_to is None
     assert not outcome.active
@@ -136,7 +143,7 @@ def test_stale_reports_are_missing_not_zero() -> None:
     state = state_for()
     ready = [pod("a", ready_at=T0 - timedelta(seconds=60))]
     old = (T0 - timedelta(seconds=11)).timestamp()  # older than two scrape intervals
-    pods = loop.pod_reports(ready, {"a": ServerLoad(running=0)}, old)
+    pods = pod_reports(ready, {"a": ServerLoad(running=0)}, old)
     outcome = loop.decide(state, 2, 1, pods, T0)
     assert outcome.scale_to is None
     assert outcome.condition_reason == Reason.NO_METRICS.value
@@ -166,16 +173,3 @@ def test_the_condition_reasons_are_the_policys_blind_reasons() -> None:
     assert {loop.REASON_TOO_FEW_REPORTS, loop.REASON_NO_METRICS, loop.REASON_NO_READY_PODS} == {
         r.value for r in BLIND_REASONS
     }
-
-
-def test_own_write_tells_the_autoscalers_generation_from_anyone_elses() -> None:
-    state = state_for()
-    loop.notice_manual(state, 1, 4, T0)
-    assert not loop.own_write(state, 1, 4)  # read, not written here
-    loop.wrote(state, 3, 5)
-    assert loop.own_write(state, 3, 5)
-    assert loop.notice_manual(state, 3, 5, T0) is None
-    assert loop.own_write(state, 3, 5)
-    loop.notice_manual(state, 2, 6, T0)  # kubectl scale
-    assert not loop.own_write(state, 2, 6)
-    assert not loop.own_write(None, 2, 6)
