@@ -19,8 +19,9 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-# tiny preset (context 128) x globalBatchSize 12: 1536 tokens a step.
-TOKENS_PER_STEP = 1536
+GLOBAL_BATCH = 16  # one micro-batch of 4 for each of up to 4 workers
+# tiny preset (context 128) x GLOBAL_BATCH: tokens a step.
+TOKENS_PER_STEP = 128 * GLOBAL_BATCH
 # One worker: a step in 1.2 s; every size's step time follows the curve.
 T1 = TOKENS_PER_STEP / 1.2
 
@@ -42,7 +43,7 @@ def autoscaled(job: Job, *, alpha: float, cpu: str, **autoscaling: Any) -> dict[
         },
         "training": {
             "steps": 5000,  # never reached: the test ends the job
-            "globalBatchSize": 12,
+            "globalBatchSize": GLOBAL_BATCH,
             "microBatchSize": 4,
             "learningRate": 0.003,
             "seed": 3,
