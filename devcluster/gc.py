@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from devcluster import scheduler
+from devcluster import scheduler, scheduling
 from devcluster.apiserver.options import Ctx, DeleteOptions
 from devcluster.resources.crds import CRD_CLEANUP_FINALIZER
 from devcluster.resources.registry import Registry
@@ -119,6 +119,7 @@ class Controllers:
         self._crds = False
         self._claims = False
         self._scheduling = False
+        self._unbound: set[str] = set()
         self._scheduled_notes: dict[str, str] = {}
         self._endpoints: set[str] = set()
         self._handle: asyncio.TimerHandle | None = None
@@ -131,11 +132,14 @@ class Controllers:
         for gr, obj in store.all_objects():
             m = obj["metadata"]
             self._index(StoreEvent(0, "ADDED", gr, m.get("namespace", ""), m["name"], obj, None))
+            if gr == PODS and scheduling.is_unscheduled(obj):
+                self._unbound.add(str(m.get("uid") or ""))
             if m.get("deletionTimestamp"):
                 self._dirty_owners.add(m["uid"])
         store.add_listener(self.on_event)
         # whatever the snapshot left half-done
-        self._namespaces = self._crds = self._claims = self._scheduling = True
+        self._namespaces = self._crds = self._claims = True
+        self._scheduling = bool(self._unbound)
         self._endpoints.update(o["metadata"]["name"] for o in self.cluster.store.items(NAMESPACES))
 
     def start(self) -> None:
@@ -166,12 +170,17 @@ class Controllers:
         if event.gr == CLAIMS and deleting:
             self._claims = True
         if event.gr == PODS:
+            # Pods waiting for room, by uid: only while there are some do a pod's end or
+            # termination (room freed) call for a scheduling pass.
             phase = as_dict(event.obj.get("status")).get("phase")
-            self._scheduling = (
-                self._scheduling
-                or deleting
-                or phase in ("Succeeded", "Failed")
-                or not as_dict(event.obj.get("spec")).get("nodeName")
+            uid = str(meta.get("uid") or "")
+            if event.type != "DELETED" and scheduling.is_unscheduled(event.obj):
+                self._unbound.add(uid)
+            else:
+                self._unbound.discard(uid)
+            self._scheduling = self._scheduling or bool(
+                self._unbound
+                and (deleting or phase in ("Succeeded", "Failed") or uid in self._unbound)
             )
             self._claims = (
                 self._claims
@@ -179,7 +188,7 @@ class Controllers:
                 or as_dict(event.obj.get("status")).get("phase") in ("Succeeded", "Failed")
             )
         if event.gr == NODES:
-            self._scheduling = True
+            self._scheduling = self._scheduling or bool(self._unbound)
         if event.gr in (PODS, SERVICES, ENDPOINTS, SLICES):
             self._endpoints.add(event.namespace)
         if event.namespace and self._namespace_terminating(event.namespace):

@@ -21,9 +21,9 @@ What it promises (docs/autoscaling.md has the algorithm and every reason code):
 - One writer of spec.replicas within min/max, as for LMService (autoscale/loop.py's
   ownership rules): a change of spec.replicas this operator did not write is recorded by
   the reconciler as a manual decision, and counts as a rescale for the cooldown.
-- The cooldown is measured from the newest scale in status.scalingHistory, so an
-  operator that restarts keeps it; the observations live in memory and are measured
-  again after a restart.
+- The cooldown and the backoff are measured from the newest scale and the newest
+  PendingTimeout in status.scalingHistory, so an operator that restarts keeps them; the
+  observations live in memory and are measured again after a restart.
 """
 
 from __future__ import annotations
@@ -163,6 +163,14 @@ def wrote(state: JobAutoscalerState, replicas: int, generation: int) -> None:
     """This operator wrote spec.replicas; `generation` is the object's after the write."""
     state.written_replicas = replicas
     state.written_generation = generation
+
+
+def last_backoff_time(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """When the newest PendingTimeout decision in status.scalingHistory was taken."""
+    for entry in reversed(history):
+        if str(entry.get("reason") or "").startswith(f"{TrainingReason.PENDING_TIMEOUT.value}:"):
+            return _seconds(entry.get("time"))
+    return None
 
 
 def last_rescale_time(history: Sequence[Mapping[str, Any]]) -> float | None:
@@ -337,6 +345,10 @@ def decide(
             "steps of its round)",
         )
     ceiling = max_workers
+    backed_off_at = last_backoff_time(history)  # so that a restarted operator keeps it
+    if backed_off_at is not None:
+        until = backed_off_at + spec.backoff_seconds
+        state.backoff_until = max(state.backoff_until or until, until)
     if state.backoff_until is not None and now < state.backoff_until:
         ceiling = max(min_workers, min(max_workers, current))
         figures["backoffRemainingSeconds"] = round(state.backoff_until - now, 1)

@@ -266,3 +266,19 @@ def test_worker_reports_from_pod_bodies() -> None:
     (r,) = jobloop.worker_reports([pod], {}, 42.0, "elasticlm.io/index")
     assert r.metrics is None
     assert r.scraped_at is None
+
+
+def test_the_backoff_survives_a_restart_through_the_history() -> None:
+    state = JobAutoscalerState()  # a fresh operator: nothing in memory
+    state.observations = {n: deque([CURVE.throughput(n)]) for n in (1, 2)}
+    when = datetime.fromtimestamp(T0 - 30, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    history: list[dict[str, object]] = [
+        {"time": when, "from": 3, "to": 2, "reason": "PendingTimeout: worker 2 stayed Pending"}
+    ]
+    out = run(state, 2, workers(2, T0, step=10), T0, history=history, minEfficiency=0.5)
+    assert out is not None
+    assert out.decision.reason == TrainingReason.CAPACITY_BACKOFF
+    later = T0 + 100
+    out = run(state, 2, workers(2, later, step=20), later, history=history, minEfficiency=0.5)
+    assert out is not None
+    assert out.scale_to == 3
