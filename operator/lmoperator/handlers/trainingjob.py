@@ -327,8 +327,10 @@ def _autoscale(
                 replicas = target
     if replicas != spec.replicas:
         job = job.model_copy(update={"spec": spec.model_copy(update={"replicas": replicas})})
-    ours = auto.written_replicas if auto.written_replicas == replicas else None
-    return job, outcome, ours
+    # The autoscaler's own write: the body has not moved past it (a later generation is
+    # someone else's change, even back to the same count).
+    own = auto.written_replicas == replicas and ref.generation <= auto.written_generation
+    return job, outcome, replicas if own else None
 
 
 def _record(plan: Plan, outcome: jobloop.JobOutcome, now: datetime, generation: int) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from lmoperator.autoscale import jobloop
 from lmoperator.handlers import common
 from lmoperator.handlers.trainingjob import JobAutoscale, _autoscale, _record
 from lmoperator.reconcile.trainingjob import Observed, job_ref, observe_job_pod, reconcile
@@ -161,3 +162,25 @@ def test_policy_none_clears_the_state() -> None:
     assert outcome is None
     assert ours is None
     assert typed is job
+
+
+def test_a_manual_change_back_to_the_autoscalers_count_is_manual() -> None:
+    job = make_job(
+        replicas=3,
+        elastic={"minReplicas": 1, "maxReplicas": 4},
+        autoscaling={"policy": "Throughput"},
+    )
+    state = common.ObjectState()
+    kube = ScaleRecorder(generation=1)
+    _autoscale(kube, job_ref("train", "ns", "uid-5", 1), job, state, [], {}, NOW, decide=False)
+    holder = state.autoscale
+    assert isinstance(holder, JobAutoscale)
+    jobloop.wrote(holder.loop, 3, generation=2)
+    _, _, ours = _autoscale(
+        kube, job_ref("train", "ns", "uid-5", 2), job, state, [], {}, NOW, decide=False
+    )
+    assert ours == 3  # the body of the write itself
+    _, _, ours = _autoscale(
+        kube, job_ref("train", "ns", "uid-5", 4), job, state, [], {}, NOW, decide=False
+    )
+    assert ours is None  # generation 4: someone scaled away and back
