@@ -126,6 +126,17 @@ def test_throughput_grows_from_min_and_stops_where_efficiency_drops(big_node: Lo
         described = kubectl_lm(big_node.kubeconfig, job.ns, "describe", f"lmtj/{job.name}").stdout
         assert "GrowWhileEfficient" in described
         assert "AtBestSize" in described
+        # A manual scale is recorded as one; the autoscaler owns spec.replicas and may
+        # take it back to the best size once it has measured the new one again.
+        job.scale(2)
+        job.wait(
+            "the manual scale recorded",
+            lambda s: any(
+                h["reason"].startswith("Manual: spec.replicas 3 → 2")
+                for h in s.get("scalingHistory") or []
+            ),
+            timeout=30,
+        )
     finally:
         end(job)
 
