@@ -16,6 +16,8 @@ from pathlib import Path
 
 from devcluster import DEFAULT_KUBERNETES_VERSION
 from devcluster.paths import default_state_dir
+from devcluster.podspec.env import parse_quantity
+from devcluster.scheduling import DEFAULT_NODE_CPU, DEFAULT_NODE_MEMORY
 
 
 def current_file() -> Path:
@@ -71,11 +73,39 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "devcluster runs as root, with volumes and the service-account token at their "
         "real paths)",
     )
+    up.add_argument(
+        "--node-cpu",
+        type=_quantity,
+        default=DEFAULT_NODE_CPU,
+        metavar="QUANTITY",
+        help="CPU the node offers to pods' requests, e.g. 2 or 1500m; a pod whose requests "
+        f"do not fit stays Pending (Unschedulable) until others end (default: {DEFAULT_NODE_CPU})",
+    )
+    up.add_argument(
+        "--node-memory",
+        type=_quantity,
+        default=DEFAULT_NODE_MEMORY,
+        metavar="QUANTITY",
+        help=f"memory the node offers to pods' requests, e.g. 8Gi (default: {DEFAULT_NODE_MEMORY})",
+    )
     up.set_defaults(func=cmd_up)
 
     down = commands.add_parser("down", help="stop the running devcluster")
     down.add_argument("--state-dir", help="the --state-dir it was started with")
     down.set_defaults(func=cmd_down)
+
+
+def _quantity(text: str) -> str:
+    """A resource quantity for a `local up` flag, checked (argparse names the flag)."""
+    try:
+        value = parse_quantity(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Kubernetes quantity (e.g. 4, 1500m, 8Gi)"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than zero")
+    return text
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -99,6 +129,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         anonymous=args.unauthenticated,
         tls=not args.no_tls,
         mount_namespaces=False if args.no_mount_namespaces else None,
+        node_cpu=args.node_cpu,
+        node_memory=args.node_memory,
     )
 
     async def run() -> None:

@@ -37,6 +37,7 @@ from devcluster.apiserver.app import create_app
 from devcluster.auth.pki import Pki, ensure_pki
 from devcluster.kubelet.node import Kubelet
 from devcluster.proxy import ServiceProxy
+from devcluster.scheduling import DEFAULT_NODE_CPU, DEFAULT_NODE_MEMORY
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ class DevCluster:
     tls: bool = True
     #: Private mount namespaces for containers (None: when the machine allows).
     mount_namespaces: bool | None = None
+    #: What the node offers to pods' requests (quantities); pods that do not fit wait.
+    node_cpu: str = DEFAULT_NODE_CPU
+    node_memory: str = DEFAULT_NODE_MEMORY
     url: str = field(init=False, default="")
     https_url: str = field(init=False, default="")
     admin_token: str = field(init=False, default="")
@@ -133,6 +137,8 @@ class DevCluster:
             anonymous=self.anonymous,
             audit_log=self.audit_log,
             ca_cert=self.pki.ca_cert if self.pki is not None else None,
+            node_cpu=self.node_cpu,
+            node_memory=self.node_memory,
         )
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()

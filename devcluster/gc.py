@@ -14,6 +14,8 @@
 - CRD clean-up: a CRD being deleted has all its custom resources deleted; when none is
   left, the `customresourcecleanup.apiextensions.k8s.io` finalizer goes, and with the
   CRD, the resource type.
+- Scheduling: pods that waited for room on the node are bound once their requests
+  fit (devcluster.scheduler, devcluster.scheduling).
 - PVC protection: the `kubernetes.io/pvc-protection` finalizer of a claim being deleted
   goes once no running pod uses the claim.
 - Event expiry: events last seen more than an hour ago are deleted (kube-apiserver's
@@ -41,6 +43,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from devcluster import scheduler, scheduling
 from devcluster.apiserver.options import Ctx, DeleteOptions
 from devcluster.resources.crds import CRD_CLEANUP_FINALIZER
 from devcluster.resources.registry import Registry
@@ -58,6 +61,7 @@ PODS: GroupResource = ("", "pods")
 SERVICES: GroupResource = ("", "services")
 ENDPOINTS: GroupResource = ("", "endpoints")
 CLAIMS: GroupResource = ("", "persistentvolumeclaims")
+NODES: GroupResource = ("", "nodes")
 CRDS: GroupResource = ("apiextensions.k8s.io", "customresourcedefinitions")
 EVENTS: GroupResource = ("", "events")
 EVENT_TTL_SECONDS = 3600.0  # as kube-apiserver's default --event-ttl
@@ -114,6 +118,9 @@ class Controllers:
         self._namespaces = False
         self._crds = False
         self._claims = False
+        self._scheduling = False
+        self._unbound: set[str] = set()
+        self._scheduled_notes: dict[str, str] = {}
         self._endpoints: set[str] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -125,11 +132,14 @@ class Controllers:
         for gr, obj in store.all_objects():
             m = obj["metadata"]
             self._index(StoreEvent(0, "ADDED", gr, m.get("namespace", ""), m["name"], obj, None))
+            if gr == PODS and scheduling.is_unscheduled(obj):
+                self._unbound.add(str(m.get("uid") or ""))
             if m.get("deletionTimestamp"):
                 self._dirty_owners.add(m["uid"])
         store.add_listener(self.on_event)
         # whatever the snapshot left half-done
         self._namespaces = self._crds = self._claims = True
+        self._scheduling = bool(self._unbound)
         self._endpoints.update(o["metadata"]["name"] for o in self.cluster.store.items(NAMESPACES))
 
     def start(self) -> None:
@@ -160,11 +170,25 @@ class Controllers:
         if event.gr == CLAIMS and deleting:
             self._claims = True
         if event.gr == PODS:
+            # Pods waiting for room, by uid: only while there are some do a pod's end or
+            # termination (room freed) call for a scheduling pass.
+            phase = as_dict(event.obj.get("status")).get("phase")
+            uid = str(meta.get("uid") or "")
+            if event.type != "DELETED" and scheduling.is_unscheduled(event.obj):
+                self._unbound.add(uid)
+            else:
+                self._unbound.discard(uid)
+            self._scheduling = self._scheduling or bool(
+                self._unbound
+                and (deleting or phase in ("Succeeded", "Failed") or uid in self._unbound)
+            )
             self._claims = (
                 self._claims
                 or deleting
                 or as_dict(event.obj.get("status")).get("phase") in ("Succeeded", "Failed")
             )
+        if event.gr == NODES:
+            self._scheduling = self._scheduling or bool(self._unbound)
         if event.gr in (PODS, SERVICES, ENDPOINTS, SLICES):
             self._endpoints.add(event.namespace)
         if event.namespace and self._namespace_terminating(event.namespace):
@@ -204,6 +228,7 @@ class Controllers:
             or self._namespaces
             or self._crds
             or self._claims
+            or self._scheduling
             or (endpoints and self._endpoints)
         )
 
@@ -236,6 +261,9 @@ class Controllers:
             if self._claims:
                 self._claims = False
                 self.claim_pass()
+            if self._scheduling:
+                self._scheduling = False
+                scheduler.schedule_pass(self.cluster, self._scheduled_notes)
             if self._endpoints and endpoints:
                 pending, self._endpoints = self._endpoints, set()
                 for namespace in sorted(pending):

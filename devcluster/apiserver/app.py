@@ -21,6 +21,7 @@ from devcluster.auth.audit import AuditLog
 from devcluster.auth.controllers import AuthControllers
 from devcluster.auth.tokens import TokenSigner
 from devcluster.gc import Controllers
+from devcluster.scheduling import DEFAULT_NODE_CPU, DEFAULT_NODE_MEMORY
 from devcluster.workloads.loop import WorkloadControllers
 
 
@@ -38,6 +39,8 @@ def create_app(
     anonymous: str = "admin",
     audit_log: Path | str | None = None,
     ca_cert: bytes | None = None,
+    node_cpu: str = DEFAULT_NODE_CPU,
+    node_memory: str = DEFAULT_NODE_MEMORY,
 ) -> web.Application:
     """The API server as an aiohttp application.
 
@@ -56,7 +59,7 @@ def create_app(
     output; none by default); `ca_cert` (PEM) is the CA of the HTTPS endpoint, published
     to every namespace as the ConfigMap kube-root-ca.crt. With `persist`, the key that
     signs service-account tokens is kept in `state_dir/pki` so that tokens survive a
-    restart.
+    restart. `node_cpu` and `node_memory` are what the node offers to pods' requests.
     """
     cluster = Cluster(
         state_dir,
@@ -65,6 +68,8 @@ def create_app(
         simulate=simulate,
         kubernetes_version=kubernetes_version,
         history_size=history_size,
+        node_cpu=node_cpu,
+        node_memory=node_memory,
     )
     cluster.root_ca = ca_cert is not None
     key_file = state_dir / "pki" / "service-account.key" if (persist and state_dir) else None

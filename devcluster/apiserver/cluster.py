@@ -45,6 +45,7 @@ from devcluster.resources.jsonpath import json_path_field, json_path_get, json_p
 from devcluster.resources.registry import Registry
 from devcluster.resources.times import normalize_times
 from devcluster.resources.types import IMMORTAL_NAMESPACES, INITIAL_NAMESPACES, Env, ResourceType
+from devcluster.scheduling import DEFAULT_NODE_CPU, DEFAULT_NODE_MEMORY
 from devcluster.store import APIError, Obj, Store, bad_request, now, rfc3339
 from devcluster.values import as_dict, as_list
 
@@ -72,6 +73,8 @@ class Cluster:
         kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
         history_size: int = 20000,
         snapshot_delay: float = 0.3,
+        node_cpu: str = DEFAULT_NODE_CPU,
+        node_memory: str = DEFAULT_NODE_MEMORY,
     ) -> None:
         self.state_dir = state_dir
         snapshot = paths.snapshot_file(state_dir) if (persist and state_dir is not None) else None
@@ -82,6 +85,8 @@ class Cluster:
         self.node_name = node_name
         self.simulate = simulate
         self.kubernetes_version = kubernetes_version
+        self.node_cpu = node_cpu
+        self.node_memory = node_memory
         #: Set when the cluster serves HTTPS with its own CA (kube-root-ca.crt is published).
         self.root_ca = False
         self._bootstrap()
@@ -106,7 +111,9 @@ class Cluster:
             self.ensure_service_account(namespace["metadata"]["name"])
         self.ensure_bootstrap_policy()
         node_type = self.rt("", "v1", "nodes")
-        node = node_object(self.node_name, self.kubernetes_version)
+        node = node_object(
+            self.node_name, self.kubernetes_version, cpu=self.node_cpu, memory=self.node_memory
+        )
         if self.store.get(node_type.gr, "", self.node_name) is None:
             self.create(node_type, None, node, ctx)
         else:  # a restart: this process's versions and a fresh heartbeat

@@ -7,19 +7,36 @@ import os
 import platform
 from pathlib import Path
 
+from devcluster.scheduling import DEFAULT_NODE_CPU, DEFAULT_NODE_MEMORY
 from devcluster.store import Obj, rfc3339
 
 
-def node_object(node_name: str, kubernetes_version: str) -> Obj:
+def machine_resources() -> tuple[str, str]:
+    """This machine's CPUs and memory, as quantities."""
     cpus = os.cpu_count() or 1
     memory_kib = 0
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 memory_kib = int(line.split()[1])
+    return str(cpus), f"{memory_kib}Ki"
+
+
+def node_object(
+    node_name: str,
+    kubernetes_version: str,
+    *,
+    cpu: str = DEFAULT_NODE_CPU,
+    memory: str = DEFAULT_NODE_MEMORY,
+) -> Obj:
+    """The Node, offering `cpu` and `memory` to pods (capacity = allocatable): what the
+    scheduler fits pods' requests into (devcluster/scheduling.py). The defaults are
+    larger than this machine, so requests decide nothing unless a test says so; the
+    machine's own figures are in the `devcluster.elasticlm.io/machine-*` annotations."""
+    machine_cpu, machine_memory = machine_resources()
     machine = platform.machine()
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
-    capacity = {"cpu": str(cpus), "memory": f"{memory_kib}Ki", "pods": "10000"}
+    capacity = {"cpu": cpu, "memory": memory, "pods": "10000"}
     stamp = rfc3339()
     return {
         "metadata": {
@@ -31,6 +48,10 @@ def node_object(node_name: str, kubernetes_version: str) -> Obj:
                 "beta.kubernetes.io/os": "linux",
                 "beta.kubernetes.io/arch": arch,
                 "node-role.kubernetes.io/control-plane": "",
+            },
+            "annotations": {
+                "devcluster.elasticlm.io/machine-cpu": machine_cpu,
+                "devcluster.elasticlm.io/machine-memory": machine_memory,
             },
         },
         "spec": {"podCIDR": "127.10.0.0/16"},

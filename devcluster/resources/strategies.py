@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+from devcluster import scheduling
 from devcluster.podspec.status import qos_class
 from devcluster.resources.fields import (
     CONFIG_KEY,
@@ -67,6 +68,16 @@ def default_pod_template_spec(spec: Obj) -> None:
                 _default_container(c)
 
 
+def _lacking(env: Env, pod: Obj) -> list[str]:
+    """What the node lacks for `pod` (empty: it fits, or there is no Node object). As
+    with kube-scheduler, a pod that fits is bound even while a larger one waits."""
+    node = env.store.get(("", "nodes"), "", env.node_name)
+    if node is None:
+        return []
+    load = scheduling.node_load(env.store.items(("", "pods")), env.node_name)
+    return scheduling.insufficient(pod, scheduling.node_allocatable(node), load)
+
+
 class PodStrategy(Strategy):
     def prepare_create(self, env: Env, rt: ResourceType, obj: Obj) -> None:
         spec = obj.setdefault("spec", {})
@@ -80,19 +91,20 @@ class PodStrategy(Strategy):
         spec.setdefault("enableServiceLinks", True)
         spec.setdefault("priority", 0)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+        condition = scheduling.scheduled_condition(rfc3339())
         if not spec.get("nodeName"):
-            spec["nodeName"] = env.node_name  # "scheduled" to the one node
+            # Scheduled to the one node when its requests fit there (devcluster/scheduling.py);
+            # otherwise left unbound, Pending, for the scheduling pass to bind later.
+            lacking = _lacking(env, obj)
+            if lacking:
+                message = scheduling.unschedulable_message(lacking)
+                condition = scheduling.unschedulable_condition(message, rfc3339())
+            else:
+                spec["nodeName"] = env.node_name
         obj["status"] = {
             "phase": "Pending",
             "qosClass": qos_class(obj),
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "True",
-                    "lastProbeTime": None,
-                    "lastTransitionTime": rfc3339(),
-                }
-            ],
+            "conditions": [condition],
         }
 
     def prepare_update(self, env: Env, rt: ResourceType, new: Obj, old: Obj) -> None:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,10 +171,14 @@ def devcluster_running(
 
 @contextmanager
 def local_stack(
-    state_dir: Path, namespaces: list[str] | None = None, operator: bool = True
+    state_dir: Path,
+    namespaces: list[str] | None = None,
+    operator: bool = True,
+    devcluster_args: Sequence[str] = (),
 ) -> Iterator[LocalStack]:
-    """devcluster with the CRDs installed and (by default) the operator running."""
-    with devcluster_running(state_dir) as (_, info):
+    """devcluster (started with `devcluster_args`, e.g. `--node-cpu 2`) with the CRDs
+    installed and (by default) the operator running."""
+    with devcluster_running(state_dir, *devcluster_args) as (_, info):
         kubeconfig = Path(info["kubeconfig"])
         api = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig)

@@ -32,8 +32,8 @@ SCALING_ACTIONS = Counter(
 )
 AUTOSCALER_DECISIONS = Counter(
     "elasticlm_autoscaler_decisions_total",
-    "Autoscaler decisions (one per pass of a service's loop), by resource kind, direction "
-    "(up, down, hold) and reason code (docs/autoscaling.md).",
+    "Autoscaler decisions (one per decision of an LMService's or LMTrainingJob's loop), by "
+    "kind, direction (up, down, hold) and reason code (docs/autoscaling.md).",
     ["kind", "direction", "reason"],
 )
 AUTOSCALER_METRIC_PROBLEMS = Counter(

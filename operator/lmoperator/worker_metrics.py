@@ -23,6 +23,7 @@ LAST_CHECKPOINT_STEP = "elasticlm_train_last_checkpoint_step"
 LAST_CHECKPOINT_TIME = "elasticlm_train_last_checkpoint_timestamp_seconds"
 CHECKPOINT_SECONDS = "elasticlm_train_checkpoint_seconds"
 GROUP_FAILURES = "elasticlm_train_group_failures_total"
+REFORM_SECONDS = "elasticlm_train_reform_seconds"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class WorkerMetrics:
     last_checkpoint_time: float | None = None
     checkpoint_seconds: float | None = None
     group_failures: int | None = None
+    reform_seconds: float | None = None  # the latest round's forming and state hand-over
 
 
 # One sample line of the text exposition format: name, optional {labels}, value,
@@ -104,4 +106,5 @@ def parse_worker_metrics(text: str) -> WorkerMetrics:
         last_checkpoint_time=values.get(LAST_CHECKPOINT_TIME),
         checkpoint_seconds=values.get(CHECKPOINT_SECONDS),
         group_failures=integer(GROUP_FAILURES),
+        reform_seconds=values.get(REFORM_SECONDS),
     )

@@ -191,6 +191,8 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {
     # checks the ConfigMap's creation, owner and garbage collection).
     ("", "configmaps", "create"): "an autoscaled LMService's history, once a minute closes",
     ("", "configmaps", "patch"): "an autoscaled LMService's history, once a minute closes",
+    # tests/integration/test_training_autoscale.py runs the job autoscaler.
+    ("elasticlm.io", "lmtrainingjobs/scale", "patch"): "an autoscaled LMTrainingJob's size",
 }
 
 #: Leader election in the HA phase, fast enough for a test: a standby takes over at most

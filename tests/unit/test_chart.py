@@ -353,6 +353,7 @@ def test_cluster_rbac_covers_what_the_operator_calls() -> None:
     assert rules[("", "pods")] == {"list", "watch", "create", "delete", "patch"}
     assert rules[("apps", "deployments/scale")] == {"patch"}
     assert rules[("elasticlm.io", "lmservices/scale")] == {"patch"}  # the autoscaler
+    assert rules[("elasticlm.io", "lmtrainingjobs/scale")] == {"patch"}  # the job's autoscaler
     assert rules[("", "events")] == {"create"}
     assert rules[("apiextensions.k8s.io", "customresourcedefinitions")] == {"list", "watch"}
     # The autoscaler's history: read by name once, written by patch or create.

@@ -62,6 +62,8 @@ from lmworker.metrics import TrainMetrics
 from lmworker.metrics import serve as serve_metrics
 from lmworker.model import LlamaModel, init_weights
 from lmworker.precision import PrecisionError, resolve_precision
+from lmworker.synthetic import SYNTHETIC_SCALING_ENV, SyntheticScaling
+from lmworker.synthetic import parse as parse_synthetic
 from lmworker.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 
 log = logging.getLogger("lmworker.train")
@@ -468,10 +470,18 @@ def write_termination_message(info: dict[str, Any]) -> None:
 
 
 class ElasticWorker:
-    def __init__(self, cfg: WorkerConfig, trainer: Trainer, metrics: TrainMetrics) -> None:
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        trainer: Trainer,
+        metrics: TrainMetrics,
+        synthetic: SyntheticScaling | None = None,
+    ) -> None:
         from lmworker.elastic import Membership
 
         self.cfg = cfg
+        self.synthetic = synthetic
+        self._slower_than_curve = False
         self.trainer = trainer
         self.metrics = metrics
         self.reporter = Reporter(trainer, metrics)
@@ -617,7 +627,7 @@ class ElasticWorker:
                     agree=lambda: 1.0 if self.membership.changed_since(rnd) else 0.0,
                 )
                 loss = result.global_loss()
-                seconds = time.monotonic() - t0
+                seconds = self._pace(time.monotonic() - t0, rnd.world_size)
                 self.reporter.step(loss, seconds, rnd.rank, rnd.world_size, rnd.number)
                 if not ddp_mode and tr.step % t.local_sgd_sync_steps == 0:
                     tr.average_parameters(rnd.world_size)
@@ -634,6 +644,26 @@ class ElasticWorker:
             self.metrics.ready.clear()
             del module
             gc.collect()
+
+    def _pace(self, seconds: float, world_size: int) -> float:
+        """The step's duration to report: as measured, or (with a synthetic scaling
+        curve, lmworker/synthetic.py) the curve's, after sleeping out the difference."""
+        if self.synthetic is None:
+            return seconds
+        target = self.synthetic.step_seconds(self.trainer.tokens_per_step(), world_size)
+        if seconds <= target:
+            time.sleep(target - seconds)
+            return target
+        if not self._slower_than_curve:
+            self._slower_than_curve = True
+            log.warning(
+                "a step took %.3fs, longer than the synthetic curve's %.3fs at world size %d: "
+                "reporting measured durations while that lasts (lower t1)",
+                seconds,
+                target,
+                world_size,
+            )
+        return seconds
 
     def _checkpoint(self, rnd: Any, local_sgd_averaged: bool) -> None:
         if not local_sgd_averaged:
@@ -760,6 +790,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--torchrun", action="store_true", help="run under torchrun (ranks from the environment)"
     )
+    parser.add_argument(
+        "--synthetic-scaling",
+        metavar="t1=T1,alpha=ALPHA",
+        default=os.environ.get(SYNTHETIC_SCALING_ENV),
+        help="test and benchmark aid: pace steps so that the job's tokens/s follows "
+        "n*T1/(1+ALPHA*(n-1)) at world size n (default: $" + SYNTHETIC_SCALING_ENV + ")",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
@@ -781,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.set_device(device)
         choose_backend(device, os.environ.get(BACKEND_ENV))  # a bad value fails here
         trainer = Trainer(cfg, device)
+        synthetic = parse_synthetic(args.synthetic_scaling) if args.synthetic_scaling else None
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         write_termination_message({"completed": False, "permanent": True, "error": str(exc)})
@@ -790,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         info = run_torchrun(cfg, trainer, metrics)
     else:
-        worker = ElasticWorker(cfg, trainer, metrics)
+        worker = ElasticWorker(cfg, trainer, metrics, synthetic)
         signal.signal(signal.SIGTERM, lambda *_: worker.request_leave())
         info = worker.run()
         worker.membership.close()

@@ -56,9 +56,10 @@ class TrainingAutoscaling(ApiModel):
         AutoscalingPolicy.NONE,
         description="None (manual scaling only), Throughput (grow towards the most tokens/s "
         "while each added worker's marginal efficiency stays >= minEfficiency) or Goodput "
-        "(tokens trained per second of wall time, with the rescale downtime the job measured "
-        "counted as zero: a rescale is taken only if it pays for its downtime within the "
-        "cooldown).",
+        "(goodput: tokens trained per second of wall time, with the rescale downtime the "
+        "workers measured (elasticlm_train_reform_seconds) counted as seconds that train "
+        "nothing; a rescale is taken only if it trains more tokens than staying over the "
+        "cooldown that follows it, downtime included).",
     )
     min_efficiency: float = Field(
         0.7,
@@ -72,6 +73,20 @@ class TrainingAutoscaling(ApiModel):
     )
     cooldown_seconds: int = Field(
         120, ge=0, le=86400, description="Minimum time between two automatic rescales."
+    )
+    pending_timeout_seconds: int = Field(
+        60,
+        ge=5,
+        le=86400,
+        description="A new worker pod still Pending (no node with room for its requests) "
+        "after this long is removed again and the job backs off to the workers it has.",
+    )
+    backoff_seconds: int = Field(
+        600,
+        ge=0,
+        le=86400,
+        description="After a scale-up failed for lack of capacity (pendingTimeoutSeconds), "
+        "no scale-up is tried for this long.",
     )
 
 
@@ -574,6 +589,7 @@ class TrainingConditionType(enum.StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    SCALING_ACTIVE = "ScalingActive"
 
 
 class CheckpointRecord(ApiModel):

@@ -47,6 +47,13 @@ class TrainingReason(enum.StrEnum):
     RESCALE_NOT_WORTH_IT = "RescaleNotWorthIt"
     BELOW_MINIMUM = "BelowMinimum"
     ABOVE_MAXIMUM = "AboveMaximum"
+    # Reasons of the loop around decide_training (autoscale/jobloop.py).
+    NO_READY_PODS = "NoReadyPods"
+    TOO_FEW_REPORTS = "TooFewReports"
+    NO_METRICS = "NoMetrics"
+    RESCALE_IN_PROGRESS = "RescaleInProgress"
+    PENDING_TIMEOUT = "PendingTimeout"
+    CAPACITY_BACKOFF = "CapacityBackoff"
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,14 @@ class TrainingDecision:
     reason: TrainingReason
     message: str
     figures: dict[str, float]
+
+    @property
+    def direction(self) -> str:
+        if self.desired > self.current:
+            return "up"
+        if self.desired < self.current:
+            return "down"
+        return "hold"
 
 
 def decide_training(

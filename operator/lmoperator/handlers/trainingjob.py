@@ -25,15 +25,31 @@ from typing import Any
 import kopf
 
 from lmoperator.api import InvalidResourceError, LMTrainingJob, kinds, parse_resource
+from lmoperator.api.common import MAX_SCALING_HISTORY
+from lmoperator.api.trainingjob import AutoscalingPolicy, TrainingConditionType
+from lmoperator.autoscale import jobloop
+from lmoperator.autoscale.jobloop import (
+    EVENT_AUTOSCALED,
+    EVENT_BACKOFF,
+    EVENT_BLIND,
+    REASON_AUTOSCALING_OFF,
+    REASON_MEASURING,
+)
 from lmoperator.builders.defaults import Defaults, with_defaults
+from lmoperator.builders.pods import INDEX_LABEL
 from lmoperator.builders.trainingjob import ROLE_WORKER
 from lmoperator.handlers import common
 from lmoperator.handlers.children import PODS_INDEX, SERVICES_INDEX, register_owner_pass
 from lmoperator.kube import KubeApi, KubeError
-from lmoperator.operator_metrics import RECONCILE_DURATION, RECONCILE_TOTAL, SCALING_ACTIONS
+from lmoperator.operator_metrics import (
+    AUTOSCALER_DECISIONS,
+    RECONCILE_DURATION,
+    RECONCILE_TOTAL,
+    SCALING_ACTIONS,
+)
 from lmoperator.reconcile import children
 from lmoperator.reconcile.children import Plan
-from lmoperator.reconcile.conditions import parse_time
+from lmoperator.reconcile.conditions import Conditions, parse_time
 from lmoperator.reconcile.trainingjob import (
     PROGRESS_FIELDS,
     REASON_INVALID,
@@ -99,14 +115,46 @@ def _parse(doc: Mapping[str, Any]) -> LMTrainingJob | InvalidResourceError:
     return resource
 
 
-def ready_worker_ips(pods: list[dict[str, Any]]) -> list[str]:
-    """Ready workers' pod IPs in index order (rank 0 is first there, nearly always)."""
+def ready_workers(pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Ready workers' (pod name, pod IP) in index order (rank 0 is first, nearly always)."""
     observed = [observe_job_pod(p) for p in pods]
     ready = sorted(
         (p for p in observed if p.role == ROLE_WORKER and p.ready and p.ip and not p.deleting),
         key=lambda p: p.index or 0,
     )
-    return [p.ip for p in ready if p.ip]
+    return [(p.name, p.ip) for p in ready if p.ip]
+
+
+def ready_worker_ips(pods: list[dict[str, Any]]) -> list[str]:
+    """Ready workers' pod IPs in index order (rank 0 is first there, nearly always)."""
+    return [ip for _, ip in ready_workers(pods)]
+
+
+class JobAutoscale:
+    """A job's autoscaler in memory: the loop's state and the last scrape of every worker."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.loop = jobloop.JobAutoscalerState()
+        self.scrape: dict[str, WorkerMetrics | None] = {}
+        self.scraped_at: float | None = None
+
+
+def _autoscale_holder(state: common.ObjectState, key: str | None) -> JobAutoscale | None:
+    """The job's JobAutoscale for this autoscaling spec (None: autoscaling is off); a
+    changed spec keeps what was written and the observations, not the decision times."""
+    holder = state.autoscale if isinstance(state.autoscale, JobAutoscale) else None
+    if key is None:
+        state.autoscale = None
+        return None
+    if holder is None:
+        holder = JobAutoscale(key)
+    elif holder.key != key:
+        holder.key = key
+        holder.loop.last_decided_at = None
+        holder.loop.backoff_until = None
+    state.autoscale = holder
+    return holder
 
 
 def reconcile_job(
@@ -119,6 +167,7 @@ def reconcile_job(
     wait: bool = True,
     scraped: bool = False,
     metrics: WorkerMetrics | None = None,
+    worker_scrape: Mapping[str, WorkerMetrics | None] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Plan | None:
     """One level-based pass over one job; None when the job is gone or being deleted, or
@@ -126,7 +175,8 @@ def reconcile_job(
 
     `indexes` holds kopf's indexes by name (the job's and its children's). With
     `scraped`, `metrics` is a fresh scrape of rank 0 (None: no ready rank 0 answered);
-    otherwise the last scrape is used.
+    otherwise the last scrape is used. `worker_scrape` is a fresh scrape of every ready
+    worker by pod name (taken with autoscaling on); a scraped pass runs the autoscaler.
     Raises kopf.TemporaryError when the API fails (kopf retries after a delay).
     """
     body = common.latest(indexes[JOBS_INDEX], (namespace, KIND.kind, name))
@@ -136,9 +186,12 @@ def reconcile_job(
     state = common.STATES.get(uid)
     if scraped:
         state.metrics = metrics
+        if worker_scrape is not None and isinstance(state.autoscale, JobAutoscale):
+            state.autoscale.scrape = dict(worker_scrape)
+            state.autoscale.scraped_at = now().timestamp()
 
     def one_pass() -> Plan | None:
-        return _pass(kube, namespace, name, indexes, state, logger, now)
+        return _pass(kube, namespace, name, indexes, state, logger, now, autoscale=scraped)
 
     plan = common.run_exclusive(state, one_pass, wait)
     waking = not scraped and plan is not None and plan.status.get("phase") in FAST_PHASES
@@ -155,7 +208,9 @@ def _pass(
     state: common.ObjectState,
     logger: common.Logger,
     now: Callable[[], datetime],
+    autoscale: bool = False,
 ) -> Plan | None:
+    """One pass; `autoscale`: a fresh scrape came with it, so the autoscaler decides."""
     started = time.monotonic()
     result = "error"
     try:
@@ -176,7 +231,21 @@ def _pass(
             services=[children.observe_service(s) for s in services],
             metrics=state.metrics if running else None,
         )
-        plan = reconcile(ref, job, status, observed, now(), list(problems))
+        moment = now()
+        outcome, autoscaled_to = None, None
+        if running and isinstance(job, LMTrainingJob) and not problems:
+            job, outcome, autoscaled_to = _autoscale(
+                kube, ref, job, state, pods, status, moment, decide=autoscale
+            )
+        else:
+            state.autoscale = None
+        plan = reconcile(
+            ref, job, status, observed, moment, list(problems), autoscaled_to=autoscaled_to
+        )
+        if outcome is not None:
+            _record(plan, outcome, moment, ref.generation)
+        elif isinstance(job, LMTrainingJob) and job.spec.autoscaling.policy == "None":
+            _autoscaling_off(plan, moment, ref.generation)
         if plan.scaled:
             SCALING_ACTIONS.labels(plan.scaled).inc()
         if plan.status.get("countedFailures") != status.get("countedFailures"):
@@ -200,6 +269,116 @@ def _pass(
     finally:
         RECONCILE_TOTAL.labels(KIND.kind, result).inc()
         RECONCILE_DURATION.labels(KIND.kind).observe(time.monotonic() - started)
+
+
+def _autoscale(
+    kube: KubeApi,
+    ref: Any,
+    job: LMTrainingJob,
+    state: common.ObjectState,
+    pods: list[dict[str, Any]],
+    status: Mapping[str, Any],
+    moment: datetime,
+    *,
+    decide: bool,
+) -> tuple[LMTrainingJob, jobloop.JobOutcome | None, int | None]:
+    """Run the job's autoscaler (decide=True) and write its decision to spec.replicas
+    through the scale subresource. Returns the job with the replicas this pass acts on,
+    the outcome to record, and the replicas the autoscaler wrote (when the job's
+    spec.replicas is its write, so the reconciler does not record it as manual)."""
+    spec = job.spec
+    autoscaling = spec.autoscaling
+    if autoscaling.policy == AutoscalingPolicy.NONE or spec.run_policy.suspend:
+        _autoscale_holder(state, None)
+        return job, None, None
+    lo = spec.elastic.min_replicas
+    hi = spec.elastic.max_replicas if spec.elastic.max_replicas is not None else spec.replicas
+    holder = _autoscale_holder(state, jobloop.spec_key(autoscaling, lo, hi))
+    assert holder is not None
+    auto = holder.loop
+    replicas = jobloop.effective_replicas(auto, spec.replicas, ref.generation)
+    outcome = None
+    if decide:
+        workers = [p for p in pods if observe_job_pod(p).role == ROLE_WORKER]
+        reports = jobloop.worker_reports(workers, holder.scrape, holder.scraped_at, INDEX_LABEL)
+        outcome = jobloop.decide(
+            auto,
+            autoscaling,
+            min_workers=lo,
+            max_workers=hi,
+            spec_replicas=spec.replicas,
+            generation=ref.generation,
+            workers=reports,
+            history=status.get("scalingHistory") or [],
+            now=moment.timestamp(),
+            scrape_interval=METRICS_INTERVAL_SECONDS,
+        )
+        if outcome is not None:
+            d = outcome.decision
+            AUTOSCALER_DECISIONS.labels(KIND.kind, d.direction, d.reason.value).inc()
+            target = outcome.scale_to
+            if target is not None:
+                written = kube.patch(
+                    KIND, ref.namespace, ref.name, {"spec": {"replicas": target}}, "scale"
+                )
+                generation = ((written or {}).get("metadata") or {}).get("generation")
+                after = generation if isinstance(generation, int) else ref.generation + 1
+                jobloop.wrote(auto, target, max(after, ref.generation + 1))
+                replicas = target
+    if replicas != spec.replicas:
+        job = job.model_copy(update={"spec": spec.model_copy(update={"replicas": replicas})})
+    # The autoscaler's own write: the body has not moved past it (a later generation is
+    # someone else's change, even back to the same count).
+    own = auto.written_replicas == replicas and ref.generation <= auto.written_generation
+    return job, outcome, replicas if own else None
+
+
+def _record(plan: Plan, outcome: jobloop.JobOutcome, now: datetime, generation: int) -> None:
+    """The outcome into the plan: status.scalingHistory, ScalingActive and the Events."""
+    status = plan.status
+    d = outcome.decision
+    if outcome.entry is not None:
+        history = [*(status.get("scalingHistory") or []), outcome.entry]
+        status["scalingHistory"] = history[-MAX_SCALING_HISTORY:]
+    conditions = Conditions(status.get("conditions"), now, generation)
+    # Spelt out so that docs/troubleshooting.md's test finds every reason.
+    reason = (
+        REASON_MEASURING
+        if outcome.active
+        else "TooFewReports"
+        if d.reason == "TooFewReports"
+        else "NoReadyPods"
+        if d.reason == "NoReadyPods"
+        else "NoMetrics"
+    )
+    message = (
+        "The autoscaler decides from the workers' measured tokens/s" if outcome.active
+        else d.message
+    )  # fmt: skip
+    flipped = conditions.set(TrainingConditionType.SCALING_ACTIVE, outcome.active, reason, message)
+    status["conditions"] = conditions.to_list()
+    if flipped and reason in ("TooFewReports", "NoMetrics"):
+        plan.event(EVENT_BLIND, f"Autoscaling holds: {message}", warning=True)
+    if d.desired != d.current:
+        if outcome.backoff_started:
+            plan.event(
+                EVENT_BACKOFF,
+                f"Scaling from {d.current} to {d.desired}: {d.message}",
+                warning=True,
+            )
+        else:
+            plan.event(EVENT_AUTOSCALED, f"Scaling from {d.current} to {d.desired}: {d.message}")
+
+
+def _autoscaling_off(plan: Plan, now: datetime, generation: int) -> None:
+    """autoscaling.policy is None: ScalingActive, if an earlier spec set it, turns False."""
+    conditions = Conditions(plan.status.get("conditions"), now, generation)
+    conditions.clear(
+        TrainingConditionType.SCALING_ACTIVE,
+        REASON_AUTOSCALING_OFF,
+        "spec.autoscaling.policy is None: spec.replicas is set by hand",
+    )
+    plan.status["conditions"] = conditions.to_list()
 
 
 def _child_event_pass(
@@ -297,8 +476,16 @@ async def follow_metrics(
     state.wake = waker = common.Waker()
     key = (namespace, KIND.kind, name)
     while common.loop_goes_on(stopped):
-        ips = ready_worker_ips(common.latest_children(kwargs[PODS_INDEX], key))
-        metrics = await memo.scraper.rank0(ips)
+        workers = ready_workers(common.latest_children(kwargs[PODS_INDEX], key))
+        ips = [ip for _, ip in workers]
+        worker_scrape: dict[str, WorkerMetrics | None] | None = None
+        if isinstance(state.autoscale, JobAutoscale):
+            # The autoscaler needs every worker's report ("too few reports" holds it).
+            scraped = await asyncio.gather(*(memo.scraper.worker(ip) for ip in ips))
+            worker_scrape = {n: m for (n, _), m in zip(workers, scraped, strict=True)}
+            metrics = next((m for m in scraped if m is not None and m.rank == 0), None)
+        else:
+            metrics = await memo.scraper.rank0(ips)
         plan = await asyncio.to_thread(
             reconcile_job,
             common.kube_of(memo),
@@ -308,6 +495,7 @@ async def follow_metrics(
             kwargs["logger"],
             scraped=True,
             metrics=metrics,
+            worker_scrape=worker_scrape,
         )
         phase = plan.status.get("phase") if plan is not None else None
         if plan is None or phase in TERMINAL_PHASES:

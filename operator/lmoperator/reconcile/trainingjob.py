@@ -236,7 +236,10 @@ class _Pass:
 
     # -- the running job ----------------------------------------------------------------
 
-    def record_rescale(self, job: LMTrainingJob) -> None:
+    def record_rescale(self, job: LMTrainingJob, autoscaled_to: int | None) -> None:
+        """A change of spec.replicas: the Scaling condition, and (unless the autoscaler
+        wrote it: `autoscaled_to`, whose caller records its own decision) a manual
+        decision in scalingHistory with an Event."""
         replicas = job.spec.replicas
         previous = self.status.get("targetReplicas")
         self.status["targetReplicas"] = replicas
@@ -244,6 +247,10 @@ class _Pass:
             return
         up = replicas > previous
         self.plan.scaled = "up" if up else "down"
+        direction = "ScalingUp" if up else "ScalingDown"
+        if autoscaled_to == replicas:
+            self.conditions.set(Cond.SCALING, True, direction, f"{previous} → {replicas} workers")
+            return
         reason = f"Manual: spec.replicas {previous} → {replicas}"
         decision: dict[str, Any] = {
             "time": rfc3339(self.now),
@@ -261,7 +268,6 @@ class _Pass:
             decision["metrics"] = {k: float(v) for k, v in figures.items() if v is not None}
         history = [*(self.status.get("scalingHistory") or []), decision]
         self.status["scalingHistory"] = history[-MAX_SCALING_HISTORY:]
-        direction = "ScalingUp" if up else "ScalingDown"
         self.conditions.set(Cond.SCALING, True, direction, f"{previous} → {replicas} workers")
         self.event(direction, f"Scaling from {previous} to {replicas} workers ({reason})")
 
@@ -365,12 +371,12 @@ class _Pass:
             for index in range(replicas)
         )
 
-    def run(self, job: LMTrainingJob) -> None:
+    def run(self, job: LMTrainingJob, autoscaled_to: int | None) -> None:
         spec = job.spec
         if self.conditions.set(Cond.CREATED, True, "JobCreated", "The job was accepted."):
             self.event("JobCreated", f"Created LMTrainingJob {self.ref.name}")
         self.status.setdefault("startTime", rfc3339(self.now))
-        self.record_rescale(job)
+        self.record_rescale(job, autoscaled_to)
         if spec.run_policy.suspend:
             self.suspend()
             return
@@ -432,11 +438,6 @@ def problems_of(job: LMTrainingJob | InvalidResourceError) -> list[str]:
 def unimplemented_settings(job: LMTrainingJob) -> list[str]:
     """Accepted settings the operator does not act on yet: said, never silently ignored."""
     notes = []
-    if job.spec.autoscaling.policy != "None":
-        notes.append(
-            f"spec.autoscaling.policy {job.spec.autoscaling.policy} is not implemented yet: "
-            "the job scales only when spec.replicas changes"
-        )
     if job.spec.run_policy.scheduling.gang:
         notes.append(
             "spec.runPolicy.scheduling.gang is not implemented yet: pods are scheduled one "
@@ -461,11 +462,14 @@ def reconcile(
     observed: Observed,
     now: datetime,
     problems: list[str] | None = None,
+    autoscaled_to: int | None = None,
 ) -> Plan:
     """The plan for one job: what to create and delete, its new status, the events.
 
     `problems` is `problems_of(job)` when the caller has it already (it depends on the
     spec only, and building the pods to check them is most of a pass's work).
+    `autoscaled_to`: the spec.replicas the job's autoscaler wrote (its decision is
+    recorded by the caller), so that the rescale is not recorded as a manual one.
     """
     p = _Pass(ref, status or {}, observed, now)
     p.observe()
@@ -486,7 +490,7 @@ def reconcile(
         p.conditions.set(Cond.FAILED, False, "Validated", "The spec is valid now.")
         p.status.pop("completionTime", None)
     try:
-        p.run(typed)
+        p.run(typed, autoscaled_to)
     except InvalidPodError as exc:  # validate_worker_pod saw it first; kept for safety
         p.plan.actions.clear()
         p.end(False, REASON_INVALID, str(exc))

@@ -287,8 +287,9 @@ def load_yaml(path: Path) -> list[Obj]:
 
 
 def example(kind: str) -> Obj:
-    """The example manifest of `kind` from manifests/examples."""
-    for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
+    """The example manifest of `kind` from manifests/examples: the plain one
+    (training-job.yaml), not a variant (training-job-autoscaled.yaml)."""
+    for path in sorted(EXAMPLES_DIR.glob("*.yaml"), key=lambda p: (len(p.stem), p.name)):
         for doc in load_yaml(path):
             if doc["kind"] == kind:
                 return doc

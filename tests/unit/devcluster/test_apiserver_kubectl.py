@@ -101,6 +101,7 @@ def test_kubectl_smoke(kubectl: Kubectl) -> None:
     kubectl("wait", "--for", "condition=Established", "crd/lmtrainingjobs.elasticlm.io")
     examples = kubectl("apply", "-f", str(ROOT / "manifests" / "examples")).stdout
     assert "lmtrainingjob.elasticlm.io/tiny-lm created" in examples
+    assert "lmtrainingjob.elasticlm.io/tiny-lm-auto created" in examples
     assert "lmservice.elasticlm.io/tiny-lm created" in examples
     again = kubectl("apply", "-f", str(ROOT / "manifests" / "examples")).stdout
     assert "lmtrainingjob.elasticlm.io/tiny-lm unchanged" in again
@@ -146,6 +147,7 @@ def test_kubectl_smoke(kubectl: Kubectl) -> None:
         'lmtrainingjob.elasticlm.io "tiny-lm" deleted'
         in kubectl("delete", "lmtj", "tiny-lm").stdout
     )
+    kubectl("delete", "lmtj", "tiny-lm-auto")
     assert "No resources found" in kubectl("get", "lmtj").stderr
 
 

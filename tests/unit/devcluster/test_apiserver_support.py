@@ -18,7 +18,11 @@ from tests.crds import project_crds
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
+# The plain example of a kind (training-job.yaml) before its variants
+# (training-job-autoscaled.yaml): `example(kind)` returns the first.
+EXAMPLES = sorted(
+    (ROOT / "manifests" / "examples").glob("*.yaml"), key=lambda p: (len(p.stem), p.name)
+)
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 

@@ -1112,6 +1112,8 @@ def test_training_job_defaults() -> None:
         "minEfficiency": 0.7,
         "intervalSeconds": 30,
         "cooldownSeconds": 120,
+        "pendingTimeoutSeconds": 60,
+        "backoffSeconds": 600,
     }
     assert obj["spec"]["data"]["validationFraction"] == 0.01
 

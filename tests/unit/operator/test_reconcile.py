@@ -579,9 +579,8 @@ def test_accepted_but_unimplemented_settings_are_said_once_per_generation() -> N
     job = make_job(autoscaling={"policy": "Throughput"}, runPolicy={"scheduling": {"gang": True}})
     plan = run(job, {})
     notes = [e.message for e in plan.events if e.reason == "NotImplemented"]
-    assert len(notes) == 2
-    assert "spec.autoscaling.policy Throughput is not implemented yet" in notes[0]
-    assert "spec.runPolicy.scheduling.gang" in notes[1]
+    assert len(notes) == 1  # autoscaling is implemented: no note for it
+    assert "spec.runPolicy.scheduling.gang" in notes[0]
     assert all(e.type == "Warning" for e in plan.events if e.reason == "NotImplemented")
     again = run(job, plan.status)
     assert not [e for e in again.events if e.reason == "NotImplemented"]
