@@ -91,6 +91,8 @@ def _job_progress(obj: Obj, now: datetime) -> str | None:
     parts = [f"step {fraction(status.get('step'), get(obj, 'spec', 'training', 'steps'))}"]
     if number(status.get("loss")) is not None:
         parts.append(f"loss {loss(status['loss'])}")
+    if number(status.get("validationLoss")) is not None:
+        parts.append(f"validation loss {loss(status['validationLoss'])}")
     if number(status.get("tokensPerSecond")) is not None:
         parts.append(f"{rate(status['tokensPerSecond'])} tokens/s")
     return ", ".join(parts)
