@@ -285,6 +285,7 @@ def test_defaults_install_everything_for_every_namespace() -> None:
     assert sorted(c["metadata"]["name"] for c in crds) == [
         "lmservices.elasticlm.io",
         "lmtrainingjobs.elasticlm.io",
+        "lmtuningjobs.elasticlm.io",
     ]
     for crd in crds:
         assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
@@ -342,7 +343,8 @@ def test_crds_can_be_left_out_or_left_unkept() -> None:
 def test_cluster_rbac_covers_what_the_operator_calls() -> None:
     objects = render()
     rules = granted(one(objects, "ClusterRole", "elasticlm-operator"))
-    for kind in kinds.CUSTOM_KINDS:
+    # The kinds the operator reconciles (main.py imports their handlers).
+    for kind in (kinds.TRAINING_JOB, kinds.SERVICE):
         assert {"list", "watch", "patch"} <= rules[(kind.group, kind.plural)]
         assert rules[(kind.group, f"{kind.plural}/status")] == {"patch"}
     assert "delete" in rules[(kinds.TRAINING_JOB.group, kinds.TRAINING_JOB.plural)]
@@ -367,6 +369,9 @@ def test_aggregated_roles_let_namespace_users_manage_jobs_and_services() -> None
     rules = granted(edit)
     assert {"create", "delete", "patch"} <= rules[("elasticlm.io", "lmtrainingjobs")]
     assert {"update", "patch"} <= rules[("elasticlm.io", "lmservices/scale")]
+    assert {"create", "delete", "patch"} <= rules[("elasticlm.io", "lmtuningjobs")]
+    assert rules[("elasticlm.io", "lmtuningjobs/status")] == {"get"}
+    assert ("elasticlm.io", "lmtuningjobs/scale") not in rules  # it has no scale subresource
     view = one(objects, "ClusterRole", "elasticlm-view")
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     assert set().union(*granted(view).values()) == {"get", "list", "watch"}
