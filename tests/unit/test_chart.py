@@ -343,8 +343,7 @@ def test_crds_can_be_left_out_or_left_unkept() -> None:
 def test_cluster_rbac_covers_what_the_operator_calls() -> None:
     objects = render()
     rules = granted(one(objects, "ClusterRole", "elasticlm-operator"))
-    # The kinds the operator reconciles (main.py imports their handlers).
-    for kind in (kinds.TRAINING_JOB, kinds.SERVICE):
+    for kind in kinds.CUSTOM_KINDS:
         assert {"list", "watch", "patch"} <= rules[(kind.group, kind.plural)]
         assert rules[(kind.group, f"{kind.plural}/status")] == {"patch"}
     assert "delete" in rules[(kinds.TRAINING_JOB.group, kinds.TRAINING_JOB.plural)]
@@ -353,6 +352,9 @@ def test_cluster_rbac_covers_what_the_operator_calls() -> None:
     assert rules[("", "pods")] == {"list", "watch", "create", "delete", "patch"}
     assert rules[("apps", "deployments/scale")] == {"patch"}
     assert rules[("elasticlm.io", "lmservices/scale")] == {"patch"}  # the autoscaler
+    # An LMTuningJob creates its trials, suspends losers and moves workers between them.
+    assert {"create", "patch"} <= rules[("elasticlm.io", "lmtrainingjobs")]
+    assert rules[("elasticlm.io", "lmtrainingjobs/scale")] == {"patch"}
     assert rules[("", "events")] == {"create"}
     assert rules[("apiextensions.k8s.io", "customresourcedefinitions")] == {"list", "watch"}
     # Nothing the operator does not use: no secrets, no get, no update.
