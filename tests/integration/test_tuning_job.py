@@ -225,3 +225,37 @@ def test_a_mistyped_parameter_path_is_refused_at_apply_naming_it(search: Search)
     )
     assert result.returncode != 0
     assert "training.learnigRate" in result.stderr
+
+
+def test_the_example_shares_its_workers_between_running_trials(search: Search) -> None:
+    """manifests/examples/tuning-job.yaml as written, cut to two trials: Bayesian over a
+    Float (log) and an Int parameter, the trials sharing maxReplicas through their scale
+    subresource."""
+    import yaml
+
+    from tests.unit.tuning.helpers import EXAMPLE
+
+    body: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"]["name"] = NAME
+    spec = body["spec"]
+    spec["budget"].update(maxTrials=2, parallelTrials=2, maxReplicas=3)
+    spec["trialTemplate"]["data"]["claimName"] = DATA_CLAIM
+    spec["trialTemplate"]["checkpoint"]["claimName"] = CKPT_CLAIM
+    spec["trialTemplate"]["training"]["steps"] = 40
+    search.create(body)
+    status = search.wait(
+        "phase Succeeded", lambda s: s.get("phase") in ("Succeeded", "Failed"), timeout=300
+    )
+    assert status["phase"] == "Succeeded", search.diagnostics()
+    jobs = {t["metadata"]["name"]: t for t in search.trials()}
+    assert sorted(jobs) == [f"{NAME}-t0", f"{NAME}-t1"]
+    # 3 workers shared by 2 trials of 1..2: one starts with 2, the other with 1, and the
+    # one left running when the other ends takes the freed worker through its scale
+    # subresource, a recorded decision.
+    moves = status.get("reallocations") or []
+    assert [(m["from"], m["to"]) for m in moves] == [(1, 2)], status
+    assert jobs[moves[0]["trial"]]["spec"]["replicas"] == 2
+    for name, job in jobs.items():
+        assert job["spec"]["checkpoint"]["path"] == f"tiny-lm-search/{name}"
+        assert job["status"]["validationHistory"], job["status"]
+    assert status["bestTrial"]["name"] in jobs
