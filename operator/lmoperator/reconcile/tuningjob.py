@@ -369,6 +369,29 @@ class _Pass:
                 # Created after the reallocation, with the workers it gives the trial.
                 self.pending[name] = (number, trial, texts)
 
+    def recreate_missing(self) -> None:
+        """A running trial whose job is missing (its create failed after the status
+        write, or someone deleted it) gets the same job again."""
+        for record in self.records:
+            name = record["name"]
+            if record["state"] != TrialState.RUNNING.value or name in self.children:
+                continue
+            texts = record.get("parameters") or {}
+            params = params_from_text(self.job.spec.parameters, texts)
+            if params is None:
+                record.update(
+                    state=TrialState.FAILED.value,
+                    reason=f"{name} is missing, and its parameters {texts} no longer fit "
+                    "spec.parameters",
+                    completionTime=rfc3339(self.now),
+                    replicas=0,
+                )
+                continue
+            low = self.job.spec.trial_template.elastic.min_replicas
+            replicas = int(record.get("replicas") or low)
+            spec = trial_spec(self.job, name, params, replicas)
+            self.pending[name] = (int(record["number"]), spec, dict(texts))
+
     def create_pending(self) -> None:
         for name, (number, trial, texts) in self.pending.items():
             record = self.records[number]
@@ -498,6 +521,7 @@ class _Pass:
         self.conditions.set(Cond.CREATED, True, "Created", "The search was accepted.")
         self.adopt()
         self.follow()
+        self.recreate_missing()
         self.stop_losers()
         failure = self.failed_too_often()
         if failure is None:

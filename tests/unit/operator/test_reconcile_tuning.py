@@ -271,3 +271,14 @@ def test_an_invalid_spec_fails_the_search() -> None:
     assert plan.status["phase"] == "Failed"
     [failed] = [c for c in plan.status["conditions"] if c["type"] == "Failed"]
     assert failed["reason"] == "Invalid"
+
+
+def test_a_running_trial_whose_job_is_missing_gets_the_same_job_again() -> None:
+    job = make_job()
+    first = run(job, {}, {})
+    made = {c.name: c.manifest for c in creates(first)}
+    # The creates failed after the status was written: the next pass makes them again,
+    # with the same names and parameters, and no new trial.
+    again = run(job, first.status, {})
+    assert {c.name: c.manifest for c in creates(again)} == made
+    assert len(again.status["trials"]) == 2
