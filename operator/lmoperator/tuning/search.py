@@ -132,6 +132,9 @@ def build_study(
     space = search_space(spec.parameters)
     for t in sorted(trials, key=lambda t: t.number):
         state = _STATES[t.state]
+        if not t.params:
+            # A trial of parameters since changed: it keeps its number, and guides nothing.
+            state = OptunaState.FAIL if state != OptunaState.RUNNING else state
         value = t.value if state == OptunaState.COMPLETE else None
         if state == OptunaState.COMPLETE and (value is None or not math.isfinite(value)):
             state, value = OptunaState.FAIL, None
@@ -144,7 +147,7 @@ def build_study(
                 state=state,
                 value=value,
                 params=t.params,
-                distributions=space,
+                distributions=space if t.params else {},
                 intermediate_values=dict(t.history),
                 system_attrs=attrs,
             )

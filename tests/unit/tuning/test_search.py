@@ -249,3 +249,13 @@ def test_leaders_get_the_spare_workers_and_stopped_trials_free_theirs() -> None:
     assert {n: a.replicas for n, a in plan.items()} == {"s-t0": 3, "s-t2": 3}
     maximize = {a.name: a.replicas for a in allocate(4, trials[:2], maximize=True)}
     assert maximize == {"s-t0": 3, "s-t1": 1}
+
+
+def test_trials_of_parameters_since_changed_keep_their_numbers_and_guide_nothing() -> None:
+    spec = spec_for("Bayesian", seed=2)
+    done = run_search(spec, shifted_quadratic, 5)
+    # Trial 1 ran with parameters the spec no longer has (read back as no parameters).
+    changed = [*done[:1], Observation(1, {}, TrialState.SUCCEEDED, 0.5), *done[2:]]
+    params = suggest(spec, changed)
+    assert set(params) == {"x", "y"}
+    assert suggest(spec, changed) == params
