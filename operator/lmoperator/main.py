@@ -26,6 +26,7 @@ import lmoperator.handlers.children
 import lmoperator.handlers.common
 import lmoperator.handlers.service
 import lmoperator.handlers.trainingjob
+import lmoperator.handlers.tuningjob
 from lmoperator import health
 from lmoperator.api.kinds import GROUP
 from lmoperator.builders.defaults import NO_DEFAULTS, Defaults

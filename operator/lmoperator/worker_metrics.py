@@ -13,6 +13,8 @@ from dataclasses import dataclass
 # The worker's metric names (the contract with lmworker).
 STEP = "elasticlm_train_step"
 LOSS = "elasticlm_train_loss"
+VALIDATION_LOSS = "elasticlm_train_validation_loss"
+VALIDATION_STEP = "elasticlm_train_validation_step"
 TOKENS_PER_SECOND = "elasticlm_train_tokens_per_second"
 STEP_SECONDS = "elasticlm_train_step_seconds"
 WORLD_SIZE = "elasticlm_train_world_size"
@@ -32,6 +34,8 @@ class WorkerMetrics:
 
     step: int | None = None
     loss: float | None = None
+    validation_loss: float | None = None
+    validation_step: int | None = None
     tokens_per_second: float | None = None
     step_seconds: float | None = None
     world_size: int | None = None
@@ -88,6 +92,12 @@ def parse_worker_metrics(text: str) -> WorkerMetrics:
     Raises ValueError when the text is not the Prometheus exposition format.
     """
     values = sample_values(text)
+    # A gauge reads 0 before it is first set: the validation loss counts only with the
+    # step it was measured at (-1 until the first measurement).
+    validation_step = values.get(VALIDATION_STEP)
+    if validation_step is None or validation_step < 0:
+        values.pop(VALIDATION_STEP, None)
+        values.pop(VALIDATION_LOSS, None)
 
     def integer(name: str) -> int | None:
         value = values.get(name)
@@ -96,6 +106,8 @@ def parse_worker_metrics(text: str) -> WorkerMetrics:
     return WorkerMetrics(
         step=integer(STEP),
         loss=values.get(LOSS),
+        validation_loss=values.get(VALIDATION_LOSS),
+        validation_step=integer(VALIDATION_STEP),
         tokens_per_second=values.get(TOKENS_PER_SECOND),
         step_seconds=values.get(STEP_SECONDS),
         world_size=integer(WORLD_SIZE),

@@ -193,6 +193,10 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {
     ("", "configmaps", "patch"): "an autoscaled LMService's history, once a minute closes",
     # tests/integration/test_training_autoscale.py runs the job autoscaler.
     ("elasticlm.io", "lmtrainingjobs/scale", "patch"): "an autoscaled LMTrainingJob's size",
+    # tests/integration/test_tuning_job.py runs an LMTuningJob.
+    ("elasticlm.io", "lmtrainingjobs", "create"): "an LMTuningJob's trials",
+    ("elasticlm.io", "lmtuningjobs", "patch"): "kopf's finalizer on an LMTuningJob",
+    ("elasticlm.io", "lmtuningjobs/status", "patch"): "an LMTuningJob's status",
 }
 
 #: Leader election in the HA phase, fast enough for a test: a standby takes over at most

@@ -393,13 +393,23 @@ DELETE = object()
 
 
 def set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    """Sets (or with DELETE, removes) `a.b.c` in a nested dict, creating parents."""
-    *parents, last = dotted.split(".")
-    node = doc
-    for part in parents:
-        node = node.setdefault(part, {})
+    """Sets (or with DELETE, removes) `a.b.c` in a nested dict, creating parents.
+
+    `a.b[1].c` goes through the item of an existing list."""
+    parts: list[str | int] = []
+    for part in dotted.split("."):
+        name, *indexes = part.replace("]", "").split("[")
+        parts.append(name)
+        parts.extend(int(i) for i in indexes)
+    *parents, last = parts
+    node: Any = doc
+    for key in parents:
+        node = node[key] if isinstance(key, int) else node.setdefault(key, {})
     if value is DELETE:
-        node.pop(last, None)
+        if isinstance(last, int):
+            del node[last]
+        else:
+            node.pop(last, None)
     else:
         node[last] = copy.deepcopy(value)
 

@@ -876,13 +876,13 @@ DOCUMENT: list[Case] = [
         "wrong-kind",
         JOB,
         {"kind": "PyTorchJob"},
-        ["kind: must be one of LMTrainingJob, LMService (got 'PyTorchJob')"],
+        ["kind: must be one of LMTrainingJob, LMService, LMTuningJob (got 'PyTorchJob')"],
     ),
     (
         "missing-kind",
         SERVICE,
         {"kind": DELETE},
-        ["kind: must be one of LMTrainingJob, LMService (got None)"],
+        ["kind: must be one of LMTrainingJob, LMService, LMTuningJob (got None)"],
     ),
     (
         "wrong-api-version",

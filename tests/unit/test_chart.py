@@ -287,6 +287,7 @@ def test_defaults_install_everything_for_every_namespace() -> None:
     assert sorted(c["metadata"]["name"] for c in crds) == [
         "lmservices.elasticlm.io",
         "lmtrainingjobs.elasticlm.io",
+        "lmtuningjobs.elasticlm.io",
     ]
     for crd in crds:
         assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
@@ -353,7 +354,10 @@ def test_cluster_rbac_covers_what_the_operator_calls() -> None:
     assert rules[("", "pods")] == {"list", "watch", "create", "delete", "patch"}
     assert rules[("apps", "deployments/scale")] == {"patch"}
     assert rules[("elasticlm.io", "lmservices/scale")] == {"patch"}  # the autoscaler
-    assert rules[("elasticlm.io", "lmtrainingjobs/scale")] == {"patch"}  # the job's autoscaler
+    # The job autoscaler; an LMTuningJob moves workers between its trials.
+    assert rules[("elasticlm.io", "lmtrainingjobs/scale")] == {"patch"}
+    # An LMTuningJob creates its trials and suspends the ones it stops early.
+    assert {"create", "patch"} <= rules[("elasticlm.io", "lmtrainingjobs")]
     assert rules[("", "events")] == {"create"}
     assert rules[("apiextensions.k8s.io", "customresourcedefinitions")] == {"list", "watch"}
     # The autoscaler's history: read by name once, written by patch or create.
@@ -376,6 +380,9 @@ def test_aggregated_roles_let_namespace_users_manage_jobs_and_services() -> None
     rules = granted(edit)
     assert {"create", "delete", "patch"} <= rules[("elasticlm.io", "lmtrainingjobs")]
     assert {"update", "patch"} <= rules[("elasticlm.io", "lmservices/scale")]
+    assert {"create", "delete", "patch"} <= rules[("elasticlm.io", "lmtuningjobs")]
+    assert rules[("elasticlm.io", "lmtuningjobs/status")] == {"get"}
+    assert ("elasticlm.io", "lmtuningjobs/scale") not in rules  # it has no scale subresource
     view = one(objects, "ClusterRole", "elasticlm-view")
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     assert set().union(*granted(view).values()) == {"get", "list", "watch"}

@@ -149,7 +149,7 @@ def test_validate_empty_file(tmp_path: Path, capsys: Capsys) -> None:
         ),
         (
             "apiVersion: v1\nkind: Pod\n",
-            "  - kind: must be one of LMTrainingJob, LMService (got 'Pod')",
+            "  - kind: must be one of LMTrainingJob, LMService, LMTuningJob (got 'Pod')",
         ),
         (
             "apiVersion: elasticlm.io/v2\nkind: LMService\nmetadata: {name: x}\n",

@@ -48,7 +48,17 @@ from tests.unit.crd_helpers import (
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "manifests" / "examples"
 KINDS = [r.kind for r in RESOURCE_KINDS]
-EXAMPLE_FILES = {"LMTrainingJob": "training-job.yaml", "LMService": "service.yaml"}
+EXAMPLE_FILES = {
+    "LMTrainingJob": "training-job.yaml",
+    "LMService": "service.yaml",
+    "LMTuningJob": "tuning-job.yaml",
+}
+# Where each kind's worker settings are: a tuning job's trials are training jobs.
+WORKER = {
+    "LMTrainingJob": "spec.worker",
+    "LMService": "spec.worker",
+    "LMTuningJob": "spec.trialTemplate.worker",
+}
 
 
 def example_manifest(kind: str) -> dict[str, Any]:
@@ -212,11 +222,11 @@ def test_properties_and_additional_properties_exclude_each_other(kind: str) -> N
 
 def test_unknown_fields_are_preserved_only_in_pod_templates(kind: str) -> None:
     preserved = [p for p, n in _nodes(kind) if n.get("x-kubernetes-preserve-unknown-fields")]
-    assert preserved == ["spec.worker.podTemplate"]
+    assert preserved == [f"{WORKER[kind]}.podTemplate"]
     assert openapi_schema(kind)["properties"]["metadata"] == {"type": "object"}
     # Every other object says what it holds, so the API server prunes the rest.
     for path, node in _nodes(kind):
-        if node.get("type") == "object" and path not in ("metadata", "spec.worker.podTemplate"):
+        if node.get("type") == "object" and path not in ("metadata", f"{WORKER[kind]}.podTemplate"):
             assert "properties" in node or "additionalProperties" in node, path
 
 
@@ -258,7 +268,7 @@ def test_required_fields_are_declared(kind: str) -> None:
 def test_list_map_keys_are_required_or_defaulted(kind: str) -> None:
     lists = [(p, n) for p, n in _nodes(kind) if n.get("x-kubernetes-list-type")]
     assert {p for p, n in lists if n["x-kubernetes-list-type"] == "map"} >= {
-        "spec.worker.env",
+        f"{WORKER[kind]}.env",
         "status.conditions",
     }
     for path, node in lists:
@@ -300,6 +310,7 @@ def test_lists_and_maps_read_by_cel_are_bounded(kind: str) -> None:
     [
         ("LMTrainingJob", "lmtrainingjobs", "lmtrainingjob", "lmtj"),
         ("LMService", "lmservices", "lmservice", "lms"),
+        ("LMTuningJob", "lmtuningjobs", "lmtuningjob", "lmtune"),
     ],
 )
 def test_names_group_and_version(kind_: str, plural: str, singular: str, short: str) -> None:
@@ -330,6 +341,10 @@ def test_names_group_and_version(kind_: str, plural: str, singular: str, short: 
 
 def test_status_and_scale_subresources(kind: str) -> None:
     [version] = crd(kind)["spec"]["versions"]
+    if kind == "LMTuningJob":
+        # Its trials scale; the search itself has no replicas.
+        assert version["subresources"] == {"status": {}}
+        return
     assert version["subresources"] == {
         "status": {},
         "scale": {
@@ -354,6 +369,7 @@ def test_status_and_scale_subresources(kind: str) -> None:
     [
         ("LMTrainingJob", ["Phase", "Replicas", "Ready", "World", "Step", "Age"]),
         ("LMService", ["Phase", "Replicas", "Ready", "Endpoint", "Age"]),
+        ("LMTuningJob", ["Phase", "Algorithm", "Succeeded", "Max", "Best", "Objective", "Age"]),
     ],
 )
 def test_printer_columns(kind_: str, expected: list[str]) -> None:
@@ -367,12 +383,16 @@ def test_printer_columns(kind_: str, expected: list[str]) -> None:
     assert by_name["Age"]["jsonPath"] == ".metadata.creationTimestamp"
     assert by_name["Age"]["type"] == "date"
     assert by_name["Phase"]["jsonPath"] == ".status.phase"
-    assert by_name["Replicas"]["jsonPath"] == ".spec.replicas"
-    assert by_name["Ready"]["jsonPath"] == ".status.readyReplicas"
+    if kind_ == "LMTuningJob":
+        assert by_name["Best"]["jsonPath"] == ".status.bestTrial.name"
+        assert by_name["Objective"]["jsonPath"] == ".status.bestTrial.objective"
+    else:
+        assert by_name["Replicas"]["jsonPath"] == ".spec.replicas"
+        assert by_name["Ready"]["jsonPath"] == ".status.readyReplicas"
     if kind_ == "LMTrainingJob":
         assert by_name["World"]["jsonPath"] == ".status.worldSize"
         assert by_name["Step"]["jsonPath"] == ".status.step"
-    else:
+    elif kind_ == "LMService":
         assert by_name["Endpoint"]["jsonPath"] == ".status.endpoint"
 
     schema = version["schema"]["openAPIV3Schema"]
@@ -571,6 +591,116 @@ VIOLATIONS: dict[tuple[str, str, str], dict[str, Any]] = {
             }
         ]
     },
+    # LMTuningJob (the example: learningRate Float log in [1e-4, 0.03], warmupSteps Int in
+    # [0, 20] by 5; 2 parallel trials of 1..2 workers sharing 4; Bayesian; Median stopping)
+    ("LMTuningJob", "", "metadata-name-length"): {"metadata.name": "t" * 44},
+    ("LMTuningJob", "", "metadata-name-dns1035"): {"metadata.name": "Search"},
+    ("LMTuningJob", "spec", "parallel-trials-within-max-replicas"): {"spec.budget.maxReplicas": 1},
+    ("LMTuningJob", "spec", "parallel-trials-within-max-trials"): {"spec.budget.parallelTrials": 9},
+    ("LMTuningJob", "spec", "parameter-paths-unique"): {
+        "spec.parameters[1].path": "training.learningRate",
+        "spec.parameters[1].type": "Float",
+    },
+    ("LMTuningJob", "spec", "grid-needs-steps"): {"spec.algorithm.name": "Grid"},
+    ("LMTuningJob", "spec", "validation-needs-holdout"): {
+        "spec.trialTemplate.data.validationFraction": 0,
+    },
+    ("LMTuningJob", "spec", "early-stopping-needs-checkpoints"): {
+        "spec.trialTemplate.checkpoint": DELETE,
+    },
+    ("LMTuningJob", "spec.parameters[*]", "parameter-path-tunable"): {
+        "spec.parameters[0].path": "training.learnigRate"
+    },
+    ("LMTuningJob", "spec.parameters[*]", "parameter-float-sets-number"): {
+        "spec.parameters[1].type": "Float"
+    },
+    ("LMTuningJob", "spec.parameters[*]", "parameter-int-sets-number"): {
+        "spec.parameters[1]": {
+            "name": "precision",
+            "path": "training.precision",
+            "type": "Int",
+            "min": 0,
+            "max": 1,
+        }
+    },
+    ("LMTuningJob", "spec.parameters[*]", "parameter-categorical-values"): {
+        "spec.parameters[1].type": "Categorical"
+    },
+    ("LMTuningJob", "spec.parameters[*]", "parameter-range-bounds"): {
+        "spec.parameters[1].max": DELETE
+    },
+    ("LMTuningJob", "spec.parameters[*]", "parameter-min-below-max"): {
+        "spec.parameters[0].max": 0.0001
+    },
+    ("LMTuningJob", "spec.parameters[*]", "parameter-log-positive"): {"spec.parameters[0].min": 0},
+    ("LMTuningJob", "spec.parameters[*]", "parameter-log-or-step"): {
+        "spec.parameters[0].step": 0.001
+    },
+    ("LMTuningJob", "spec.parameters[*]", "parameter-int-whole"): {"spec.parameters[1].step": 2.5},
+    ("LMTuningJob", "spec.parameters[*]", "parameter-values-fit"): {
+        "spec.parameters[1]": {
+            "name": "precision",
+            "path": "training.precision",
+            "type": "Categorical",
+            "values": ["fp32", "fp8"],
+        }
+    },
+    ("LMTuningJob", "spec.trialTemplate", "replicas-at-least-min"): {
+        "spec.trialTemplate.elastic.minReplicas": 2
+    },
+    ("LMTuningJob", "spec.trialTemplate", "replicas-at-most-max"): {
+        "spec.trialTemplate.replicas": 3
+    },
+    ("LMTuningJob", "spec.trialTemplate", "global-batch-multiple-of-micro"): {
+        "spec.trialTemplate.training.globalBatchSize": 10
+    },
+    ("LMTuningJob", "spec.trialTemplate", "global-batch-covers-workers"): {
+        "spec.trialTemplate.training.globalBatchSize": 4
+    },
+    ("LMTuningJob", "spec.trialTemplate", "warmup-shorter-than-training"): {
+        "spec.trialTemplate.training.warmupSteps": 60
+    },
+    ("LMTuningJob", "spec.trialTemplate", "model-exactly-one-source"): {
+        "spec.trialTemplate.model": {"preset": "tiny", "hf": {"path": "models/llama"}}
+    },
+    ("LMTuningJob", "spec.trialTemplate", "heads-divide-hidden-size"): {
+        "spec.trialTemplate.model": {"size": {"layers": 2, "hiddenSize": 100, "heads": 3}}
+    },
+    ("LMTuningJob", "spec.trialTemplate", "head-dim-even"): {
+        "spec.trialTemplate.model": {"size": {"layers": 2, "hiddenSize": 96, "heads": 32}}
+    },
+    ("LMTuningJob", "spec.trialTemplate", "kv-heads-divide-heads"): {
+        "spec.trialTemplate.model": {
+            "size": {"layers": 2, "hiddenSize": 128, "heads": 4, "kvHeads": 3}
+        }
+    },
+    ("LMTuningJob", "spec.trialTemplate", "vocab-size-only-for-bpe"): {
+        "spec.trialTemplate.data.tokenizer": {"type": "Bytes", "vocabSize": 300}
+    },
+    ("LMTuningJob", "spec.trialTemplate", "autoscaling-needs-range"): {
+        "spec.trialTemplate.autoscaling.policy": "Throughput",
+        "spec.trialTemplate.elastic": {"minReplicas": 1, "maxReplicas": 1},
+    },
+    ("LMTuningJob", "spec.trialTemplate.model.hf", "path-no-dotdot"): {
+        "spec.trialTemplate.model": {"hf": {"path": "../llama"}}
+    },
+    ("LMTuningJob", "spec.trialTemplate.data", "path-no-dotdot"): {
+        "spec.trialTemplate.data.path": "../x"
+    },
+    ("LMTuningJob", "spec.trialTemplate.data.tokenizer", "tokenizer-path-no-dotdot"): {
+        "spec.trialTemplate.data.tokenizer.path": "../tokenizer.json"
+    },
+    ("LMTuningJob", "spec.trialTemplate.checkpoint", "path-no-dotdot"): {
+        "spec.trialTemplate.checkpoint.path": ".."
+    },
+    ("LMTuningJob", "spec.trialTemplate.worker.env[*]", "env-value-or-value-from"): {
+        "spec.trialTemplate.worker.env": [
+            {"name": "B", "value": "", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ]
+    },
+    ("LMTuningJob", "spec.trialTemplate.worker.env[*].valueFrom", "env-value-from-one-source"): {
+        "spec.trialTemplate.worker.env": [{"name": "A", "valueFrom": {}}]
+    },
 }
 
 
@@ -679,6 +809,42 @@ def test_rule_is_not_vacuous(kind_: str, path: str, name: str) -> None:
                 ]
             },
             "spec.worker.env[0]: set value or valueFrom, not both",
+        ),
+        (
+            "LMTuningJob",
+            {"spec.parameters[0].path": "training.learnigRate"},
+            "spec.parameters[0].path: 'training.learnigRate' is not a tunable field of an "
+            "LMTrainingJob spec: parameters set number, integer, boolean and enum fields under "
+            "model, training and data.tokenizer (docs/tuning.md)",
+        ),
+        (
+            "LMTuningJob",
+            {"spec.parameters[1].type": "Float"},
+            "spec.parameters[1].type: type Float sets a number field, and "
+            "'training.warmupSteps' is an integer: use Int or Categorical",
+        ),
+        (
+            "LMTuningJob",
+            {
+                "spec.budget.parallelTrials": 3,
+                "spec.trialTemplate.elastic.minReplicas": 2,
+                "spec.trialTemplate.replicas": 2,
+            },
+            "spec.budget.parallelTrials (3) x spec.trialTemplate.elastic.minReplicas (2) must "
+            "be <= spec.budget.maxReplicas (4)",
+        ),
+        (
+            "LMTuningJob",
+            {
+                "spec.parameters[1]": {
+                    "name": "w",
+                    "path": "training.sync",
+                    "type": "Categorical",
+                    "values": ["DDP", "Local"],
+                }
+            },
+            "spec.parameters[1].values: values must each be one of DDP, LocalSGD for "
+            "'training.sync'",
         ),
     ],
 )
@@ -935,6 +1101,19 @@ DUPLICATE_KEYS = [
         [
             {"name": "peak", "cron": "0 8 * * *", "durationSeconds": 60, "minReplicas": 1},
             {"name": "peak", "cron": "0 9 * * *", "durationSeconds": 60, "minReplicas": 2},
+        ],
+    ),
+    (
+        "LMTuningJob",
+        "spec.trialTemplate.worker.env",
+        [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}],
+    ),
+    (
+        "LMTuningJob",
+        "spec.parameters",
+        [
+            {"name": "lr", "path": "training.learningRate", "type": "Float", "min": 0.1, "max": 1},
+            {"name": "lr", "path": "training.weightDecay", "type": "Float", "min": 0.1, "max": 1},
         ],
     ),
 ]

@@ -21,6 +21,8 @@ from lmoperator.api import (
     LMServiceStatus,
     LMTrainingJob,
     LMTrainingJobStatus,
+    LMTuningJob,
+    LMTuningJobStatus,
     kinds,
     parse_resource,
 )
@@ -28,10 +30,16 @@ from lmoperator.api.crd import RESOURCE_KINDS, crd_manifest
 from lmoperator.builders.service import validate_server_pod
 from lmoperator.builders.trainingjob import validate_worker_pod
 
-STATUS_TYPES: dict[type, type[LMTrainingJobStatus] | type[LMServiceStatus]] = {
+STATUS_TYPES: dict[
+    type, type[LMTrainingJobStatus] | type[LMServiceStatus] | type[LMTuningJobStatus]
+] = {
     LMTrainingJob: LMTrainingJobStatus,
     LMService: LMServiceStatus,
+    LMTuningJob: LMTuningJobStatus,
 }
+# A field under an LMTuningJob's spec.trialTemplate is an LMTrainingJob spec field: the
+# guide's LMTrainingJob examples show it (the template's own example shows its use).
+TEMPLATES = {"LMTuningJob": ("spec.trialTemplate", "LMTrainingJob", "spec")}
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "user-guide.md"
 
 
@@ -77,10 +85,20 @@ def set_paths(value: Any, path: str, known: set[str]) -> set[str]:
     return found
 
 
-def test_the_guide_has_examples_of_both_kinds() -> None:
+def test_the_guide_has_examples_of_every_kind() -> None:
     kinds_shown = [m["kind"] for m in manifests()]
     assert kinds_shown.count("LMTrainingJob") >= 3
     assert kinds_shown.count("LMService") >= 3
+    assert kinds_shown.count("LMTuningJob") >= 1
+
+
+def shown_fields(kind: str, known: set[str]) -> set[str]:
+    shown: set[str] = set()
+    for manifest in manifests():
+        if manifest["kind"] == kind:
+            for part in ("spec", "status"):
+                shown |= set_paths(manifest.get(part), part, known)
+    return shown
 
 
 @pytest.mark.parametrize(
@@ -103,15 +121,23 @@ def test_every_example_is_valid_and_would_run(manifest: dict[str, Any]) -> None:
         assert validate_worker_pod(resource) == []
     if isinstance(resource, LMService):
         assert validate_server_pod(resource) == []
+    if isinstance(resource, LMTuningJob):
+        template = LMTrainingJob(
+            metadata={"name": f"{resource.metadata.name}-t0"}, spec=resource.spec.trial_template
+        )
+        assert validate_worker_pod(template) == []
 
 
 @pytest.mark.parametrize("kind", [r.identity.kind for r in RESOURCE_KINDS])
 def test_the_examples_show_every_field(kind: str) -> None:
     known = schema_paths(kind)
-    shown: set[str] = set()
-    for manifest in manifests():
-        if manifest["kind"] == kind:
-            for part in ("spec", "status"):
-                shown |= set_paths(manifest.get(part), part, known)
+    shown = shown_fields(kind, known)
+    if kind in TEMPLATES:
+        prefix, other, part = TEMPLATES[kind]
+        shown_there = shown_fields(other, schema_paths(other))
+        shown |= {
+            p for p in known if p.startswith(prefix) and part + p[len(prefix) :] in shown_there
+        }
+        assert prefix in shown, f"docs/user-guide.md shows no {prefix} of {kind}"
     missing = sorted(known - shown)
     assert not missing, f"docs/user-guide.md shows no example of these {kind} fields: {missing}"

@@ -30,6 +30,9 @@ class TrainMetrics:
         self.validation_loss = gauge(
             "validation_loss", "Loss on the held-out text, measured at each checkpoint."
         )
+        self.validation_step = gauge(
+            "validation_step", "Step at which validation_loss was measured (-1: not yet)."
+        )
         self.tokens_per_second = gauge(
             "tokens_per_second", "Tokens per second across all workers, latest step."
         )
@@ -52,6 +55,7 @@ class TrainMetrics:
             registry=r,
         )
         self.rank.set(-1)
+        self.validation_step.set(-1)
         self.ready = threading.Event()
 
     def render(self) -> bytes:

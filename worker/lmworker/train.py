@@ -403,6 +403,7 @@ class Reporter:
             return
         self.last_validation = loss
         self.metrics.validation_loss.set(loss)
+        self.metrics.validation_step.set(self.trainer.step)
         log.info("step %d validation loss %.4f", self.trainer.step, loss)
 
     def step(self, loss: float, seconds: float, rank: int, world_size: int, rnd: int) -> None:

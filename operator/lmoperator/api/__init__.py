@@ -13,21 +13,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from lmoperator.api.errors import InvalidResourceError, describe_validation_error
-from lmoperator.api.kinds import API_VERSION, GROUP, SERVICE, TRAINING_JOB, VERSION
+from lmoperator.api.kinds import API_VERSION, GROUP, SERVICE, TRAINING_JOB, TUNING_JOB, VERSION
 from lmoperator.api.service import LMService, LMServiceSpec, LMServiceStatus
 from lmoperator.api.trainingjob import (
     LMTrainingJob,
     LMTrainingJobSpec,
     LMTrainingJobStatus,
 )
+from lmoperator.api.tuningjob import LMTuningJob, LMTuningJobSpec, LMTuningJobStatus
 
-Resource = LMTrainingJob | LMService
+Resource = LMTrainingJob | LMService | LMTuningJob
 
-RESOURCE_TYPES: dict[str, type[LMTrainingJob] | type[LMService]] = {
+RESOURCE_TYPES: dict[str, type[LMTrainingJob] | type[LMService] | type[LMTuningJob]] = {
     TRAINING_JOB.kind: LMTrainingJob,
     SERVICE.kind: LMService,
+    TUNING_JOB.kind: LMTuningJob,
 }
-SHORT_NAMES = {k.kind: k.short_name for k in (TRAINING_JOB, SERVICE)}
+SHORT_NAMES = {k.kind: k.short_name for k in (TRAINING_JOB, SERVICE, TUNING_JOB)}
 
 
 # Free-form fields keep their nulls: in a strategic-merge patch, null deletes a key.
@@ -99,6 +101,9 @@ __all__ = [
     "LMTrainingJob",
     "LMTrainingJobSpec",
     "LMTrainingJobStatus",
+    "LMTuningJob",
+    "LMTuningJobSpec",
+    "LMTuningJobStatus",
     "Resource",
     "describe_validation_error",
     "parse_resource",

@@ -27,14 +27,11 @@ MAX_RESOURCE_NAME_LENGTH = 48
 RESOURCE_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
-def _name_problem(name: str | None) -> str | None:
+def _name_problem(name: str | None, max_length: int, why: str) -> str | None:
     if name is None:
         return None
-    if len(name) > MAX_RESOURCE_NAME_LENGTH:
-        return (
-            f"metadata.name ({name}) must be at most {MAX_RESOURCE_NAME_LENGTH} characters "
-            "so that the names of its pods and services stay valid"
-        )
+    if len(name) > max_length:
+        return f"metadata.name ({name}) must be at most {max_length} characters so that {why}"
     # fullmatch: unlike RE2's, Python's `$` also matches before a trailing newline.
     if not re.fullmatch(RESOURCE_NAME_PATTERN[1:-1], name):
         return (
@@ -44,40 +41,46 @@ def _name_problem(name: str | None) -> str | None:
     return None
 
 
-RESOURCE_NAME_RULES = [
-    CelRule(
-        name="metadata-name-length",
-        rule=f"!has(self.metadata.name) || self.metadata.name.size() <= {MAX_RESOURCE_NAME_LENGTH}",
-        message_expression=(
-            "'metadata.name (' + self.metadata.name + ') must be at most "
-            f"{MAX_RESOURCE_NAME_LENGTH} characters so that the names of its pods and "
-            "services stay valid'"
+def resource_name_rules(max_length: int, why: str) -> list[CelRule]:
+    """The metadata.name rules of a kind whose children's names derive from its own."""
+    return [
+        CelRule(
+            name="metadata-name-length",
+            rule=f"!has(self.metadata.name) || self.metadata.name.size() <= {max_length}",
+            message_expression=(
+                f"'metadata.name (' + self.metadata.name + ') must be at most {max_length} "
+                f"characters so that {why}'"
+            ),
+            message=f"metadata.name must be at most {max_length} characters",
+            check=lambda m: (
+                _name_problem(m.name, max_length, why)
+                if m.name is not None and len(m.name) > max_length
+                else None
+            ),
         ),
-        message=f"metadata.name must be at most {MAX_RESOURCE_NAME_LENGTH} characters",
-        check=lambda m: (
-            _name_problem(m.name)
-            if m.name is not None and len(m.name) > MAX_RESOURCE_NAME_LENGTH
-            else None
+        CelRule(
+            name="metadata-name-dns1035",
+            rule=(
+                "!has(self.metadata.name) || self.metadata.name.size() > "
+                f"{max_length} || self.metadata.name.matches('{RESOURCE_NAME_PATTERN}')"
+            ),
+            message_expression=(
+                "'metadata.name (' + self.metadata.name + ') must start with a lowercase "
+                "letter and contain only lowercase letters, digits and \\'-\\''"
+            ),
+            message="metadata.name must be a DNS-1035 label",
+            check=lambda m: (
+                _name_problem(m.name, max_length, why)
+                if m.name is not None and len(m.name) <= max_length
+                else None
+            ),
         ),
-    ),
-    CelRule(
-        name="metadata-name-dns1035",
-        rule=(
-            "!has(self.metadata.name) || self.metadata.name.size() > "
-            f"{MAX_RESOURCE_NAME_LENGTH} || self.metadata.name.matches('{RESOURCE_NAME_PATTERN}')"
-        ),
-        message_expression=(
-            "'metadata.name (' + self.metadata.name + ') must start with a lowercase letter "
-            "and contain only lowercase letters, digits and \\'-\\''"
-        ),
-        message="metadata.name must be a DNS-1035 label",
-        check=lambda m: (
-            _name_problem(m.name)
-            if m.name is not None and len(m.name) <= MAX_RESOURCE_NAME_LENGTH
-            else None
-        ),
-    ),
-]
+    ]
+
+
+RESOURCE_NAME_RULES = resource_name_rules(
+    MAX_RESOURCE_NAME_LENGTH, "the names of its pods and services stay valid"
+)
 
 
 class ObjectMeta(ApiModel):

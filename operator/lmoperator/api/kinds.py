@@ -56,7 +56,8 @@ class ResourceKind:
 # Our own kinds (custom resources).
 TRAINING_JOB = ResourceKind(GROUP, VERSION, "LMTrainingJob", "lmtrainingjobs", ("lmtj",))
 SERVICE = ResourceKind(GROUP, VERSION, "LMService", "lmservices", ("lms",))
-CUSTOM_KINDS: tuple[ResourceKind, ...] = (TRAINING_JOB, SERVICE)
+TUNING_JOB = ResourceKind(GROUP, VERSION, "LMTuningJob", "lmtuningjobs", ("lmtune",))
+CUSTOM_KINDS: tuple[ResourceKind, ...] = (TRAINING_JOB, SERVICE, TUNING_JOB)
 
 # Kubernetes kinds the operator creates as children.
 POD = ResourceKind("", "v1", "Pod", "pods", ("po",))

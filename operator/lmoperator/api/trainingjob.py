@@ -602,6 +602,17 @@ class CheckpointRecord(ApiModel):
 
 # Enough for any burst of failures between two passes of the operator.
 MAX_COUNTED_FAILURES = 32
+# Validation losses kept in status. Past this, every second older point is dropped, so the
+# history still spans the whole run at half the resolution (see
+# reconcile/trainingjob.py record_validation).
+MAX_VALIDATION_HISTORY = 64
+
+
+class ValidationPoint(ApiModel):
+    """The validation loss measured at one checkpoint."""
+
+    step: int = Field(ge=0, description="Training step at which it was measured.")
+    loss: float = Field(description="Loss on the held-out text (nats per token).")
 
 
 class LMTrainingJobStatus(ApiModel):
@@ -618,6 +629,19 @@ class LMTrainingJobStatus(ApiModel):
     selector: str | None = Field(None, description="Label selector of the worker pods.")
     step: int | None = Field(None, ge=0, description="Optimizer steps completed.")
     loss: float | None = Field(None, description="Latest training loss.")
+    validation_loss: float | None = Field(
+        None,
+        description="Latest loss on the held-out text (spec.data.validationFraction), "
+        "measured at each checkpoint and at the end.",
+    )
+    validation_history: list[ValidationPoint] | None = Field(
+        None,
+        max_length=MAX_VALIDATION_HISTORY,
+        description="(step, validation loss) at the checkpoints the operator saw, oldest "
+        f"first; at most {MAX_VALIDATION_HISTORY} points: beyond that, every second older "
+        "point is dropped, so the history spans the whole run. Kept after the pods are "
+        "gone.",
+    )
     tokens_per_second: float | None = Field(None, ge=0, description="Training throughput.")
     last_checkpoint: CheckpointRecord | None = None
     restarts: int | None = Field(None, ge=0, description="Restarts of the worker group.")

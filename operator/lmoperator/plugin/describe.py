@@ -91,6 +91,8 @@ def _job_progress(obj: Obj, now: datetime) -> str | None:
     parts = [f"step {fraction(status.get('step'), get(obj, 'spec', 'training', 'steps'))}"]
     if number(status.get("loss")) is not None:
         parts.append(f"loss {loss(status['loss'])}")
+    if number(status.get("validationLoss")) is not None:
+        parts.append(f"validation loss {loss(status['validationLoss'])}")
     if number(status.get("tokensPerSecond")) is not None:
         parts.append(f"{rate(status['tokensPerSecond'])} tokens/s")
     return ", ".join(parts)
@@ -184,6 +186,49 @@ FIELDS: dict[str, tuple[Field, ...]] = {
 }
 
 
+FIELDS[kinds.TUNING_JOB.kind] = (
+    *COMMON_HEAD,
+    Field(
+        "Search",
+        lambda o, n: "{} (seed {}), {} of {} trials, {} at a time".format(
+            text(get(o, "spec", "algorithm", "name")),
+            _figure(get(o, "spec", "algorithm", "seed") or 0),
+            len(get(o, "status", "trials") or []),
+            _figure(get(o, "spec", "budget", "maxTrials")),
+            _figure(get(o, "spec", "budget", "parallelTrials") or 1),
+        ),
+    ),
+    Field(
+        "Objective",
+        lambda o, n: text(get(o, "spec", "objective", "metric") or "validationLoss"),
+    ),
+    Field(
+        "Best",
+        lambda o, n: (
+            "{} ({}) {}".format(
+                text(get(o, "status", "bestTrial", "name")),
+                loss(get(o, "status", "bestTrial", "objective")),
+                _parameters(get(o, "status", "bestTrial", "parameters")),
+            )
+            if isinstance(get(o, "status", "bestTrial"), Mapping)
+            else None
+        ),
+    ),
+    Field(
+        "Range warnings",
+        lambda o, n: "; ".join(get(o, "status", "rangeWarnings") or []) or None,
+    ),
+    Field("Started", lambda o, n: when(get(o, "status", "startTime"), n)),
+    Field("Completed", lambda o, n: when(get(o, "status", "completionTime"), n)),
+)
+
+
+def _parameters(values: Any) -> str:
+    if not isinstance(values, Mapping):
+        return ""
+    return " ".join(f"{k}={v}" for k, v in values.items())
+
+
 # --------------------------------------------------------------------------------------
 # Sections
 
@@ -260,6 +305,39 @@ def events_table(obj: Obj, events: Sequence[Obj], now: datetime) -> list[str]:
     return render_table(["TYPE", "REASON", "AGE", "FROM", "MESSAGE"], rows) if rows else []
 
 
+def trials_table(obj: Obj, events: Sequence[Obj], now: datetime) -> list[str]:
+    """One row per trial: its parameters, objective (latest or final), state and why."""
+    rows = [
+        [
+            text(t.get("name")),
+            text(t.get("state")),
+            _figure(t.get("replicas") or 0),
+            loss(t.get("objective")),
+            _parameters(t.get("parameters")),
+            str(t.get("reason") or ""),
+        ]
+        for t in get(obj, "status", "trials") or []
+        if isinstance(t, Mapping)
+    ]
+    headers = ["TRIAL", "STATE", "WORKERS", "OBJECTIVE", "PARAMETERS", "REASON"]
+    return render_table(headers, rows) if rows else []
+
+
+def reallocations_table(obj: Obj, events: Sequence[Obj], now: datetime) -> list[str]:
+    rows = [
+        [
+            age(d.get("time"), now),
+            text(d.get("trial")),
+            _figure(d.get("from")),
+            _figure(d.get("to")),
+            str(d.get("reason") or ""),
+        ]
+        for d in get(obj, "status", "reallocations") or []
+        if isinstance(d, Mapping)
+    ]
+    return render_table(["AGE", "TRIAL", "FROM", "TO", "REASON"], rows) if rows else []
+
+
 COMMON_SECTIONS = (
     Section("Conditions", conditions_table),
     Section("Scaling history", scaling_history_table),
@@ -268,6 +346,12 @@ COMMON_SECTIONS = (
 SECTIONS: dict[str, tuple[Section, ...]] = {
     kinds.TRAINING_JOB.kind: COMMON_SECTIONS,
     kinds.SERVICE.kind: COMMON_SECTIONS,
+    kinds.TUNING_JOB.kind: (
+        Section("Conditions", conditions_table),
+        Section("Trials", trials_table),
+        Section("Reallocations", reallocations_table),
+        Section("Events", events_table),
+    ),
 }
 
 

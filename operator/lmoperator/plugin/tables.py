@@ -199,6 +199,20 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("UPDATED", lambda o, n: text(get(o, "status", "updatedReplicas")), wide=True),
         Column("AGE", _age),
     ),
+    kinds.TUNING_JOB.kind: (
+        Column("NAME", _name),
+        Column("PHASE", _phase),
+        Column("ALGORITHM", lambda o, n: text(get(o, "spec", "algorithm", "name"))),
+        Column(
+            "TRIALS",
+            lambda o, n: fraction(
+                len(get(o, "status", "trials") or []), get(o, "spec", "budget", "maxTrials")
+            ),
+        ),
+        Column("BEST", lambda o, n: text(get(o, "status", "bestTrial", "name"))),
+        Column("OBJECTIVE", lambda o, n: loss(get(o, "status", "bestTrial", "objective"))),
+        Column("AGE", _age),
+    ),
 }
 GENERIC_COLUMNS = (Column("NAME", _name), Column("PHASE", _phase), Column("AGE", _age))
 

@@ -21,6 +21,7 @@ from lmoperator.api import InvalidResourceError, kinds
 from lmoperator.api.common import MAX_SCALING_HISTORY
 from lmoperator.api.trainingjob import (
     MAX_COUNTED_FAILURES,
+    MAX_VALIDATION_HISTORY,
     CleanPodPolicy,
     LMTrainingJob,
     RestartPolicy,
@@ -64,7 +65,9 @@ REASON_BACKOFF = "BackoffLimitExceeded"
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_COMPLETED = "TrainingCompleted"
 # Status fields that move while a job trains: their writes may wait (reconcile/status.py).
-PROGRESS_FIELDS = frozenset({"step", "loss", "tokensPerSecond", "lastCheckpoint"})
+PROGRESS_FIELDS = frozenset(
+    {"step", "loss", "tokensPerSecond", "lastCheckpoint", "validationLoss", "validationHistory"}
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -91,9 +94,24 @@ def observe_job_pod(pod: Mapping[str, Any]) -> ObservedPod:
 # Decisions
 
 
-def _completion_report(message: str | None) -> tuple[int, float | None] | None:
-    """(step, final loss) of a worker's completion report ({"completed": true, "step": N,
-    "loss": x}), or None when the message is not one."""
+@dataclass(frozen=True)
+class CompletionReport:
+    """A worker's completion report: {"completed": true, "step": N, "loss": x,
+    "validationLoss": v} (the losses when the worker measured them)."""
+
+    step: int
+    loss: float | None = None
+    validation_loss: float | None = None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _completion_report(message: str | None) -> CompletionReport | None:
+    """The worker's completion report, or None when the message is not one."""
     if not message:
         return None
     try:
@@ -101,12 +119,43 @@ def _completion_report(message: str | None) -> tuple[int, float | None] | None:
     except ValueError:
         return None
     if isinstance(report, dict) and report.get("completed") is True:
-        step, loss = report.get("step"), report.get("loss")
+        step = report.get("step")
         if isinstance(step, int) and not isinstance(step, bool):
-            if isinstance(loss, int | float) and math.isfinite(loss):
-                return step, float(loss)
-            return step, None
+            return CompletionReport(
+                step, _finite(report.get("loss")), _finite(report.get("validationLoss"))
+            )
     return None
+
+
+def record_validation(
+    history: Sequence[Mapping[str, Any]] | None,
+    step: int,
+    loss: float,
+    limit: int = MAX_VALIDATION_HISTORY,
+) -> list[dict[str, Any]]:
+    """The validation history with (step, loss) added, oldest first and at most `limit`.
+
+    A measurement at the newest step replaces it (the final one may repeat the last
+    checkpoint's step); one older than the newest is ignored (a stale scrape). When the
+    history is full, every second point is dropped from the oldest on, keeping the newest:
+    the history keeps spanning the whole run, which comparisons of trials at the same step
+    (LMTuningJob's early stopping) need, at half the resolution.
+    """
+    points = [
+        {"step": int(p["step"]), "loss": float(p["loss"])}
+        for p in history or ()
+        if isinstance(p, Mapping) and isinstance(p.get("step"), int) and _finite(p.get("loss"))
+    ]
+    if points and step < points[-1]["step"]:
+        return points
+    if points and step == points[-1]["step"]:
+        points[-1] = {"step": step, "loss": loss}
+        return points
+    points.append({"step": step, "loss": loss})
+    if len(points) > limit:
+        newest = points[-1]
+        points = [*points[:-1][::2], newest]
+    return points
 
 
 def is_permanent_failure(policy: RestartPolicy, exit_code: int | None) -> bool:
@@ -179,6 +228,8 @@ class _Pass:
             ):
                 if value is not None:
                     self.status[key] = max(value, 0.0) if key == "tokensPerSecond" else value
+            if metrics.validation_loss is not None and metrics.validation_step is not None:
+                self.validation(metrics.validation_step, metrics.validation_loss)
             if (
                 metrics.last_checkpoint_step is not None
                 and metrics.last_checkpoint_time is not None
@@ -191,6 +242,12 @@ class _Pass:
         elif not any(p.ready for p in live):
             self.status["worldSize"] = 0
             self.status.pop("tokensPerSecond", None)
+
+    def validation(self, step: int, loss: float) -> None:
+        self.status["validationLoss"] = loss
+        self.status["validationHistory"] = record_validation(
+            self.status.get("validationHistory"), step, loss
+        )
 
     def finish(self) -> Plan:
         self.status["conditions"] = self.conditions.to_list()
@@ -290,14 +347,15 @@ class _Pass:
             # The report is the truth, whatever the exit code: a worker writes it only
             # once training reached its steps (and may be killed while exiting).
             report = _completion_report(pod.termination_message) if pod.finished else None
-            if report is not None and report[0] >= steps:
-                step, loss = report
+            if report is not None and report.step >= steps:
                 # The report's figures are the final ones, however short the run was
                 # next to the metrics interval.
-                self.status["step"] = max(step, int(self.status.get("step") or 0))
-                if loss is not None:
-                    self.status["loss"] = loss
-                return f"{pod.name} reported training complete at step {step} of {steps}"
+                self.status["step"] = max(report.step, int(self.status.get("step") or 0))
+                if report.loss is not None:
+                    self.status["loss"] = report.loss
+                if report.validation_loss is not None:
+                    self.validation(report.step, report.validation_loss)
+                return f"{pod.name} reported training complete at step {report.step} of {steps}"
         known = [self.status.get("step"), self.observed.metrics and self.observed.metrics.step]
         step = max((s for s in known if isinstance(s, int)), default=0)
         members = [p for p in self.workers if (p.index or 0) < job.spec.replicas]

@@ -27,6 +27,7 @@ from lmoperator.reconcile.trainingjob import (
     job_ref,
     observe_job_pod,
     reconcile,
+    record_validation,
 )
 from lmoperator.worker_metrics import WorkerMetrics
 from lmworker.config import WorkerConfig
@@ -585,3 +586,54 @@ def test_accepted_but_unimplemented_settings_are_said_once_per_generation() -> N
     again = run(job, plan.status)
     assert not [e for e in again.events if e.reason == "NotImplemented"]
     assert not [e for e in run(make_job(), {}).events if e.reason == "NotImplemented"]
+
+
+# -- validation loss ----------------------------------------------------------------------
+
+
+def test_validation_loss_and_its_history_become_status() -> None:
+    job = make_job()
+    status = settle(job, running()).status
+    seen = [(None, None), (20, 3.5), (20, 3.5), (40, 3.0), (30, 9.9), (60, 2.75)]
+    for step, loss in seen:
+        metrics = WorkerMetrics(step=61, loss=2.0, validation_loss=loss, validation_step=step)
+        status = run(job, status, running(), metrics=metrics).status
+    assert status["validationLoss"] == 2.75
+    # Repeated scrapes add nothing; a stale one (step 30 after 40) is ignored.
+    assert status["validationHistory"] == [
+        {"step": 20, "loss": 3.5},
+        {"step": 40, "loss": 3.0},
+        {"step": 60, "loss": 2.75},
+    ]
+
+
+def test_final_validation_loss_from_the_completion_report_outlives_the_pods() -> None:
+    job = make_job()
+    status = settle(job, running()).status
+    metrics = WorkerMetrics(step=250, validation_loss=3.0, validation_step=200)
+    status = run(job, status, running(), metrics=metrics).status
+    report = json.dumps({"completed": True, "step": 300, "loss": 2.2, "validationLoss": 2.5})
+    done = worker(0, "Succeeded", exit_code=0, message=report)
+    plan = run(job, status, [RDZV, done, worker(1)])
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["validationLoss"] == 2.5
+    assert plan.status["validationHistory"][-1] == {"step": 300, "loss": 2.5}
+    # Once the pods are gone, the figures stay.
+    gone = run(job, plan.status, []).status
+    assert gone["validationLoss"] == 2.5
+    assert gone["validationHistory"] == plan.status["validationHistory"]
+
+
+def test_validation_history_is_bounded_and_spans_the_run() -> None:
+    history: list[dict[str, Any]] = []
+    for step in range(10, 2010, 10):
+        history = record_validation(history, step, 1000.0 / step, limit=16)
+        assert len(history) <= 16
+    assert history[0]["step"] == 10  # the start of the run is still there
+    assert history[-1] == {"step": 2000, "loss": 0.5}
+    steps = [p["step"] for p in history]
+    assert steps == sorted(steps)
+    assert len(set(steps)) == len(steps)
+    # A measurement at the newest step replaces it; an older one changes nothing.
+    assert record_validation(history, 2000, 0.4)[-1] == {"step": 2000, "loss": 0.4}
+    assert record_validation(history, 1500, 0.1) == history

@@ -17,6 +17,10 @@ SCRAPE = """\
 elasticlm_train_step 120.0
 # TYPE elasticlm_train_loss gauge
 elasticlm_train_loss 3.25
+# TYPE elasticlm_train_validation_loss gauge
+elasticlm_train_validation_loss 3.5
+# TYPE elasticlm_train_validation_step gauge
+elasticlm_train_validation_step 100.0
 # TYPE elasticlm_train_tokens_per_second gauge
 elasticlm_train_tokens_per_second 4096.5
 # TYPE elasticlm_train_step_seconds histogram
@@ -49,6 +53,8 @@ def test_parse_all_figures() -> None:
     assert parse_worker_metrics(SCRAPE) == WorkerMetrics(
         step=120,
         loss=3.25,
+        validation_loss=3.5,
+        validation_step=100,
         tokens_per_second=4096.5,
         step_seconds=0.5,
         world_size=3,
@@ -65,6 +71,16 @@ def test_parse_all_figures() -> None:
 def test_missing_figures_are_none() -> None:
     metrics = parse_worker_metrics("elasticlm_train_rank 1\nelasticlm_train_loss NaN\n")
     assert metrics == WorkerMetrics(rank=1)
+
+
+def test_validation_loss_counts_only_once_measured() -> None:
+    """Before the first measurement the gauge reads 0 and the step -1: no figure."""
+    fresh = "elasticlm_train_validation_loss 0.0\nelasticlm_train_validation_step -1.0\n"
+    metrics = parse_worker_metrics(fresh)
+    assert metrics.validation_loss is None
+    assert metrics.validation_step is None
+    without_step = parse_worker_metrics("elasticlm_train_validation_loss 0.0\n")
+    assert without_step.validation_loss is None
 
 
 def test_garbage_raises_value_error() -> None:

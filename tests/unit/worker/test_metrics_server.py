@@ -42,3 +42,17 @@ def test_a_client_hanging_up_prints_no_traceback(
     except ValueError:
         server.handle_error(request, ("127.0.0.1", 1))
     assert "a real bug" in capsys.readouterr().err
+
+
+def test_the_validation_loss_reaches_the_operator_only_once_measured() -> None:
+    """The contract with lmoperator.worker_metrics: no figure until the first measurement,
+    then the loss with the step it was measured at."""
+    from lmoperator.worker_metrics import parse_worker_metrics
+
+    metrics = TrainMetrics()
+    fresh = parse_worker_metrics(metrics.render().decode())
+    assert fresh.validation_loss is None
+    metrics.validation_loss.set(2.5)
+    metrics.validation_step.set(40)
+    measured = parse_worker_metrics(metrics.render().decode())
+    assert (measured.validation_step, measured.validation_loss) == (40, 2.5)
