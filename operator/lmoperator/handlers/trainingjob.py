@@ -28,7 +28,12 @@ from lmoperator.api import InvalidResourceError, LMTrainingJob, kinds, parse_res
 from lmoperator.builders.defaults import Defaults, with_defaults
 from lmoperator.builders.trainingjob import ROLE_WORKER
 from lmoperator.handlers import common
-from lmoperator.handlers.children import PODS_INDEX, SERVICES_INDEX, register_owner_pass
+from lmoperator.handlers.children import (
+    NETWORK_POLICIES_INDEX,
+    PODS_INDEX,
+    SERVICES_INDEX,
+    register_owner_pass,
+)
 from lmoperator.kube import KubeApi, KubeError
 from lmoperator.operator_metrics import RECONCILE_DURATION, RECONCILE_TOTAL, SCALING_ACTIONS
 from lmoperator.reconcile import children
@@ -169,14 +174,20 @@ def _pass(
         status = common.current_status(state, body)
         pods = common.children_of(ref, state, kinds.POD, indexes[PODS_INDEX])
         services = common.children_of(ref, state, kinds.K8S_SERVICE, indexes[SERVICES_INDEX])
+        policies = common.children_of(
+            ref, state, kinds.NETWORK_POLICY, indexes[NETWORK_POLICIES_INDEX]
+        )
         job, problems = _parsed(_model_input(body), common.pod_defaults())
         running = isinstance(job, LMTrainingJob) and status.get("phase") not in TERMINAL_PHASES
         observed = Observed(
             pods=[observe_job_pod(p) for p in pods],
             services=[children.observe_service(s) for s in services],
+            network_policies=[children.observe_object(n) for n in policies],
             metrics=state.metrics if running else None,
         )
-        plan = reconcile(ref, job, status, observed, now(), list(problems))
+        plan = reconcile(
+            ref, job, status, observed, now(), list(problems), peers=common.network_peers()
+        )
         if plan.scaled:
             SCALING_ACTIONS.labels(plan.scaled).inc()
         if plan.status.get("countedFailures") != status.get("countedFailures"):

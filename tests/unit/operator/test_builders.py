@@ -167,7 +167,7 @@ def test_worker_config_defaults_and_paths_without_claims() -> None:
     assert config.model.intermediate_size == default_intermediate_size(64)
     assert config.training.warmup_steps == 50  # 5% of steps
     pod = worker_pod(job, UID, 0, ADDR)
-    assert [v["name"] for v in pod["spec"]["volumes"]] == ["tmp"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["tmp", "rdzv-auth"]
 
 
 def test_hf_model_is_mounted() -> None:
