@@ -4,15 +4,17 @@ The same TCPStore server (on loopback) is reached two ways in the same run:
 
 - direct: a TCPStore client connected to the server itself, as before authentication;
 - authenticated: through `lmworker.storeauth` as a worker reaches it in a pod: the
-  client talks to its local Forwarder, which relays to the AuthProxy, which relays to
-  the store (two extra hops, each a Python thread relaying bytes).
+  client talks to its local forwarder process, which relays to the AuthProxy, which
+  relays to the store (two extra hops, each a Python thread relaying bytes);
+- in_process: the same with the forwarder as threads of the client's own process (the
+  alternative the worker does not use: see `--busy`).
 
 Each operation (`get` of a small key, `add`, `set`, `check`: what the heartbeat thread
 and the rounds use) is timed one at a time, `--ops` times per repeat, the two paths
 interleaved over `--repeats`; the figures are medians and 5th/95th percentiles of the
 per-operation latency, plus the one-off cost of a new connection (handshake included).
 `--busy` adds a Python thread that holds the GIL in the client process, as a training
-step's Python code does, to show the relay threads' wait for the GIL.
+step's Python code does, to show the in-process relay threads' wait for the GIL.
 
     .venv/bin/python bench/store_auth.py [--ops 2000] [--repeats 5] [--busy]
 """
@@ -24,6 +26,7 @@ import json
 import socket
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -106,17 +109,21 @@ def main() -> int:
     _master, port = server()
     proxy_listener = socket.create_server(("127.0.0.1", 0))
     proxy = storeauth.AuthProxy(proxy_listener, ("127.0.0.1", port), SECRET).start()
-    forwarder = storeauth.Forwarder(proxy.address, SECRET)
+    secret_file = Path(tempfile.mkdtemp()) / "token"
+    secret_file.write_bytes(SECRET)
+    forwarder = storeauth.ForwarderProcess(proxy.address, SECRET, str(secret_file))
+    in_process = storeauth.Forwarder(proxy.address, SECRET)
     paths = {
         "direct": operations(client("127.0.0.1", port)),
         "authenticated": operations(client(*forwarder.address)),
+        "in_process": operations(client(*in_process.address)),
     }
     stop = threading.Event()
     if args.busy:
         threading.Thread(target=busy_python, args=(stop,), daemon=True).start()
     samples: dict[str, dict[str, list[float]]] = {p: {} for p in paths}
-    time_ops(paths["direct"], 200)  # warm-up
-    time_ops(paths["authenticated"], 200)
+    for ops in paths.values():
+        time_ops(ops, 200)  # warm-up
     for r in range(args.repeats):
         order = list(paths) if r % 2 == 0 else list(reversed(paths))
         for path in order:
@@ -138,9 +145,11 @@ def main() -> int:
     for name in samples["direct"]:
         d = summary(samples["direct"][name])
         a = summary(samples["authenticated"][name])
+        t = summary(samples["in_process"][name])
         ops_out[name] = {
             "direct": d,
             "authenticated": a,
+            "in_process": t,
             "added_us": round(a["median_us"] - d["median_us"], 1),
         }
     result["ops"] = ops_out
@@ -149,6 +158,7 @@ def main() -> int:
     print(json.dumps(result))
     proxy.close()
     forwarder.close()
+    in_process.close()
     return 0
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from lmworker.storeauth import AuthError, Forwarder, check_access
+from lmworker.storeauth import AuthError, ForwarderProcess, check_access, read_secret
 
 if TYPE_CHECKING:
     from torch.distributed import Store
@@ -49,7 +49,9 @@ class StoreLostError(RuntimeError):
     """The rendezvous store is unreachable; it will be retried."""
 
 
-def connect(host: str, port: int, timeout: float, forwarder: Forwarder | None = None) -> Store:
+def connect(
+    host: str, port: int, timeout: float, forwarder: ForwarderProcess | None = None
+) -> Store:
     """A store client, once the server accepts connections.
 
     TCPStore's own connect retries hold the GIL for seconds while the server is down,
@@ -82,12 +84,16 @@ class Membership:
         pod: str,
         expected: int,
         connect_timeout: float = 300.0,
-        secret: bytes | None = None,
+        secret_file: str | None = None,
     ) -> None:
         self.host, self.port = host, port
         # Every store client of this process goes through it (gloo's included: its
         # stores are PrefixStores on self.store).
-        self.forwarder = Forwarder((host, port), secret) if secret is not None else None
+        self.forwarder = (
+            ForwarderProcess((host, port), read_secret(secret_file), secret_file)
+            if secret_file
+            else None
+        )
         self.info = {"index": index, "pod": pod, "expected": expected, "pid": os.getpid()}
         self.connect_timeout = connect_timeout
         self.leaving = threading.Event()
@@ -173,6 +179,8 @@ class Membership:
             time.sleep(POLL * 2)
 
     def close(self) -> None:
+        # The forwarder lives until the process exits (its stdin pipe closes then):
+        # tearing down a process group may still talk to the store.
         self._stop.set()
 
     # -- rounds --------------------------------------------------------------------

@@ -41,6 +41,7 @@ import logging
 import os
 import secrets
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -295,8 +296,59 @@ class Forwarder:
         self.listener.close()
 
 
+class ForwarderProcess:
+    """A Forwarder in a child process (`python -m lmworker.storeauth --forward`).
+
+    In the training process the relay threads would wait for the GIL whenever the
+    training loop holds it, adding up to a switch interval (5 ms) to each store
+    operation and taking the GIL from the loop in turn; a child process of its own
+    (stdlib only, ~20 MB) relays without either. It exits when the worker does: it
+    watches its stdin, a pipe only the worker holds. The secret goes by file path,
+    never on the command line.
+    """
+
+    def __init__(self, upstream: tuple[str, int], secret: bytes, secret_file: str) -> None:
+        self.upstream = upstream
+        self.secret = secret
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lmworker.storeauth",
+                f"{upstream[0]}:{upstream[1]}",
+                "--secret-file",
+                secret_file,
+                "--forward",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        try:
+            port = int(line.split(b" ")[-1])
+        except ValueError:
+            self.proc.kill()
+            raise AuthError(
+                f"the rendezvous forwarder did not start (it said {line!r}); see the log above"
+            ) from None
+        self.address = ("127.0.0.1", port)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+
+
+def _forward_until_stdin_closes(upstream: tuple[str, int], secret: bytes) -> int:
+    forwarder = Forwarder(upstream, secret)
+    print(f"forwarding {forwarder.address[0]} {forwarder.address[1]}", flush=True)
+    while sys.stdin.buffer.read(4096):
+        pass
+    return 0
+
+
 # --------------------------------------------------------------------------------------
-# `python -m lmworker.storeauth check HOST:PORT`: can this pod reach the store?
+# `python -m lmworker.storeauth HOST:PORT --secret-file F`: can this pod reach the store?
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,9 +359,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("address", help="HOST:PORT of the rendezvous Service")
     parser.add_argument("--secret-file", help="the job's mounted secret (none: try without)")
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--forward",
+        action="store_true",
+        help="serve a local forwarder until stdin closes (what a worker starts)",
+    )
     args = parser.parse_args(argv)
     host, _, port = args.address.rpartition(":")
-    secret = read_secret(args.secret_file) if args.secret_file else b""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    try:
+        secret = read_secret(args.secret_file) if args.secret_file else b""
+    except AuthError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    if args.forward:
+        return _forward_until_stdin_closes((host, int(port)), secret)
     started = time.monotonic()
     try:
         check_access(host, int(port), secret, args.timeout)

@@ -63,7 +63,7 @@ from lmworker.metrics import TrainMetrics
 from lmworker.metrics import serve as serve_metrics
 from lmworker.model import LlamaModel, init_weights
 from lmworker.precision import PrecisionError, resolve_precision
-from lmworker.storeauth import AuthError, read_secret
+from lmworker.storeauth import AuthError
 from lmworker.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 
 log = logging.getLogger("lmworker.train")
@@ -461,7 +461,7 @@ class ElasticWorker:
             index=int(os.environ.get(INDEX_ENV, "0")),
             pod=os.environ.get("POD_NAME", f"pid-{os.getpid()}"),
             expected=int(os.environ.get(EXPECTED_REPLICAS_ENV, "0")),
-            secret=read_secret(secret_file) if secret_file else None,
+            secret_file=secret_file or None,
         )
         self.leave_requested_at: float | None = None
         self.leave_timeout = float(os.environ.get(LEAVE_TIMEOUT_ENV, "20"))

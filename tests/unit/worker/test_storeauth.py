@@ -122,3 +122,28 @@ def test_read_secret_names_the_file_and_the_fix(tmp_path: Path) -> None:
     good = tmp_path / "token"
     good.write_text(storeauth.new_secret() + "\n")
     assert len(storeauth.read_secret(str(good))) >= 32
+
+
+def test_the_forwarder_process_relays_and_ends_with_its_parent(
+    stack: Stack, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(SECRET + b"\n")
+    forwarder = storeauth.ForwarderProcess(stack.proxy.address, SECRET, str(token))
+    try:
+        host, port = forwarder.address
+        store = TCPStore(host, port, is_master=False, timeout=timedelta(seconds=3), use_libuv=True)
+        assert store.get("epoch") == b"e1"
+        assert store.add("hb/1", 1) == 1
+        # The secret travels by file: it is nowhere on the command line.
+        assert SECRET.decode() not in str(forwarder.proc.args)
+    finally:
+        forwarder.close()
+    assert forwarder.proc.wait(timeout=10) == 0
+
+
+def test_a_forwarder_process_without_a_readable_secret_says_so(
+    stack: Stack, tmp_path: Path
+) -> None:
+    with pytest.raises(storeauth.AuthError, match="forwarder did not start"):
+        storeauth.ForwarderProcess(stack.proxy.address, SECRET, str(tmp_path / "missing"))
