@@ -40,6 +40,7 @@ import hmac
 import logging
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -303,8 +304,8 @@ class ForwarderProcess:
     training loop holds it, adding up to a switch interval (5 ms) to each store
     operation and taking the GIL from the loop in turn; a child process of its own
     (stdlib only, ~20 MB) relays without either. It exits when the worker does: it
-    watches its stdin, a pipe only the worker holds. The secret goes by file path,
-    never on the command line.
+    watches its stdin, a pipe only the worker holds, and ignores SIGTERM (the worker
+    needs the store to leave). The secret goes by file path, never on the command line.
     """
 
     def __init__(self, upstream: tuple[str, int], secret: bytes, secret_file: str) -> None:
@@ -340,6 +341,11 @@ class ForwarderProcess:
 
 
 def _forward_until_stdin_closes(upstream: tuple[str, int], secret: bytes) -> int:
+    # A worker on SIGTERM still needs the store to leave cleanly, and a runtime may
+    # signal the whole process group (devcluster's kubelet does): only the worker's exit
+    # (the end of stdin) ends the forwarder.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     forwarder = Forwarder(upstream, secret)
     print(f"forwarding {forwarder.address[0]} {forwarder.address[1]}", flush=True)
     while sys.stdin.buffer.read(4096):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -137,6 +139,13 @@ def test_the_forwarder_process_relays_and_ends_with_its_parent(
         assert store.add("hb/1", 1) == 1
         # The secret travels by file: it is nowhere on the command line.
         assert SECRET.decode() not in str(forwarder.proc.args)
+        # SIGTERM to the process group (as devcluster's kubelet sends it) must leave the
+        # forwarder serving: the worker still needs the store to ask to leave.
+        forwarder.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):  # a default handler dies at once
+            forwarder.proc.wait(timeout=0.5)
+        store.set("leave/1", "1")
+        assert store.get("leave/1") == b"1"
     finally:
         forwarder.close()
     assert forwarder.proc.wait(timeout=10) == 0
