@@ -57,6 +57,9 @@ ACCEPTED = b"\x01"
 REFUSED = b"\x00"
 # A client gets this long to answer the challenge; a silent one cannot hold a thread.
 HANDSHAKE_TIMEOUT = 5.0
+# Handshakes in progress at once; more connections are closed at once (a flood of
+# silent clients cannot pile up threads).
+MAX_PENDING_HANDSHAKES = 128
 MIN_SECRET_BYTES = 16
 RELAY_BUFFER = 64 * 1024
 
@@ -192,6 +195,7 @@ class AuthProxy:
         self.secret = secret
         self.accepted = 0
         self.refused = 0
+        self._pending = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
         self._thread = threading.Thread(target=self._accept, name="rdzv-auth", daemon=True)
 
     @property
@@ -209,11 +213,21 @@ class AuthProxy:
                 conn, peer = self.listener.accept()
             except OSError:
                 return
+            if not self._pending.acquire(blocking=False):
+                log.warning("Dropped a rendezvous connection: too many handshakes at once")
+                conn.close()
+                continue
             threading.Thread(
                 target=self._admit, args=(conn, peer), name="rdzv-auth-admit", daemon=True
             ).start()
 
     def _admit(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            self._handshake(conn, peer)
+        finally:
+            self._pending.release()
+
+    def _handshake(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         nonce = os.urandom(NONCE_BYTES)
         try:
             conn.settimeout(HANDSHAKE_TIMEOUT)
@@ -236,12 +250,17 @@ class AuthProxy:
             return
         try:
             store = socket.create_connection(self.backend, timeout=HANDSHAKE_TIMEOUT)
+        except OSError as exc:
+            log.warning("could not reach the store behind the proxy: %s", exc)
+            conn.close()
+            return
+        try:
             _nodelay(store)
             store.settimeout(None)
             conn.settimeout(None)
             conn.sendall(ACCEPTED)
-        except OSError as exc:
-            log.warning("could not reach the store behind the proxy: %s", exc)
+        except OSError:
+            store.close()
             conn.close()
             return
         self.accepted += 1

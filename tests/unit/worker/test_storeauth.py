@@ -13,6 +13,7 @@ import pytest
 from torch.distributed import DistError, PrefixStore, TCPStore
 
 from lmworker import storeauth
+from tests.waiting import wait_for
 
 SECRET = b"s3cret-token-of-the-job-0123456789"
 
@@ -156,3 +157,27 @@ def test_a_forwarder_process_without_a_readable_secret_says_so(
 ) -> None:
     with pytest.raises(storeauth.AuthError, match="forwarder did not start"):
         storeauth.ForwarderProcess(stack.proxy.address, SECRET, str(tmp_path / "missing"))
+
+
+def test_silent_clients_cannot_pile_up_handshakes(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storeauth, "MAX_PENDING_HANDSHAKES", 1)
+    proxy = storeauth.AuthProxy(
+        socket.create_server(("127.0.0.1", 0)), stack.proxy.backend, SECRET
+    ).start()
+    silent = socket.create_connection(proxy.address, timeout=3)
+    assert silent.recv(64).startswith(storeauth.MAGIC)  # holds the only slot
+    with socket.create_connection(proxy.address, timeout=3) as second:
+        assert closed(second)  # dropped without a challenge
+    silent.close()  # frees the slot
+
+    def admitted() -> bool:
+        try:
+            storeauth.check_access(*proxy.address, SECRET, timeout=2.0)
+        except (OSError, storeauth.AuthError):
+            return False
+        return True
+
+    wait_for(admitted, 10, "the proxy to admit again once the silent client left")
+    proxy.close()
