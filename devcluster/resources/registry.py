@@ -156,6 +156,12 @@ def builtin_types() -> list[ResourceType]:
             "PodDisruptionBudget", True, short_names=("pdb",), status=True,
             top_fields=_top("spec", "status"),
         ),
+        # Stored, not enforced: devcluster's pods share the host's network, and nothing
+        # filters the traffic between them (docs/devcluster.md).
+        ResourceType(
+            "networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy",
+            True, short_names=("netpol",), top_fields=_top("spec"),
+        ),
         ResourceType(
             "rbac.authorization.k8s.io", "v1", "roles", "role", "Role", True,
             top_fields=_top("rules"), strategy=RoleStrategy(),

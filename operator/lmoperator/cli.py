@@ -22,6 +22,7 @@ from lmoperator.builders.defaults import (
     parse_pod_security_context,
     parse_resources,
 )
+from lmoperator.builders.trainingjob import NetworkPeers, parse_peers
 from lmoperator.plugin.commands import add_commands, connection_options
 
 EXIT_OK = 0
@@ -186,6 +187,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     try:
         defaults = pod_defaults_of(args)
         leader_election = leader_election_config(args)
+        peers = network_peers_of(args)
     except (InvalidDefaultError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -201,8 +203,18 @@ def cmd_operator(args: argparse.Namespace) -> int:
         pod_defaults=defaults,
         metrics_address=args.metrics_address,
         leader_election=leader_election,
+        network_peers=peers,
     )
     return EXIT_OK
+
+
+def network_peers_of(args: argparse.Namespace) -> NetworkPeers:
+    """The `--network-policy-*` flags; InvalidPeerError (a ValueError) names the flag."""
+    operator, scrapers = args.network_policy_operator, args.network_policy_metrics_scrapers
+    return NetworkPeers(
+        operator=parse_peers(operator, "--network-policy-operator") if operator else (),
+        scrapers=(parse_peers(scrapers, "--network-policy-metrics-scrapers") if scrapers else ()),
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -379,6 +391,24 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             "http://0.0.0.0:8081/healthz (default: none)",
         )
         operator.add_argument("--verbose", "-v", action="store_true", help="log more")
+        network = operator.add_argument_group(
+            "training jobs' NetworkPolicies",
+            "who may reach a job's metrics port besides its own pods (each a JSON "
+            "NetworkPolicyPeer or a list of them); nobody else is admitted",
+        )
+        network.add_argument(
+            "--network-policy-operator",
+            metavar="JSON",
+            help="the operator's own pods (it scrapes rank 0's metrics), e.g. "
+            '\'{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": '
+            '"elasticlm-system"}}, "podSelector": {"matchLabels": '
+            '{"app.kubernetes.io/name": "elasticlm"}}}\'',
+        )
+        network.add_argument(
+            "--network-policy-metrics-scrapers",
+            metavar="JSON",
+            help="metrics scrapers, e.g. Prometheus's pods (default: none)",
+        )
         _add_pod_default_flags(operator, "worker", "training workers and rendezvous stores")
         _add_pod_default_flags(operator, "server", "model servers (LMService)")
         operator.set_defaults(func=cmd_operator)

@@ -31,6 +31,7 @@ from lmoperator import health
 from lmoperator.api.kinds import GROUP
 from lmoperator.builders.defaults import NO_DEFAULTS, Defaults
 from lmoperator.builders.pods import ROLE_LABEL
+from lmoperator.builders.trainingjob import NO_PEERS, NetworkPeers
 from lmoperator.handlers import common
 from lmoperator.kube import Kube, load_config
 from lmoperator.leaderelection import LeaderElectionConfig, LeaderElector
@@ -82,6 +83,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_
     if getattr(memo, "namespaced", False):
         settings.scanning.disabled = True
     common.set_pod_defaults(getattr(memo, "pod_defaults", NO_DEFAULTS))
+    common.set_network_peers(getattr(memo, "network_peers", NO_PEERS))
     load_config()
     memo.kube = Kube()
     memo.scraper = Scraper()
@@ -117,13 +119,15 @@ def run(
     pod_defaults: Defaults = NO_DEFAULTS,
     metrics_address: str = DEFAULT_METRICS_ADDRESS,
     leader_election: LeaderElectionConfig | None = None,
+    network_peers: NetworkPeers = NO_PEERS,
 ) -> None:
     """Run the operator until interrupted: all namespaces when `namespaces` is empty.
 
     `liveness` is kopf's health endpoint (`http://0.0.0.0:8081/healthz`): it answers 200
     while kopf's own tasks are alive, and the metrics port's `/healthz` asks it. With
     `leader_election`, only the replica that holds the Lease runs the handlers.
-    `pod_defaults` fill what the resources' spec.worker leaves out.
+    `pod_defaults` fill what the resources' spec.worker leaves out; `network_peers`
+    may reach training jobs' metrics ports through their NetworkPolicies.
     """
     kopf.configure(verbose=verbose)
     memo = kopf.Memo(
@@ -132,6 +136,7 @@ def run(
         metrics_served=bool(metrics_port),
         namespaced=bool(namespaces),
         pod_defaults=pod_defaults,
+        network_peers=network_peers,
     )
     kopf_alive = kopf_liveness(liveness)
     if leader_election is not None:

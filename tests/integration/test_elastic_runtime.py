@@ -1,7 +1,8 @@
 """The elastic runtime without Kubernetes: a rendezvous process and worker processes.
 
 Rank 0 (the lowest index, here always worker 0) logs every step it completes, so its
-log shows directly whether a membership change skipped or redid any step.
+log shows directly whether a membership change skipped or redid any step. The store is
+behind its authenticating proxy, as in a job's pods: every process gets the job's secret.
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from typing import Any
 import pytest
 
 from lmoperator.localstack import free_port
-from lmworker.config import ModelConfig, TrainingConfig, WorkerConfig, default_intermediate_size
+from lmworker.config import (
+    EXIT_PERMANENT,
+    SECRET_FILE_ENV,
+    ModelConfig,
+    TrainingConfig,
+    WorkerConfig,
+    default_intermediate_size,
+)
 from lmworker.corpus import write_corpus
+from lmworker.storeauth import new_secret
 from tests.waiting import wait_for
 
 # Enough steps at about 0.05 s each for a newcomer to start Python and torch (~5 s)
@@ -69,12 +78,15 @@ class Cluster:
             max_replicas=3,
         )
         self.step_log = tmp / "steps.jsonl"
+        self.secret_file = tmp / "rdzv-token"
+        self.secret_file.write_text(new_secret())
         self.procs: list[subprocess.Popen[bytes]] = []
         self.rdzv = self.start_rendezvous()
 
     def start_rendezvous(self, tag: str = "") -> subprocess.Popen[bytes]:
         args = ["lmworker.rendezvous", "--host", "127.0.0.1", "--port", str(self.port)]
-        return self._spawn(f"rdzv{tag}", [*args, "--min-nodes", "1", "--max-nodes", "3"], {})
+        env = {SECRET_FILE_ENV: str(self.secret_file)}
+        return self._spawn(f"rdzv{tag}", [*args, "--min-nodes", "1", "--max-nodes", "3"], env)
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with (self.tmp / f"{name}.log").open("ab") as log:
@@ -89,8 +101,11 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def worker(self, index: int, expected: int, tag: str = "") -> subprocess.Popen[bytes]:
+    def worker(
+        self, index: int, expected: int, tag: str = "", secret_file: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         env = {
+            SECRET_FILE_ENV: str(secret_file or self.secret_file),
             "ELASTICLM_CONFIG": self.config.to_json(),
             "ELASTICLM_RDZV_ADDR": f"127.0.0.1:{self.port}",
             "ELASTICLM_INDEX": str(index),
@@ -219,3 +234,25 @@ def test_a_restarted_rendezvous_costs_no_step(cluster_factory: Callable[..., Clu
     # The group re-formed with the new store (whose rounds count from 1 again).
     formed = (c.tmp / "w0.log").read_text().count("round 1 formed")
     assert formed == 2
+
+
+def test_a_worker_with_another_secret_is_refused_and_training_goes_on(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    c = cluster_factory(steps=STEPS)
+    w0 = c.worker(0, expected=1)
+    c.wait("training at 1", lambda s: len(s) >= 5)
+    wrong = c.tmp / "other-job-token"
+    wrong.write_text(new_secret())
+    intruder = c.worker(1, expected=2, secret_file=wrong)
+    assert intruder.wait(timeout=120) == EXIT_PERMANENT
+    log = (c.tmp / "w1.log").read_text()
+    assert "the rendezvous refused this pod's secret" in log
+    rdzv_log = (c.tmp / "rdzv.log").read_text()
+    assert "Refused a rendezvous connection without the job's secret" in rdzv_log
+    assert "(index 1) registered" not in rdzv_log  # it never reached the store
+    before = c.last_step()
+    c.wait("training on alone", lambda s: s[-1]["step"] > before + 5)
+    assert {r["world_size"] for r in c.steps()} == {1}
+    os.kill(w0.pid, signal.SIGTERM)
+    assert w0.wait(timeout=60) == 0

@@ -197,6 +197,9 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {
     ("elasticlm.io", "lmtrainingjobs", "create"): "an LMTuningJob's trials",
     ("elasticlm.io", "lmtuningjobs", "patch"): "kopf's finalizer on an LMTuningJob",
     ("elasticlm.io", "lmtuningjobs/status", "patch"): "an LMTuningJob's status",
+    # tests/integration/test_training_job.py opts a job out of its NetworkPolicy.
+    ("networking.k8s.io", "networkpolicies", "patch"): "a changed --network-policy-* flag",
+    ("networking.k8s.io", "networkpolicies", "delete"): "spec.networkPolicy.enabled: false",
 }
 
 #: Leader election in the HA phase, fast enough for a test: a standby takes over at most

@@ -3,6 +3,7 @@ devcluster, training the tiny model on a synthetic corpus."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -397,3 +398,106 @@ def test_suspend_keeps_the_checkpoint_and_resume_continues_from_it(job: Job) -> 
     job.succeeded()
     assert all(step >= saved for step, _ in job.seen_steps if step != stale), job.seen_steps
     assert status["phase"] == "Suspended"
+
+
+RAW: dict[str, Any] = {"_preload_content": False}
+
+
+def raw(response: Any) -> dict[str, Any]:
+    """The object as the API server sent it (camelCase, no client model)."""
+    body: dict[str, Any] = json.loads(response.data)
+    return body
+
+
+def _owner(ref: dict[str, Any]) -> dict[str, Any]:
+    return {k: ref.get(k) for k in ("kind", "name", "uid", "controller")}
+
+
+def _probe_pod(job: Job, name: str, secret: str | None) -> dict[str, Any]:
+    """A pod that carries the job's label (so the NetworkPolicy would admit it) and asks
+    the rendezvous to let it in, with `secret` mounted (None: no secret at all)."""
+    service = job.core.read_namespaced_service(f"{job.name}-rdzv", job.ns)
+    command = ["python", "-m", "lmworker.storeauth", f"{service.spec.cluster_ip}:29400"]
+    pod: dict[str, Any] = {
+        "metadata": {"name": name, "labels": {"elasticlm.io/job": job.name}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "probe", "image": "ghcr.io/elasticlm/worker", "command": command}
+            ],
+        },
+    }
+    if secret is not None:
+        pod["spec"]["volumes"] = [{"name": "s", "secret": {"secretName": secret}}]
+        pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "s", "mountPath": "/s"}]
+        command += ["--secret-file", "/s/token"]
+    return pod
+
+
+def _probe(job: Job, name: str, secret: str | None) -> tuple[int, str]:
+    """(exit code, log) of a probe pod."""
+    job.core.create_namespaced_pod(job.ns, _probe_pod(job, name, secret))
+
+    def ended() -> tuple[int] | None:
+        pod = job.core.read_namespaced_pod(name, job.ns)
+        if pod.status.phase not in ("Succeeded", "Failed"):
+            return None
+        return (int(pod.status.container_statuses[0].state.terminated.exit_code),)
+
+    (code,) = wait_for(ended, 60, f"probe pod {name} to end\n{job.diagnostics()}", interval=0.3)
+    return code, str(job.core.read_namespaced_pod_log(name, job.ns))
+
+
+def test_rendezvous_secret_and_network_policy(job: Job) -> None:
+    """The job's Secret and NetworkPolicy exist, owned by the job; a pod without the
+    secret (or with another one) is refused by the store, one with it gets in."""
+    job.create(replicas=1, steps=400)
+    job.wait_step(3)  # trains with the authentication on
+    uid = (job.get() or {})["metadata"]["uid"]
+    owner = {"kind": "LMTrainingJob", "name": job.name, "uid": uid, "controller": True}
+
+    secret = raw(job.core.read_namespaced_secret(f"{job.name}-rdzv-auth", job.ns, **RAW))
+    assert [_owner(r) for r in secret["metadata"]["ownerReferences"]] == [owner]
+    assert secret["type"] == "Opaque"
+    assert len(secret["data"]["token"]) >= 40  # 256 random bits, base64 of URL-safe text
+
+    networking = kubernetes.client.NetworkingV1Api(job.stack.api)
+    policy = raw(networking.read_namespaced_network_policy(f"{job.name}-pods", job.ns, **RAW))
+    assert [_owner(r) for r in policy["metadata"]["ownerReferences"]] == [owner]
+    spec = policy["spec"]
+    own = {"podSelector": {"matchLabels": {"elasticlm.io/job": job.name}}}
+    assert spec["podSelector"] == own["podSelector"]
+    assert spec["policyTypes"] == ["Ingress"]
+    # This operator runs without peer flags: only the job's own pods, on every port.
+    assert spec["ingress"] == [{"from": [own]}]
+
+    code, log = _probe(job, "no-secret", None)
+    assert code == 1, log
+    assert "refused" in log, log
+    job.core.create_namespaced_secret(
+        job.ns, {"metadata": {"name": "other"}, "stringData": {"token": "x" * 43}}
+    )
+    code, log = _probe(job, "other-secret", "other")
+    assert code == 1, log
+    assert "refused this pod's secret" in log, log
+    code, log = _probe(job, "with-secret", f"{job.name}-rdzv-auth")
+    assert code == 0, log
+    assert "accepted" in log, log
+    rdzv_log = "\n".join(
+        f.read_text(errors="replace")
+        for f in (job.stack.state_dir / "pods").glob(f"{job.ns}_{job.name}-rdzv*/logs/*.log")
+    )
+    assert rdzv_log.count("Refused a rendezvous connection without the job's secret") >= 2
+    assert job.status()["phase"] == "Running"
+
+    # Opting out removes the policy; the secret stays.
+    job.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, job.ns, PLURAL, job.name, {"spec": {"networkPolicy": {"enabled": False}}}
+    )
+    wait_for(
+        lambda: not networking.list_namespaced_network_policy(job.ns).items,
+        30,
+        "the NetworkPolicy to go",
+        interval=0.3,
+    )
+    assert job.core.read_namespaced_secret(f"{job.name}-rdzv-auth", job.ns).data

@@ -24,6 +24,7 @@ import yaml
 
 from lmoperator.api import kinds
 from lmoperator.api.crd import render_crds
+from lmoperator.builders.trainingjob import parse_peers
 from lmoperator.cli import _parser, pod_defaults_of
 from lmoperator.handlers.children import WATCHED_CHILD_KINDS
 
@@ -342,6 +343,36 @@ def test_crds_can_be_left_out_or_left_unkept() -> None:
     assert all("annotations" not in c["metadata"] for c in unkept)
 
 
+def test_the_operator_is_told_its_own_peer_and_the_scrapers() -> None:
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    args = one(
+        render({"trainingNetworkPolicy": {"metricsScrapers": [scraper]}}),
+        "Deployment",
+        "elasticlm-operator",
+    )["spec"]["template"]["spec"]["containers"][0]["args"]
+    flags = dict(a.split("=", 1) for a in args if a.startswith("--network-policy-"))
+    operator = parse_peers(flags["--network-policy-operator"], "operator")
+    assert operator == (
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "elasticlm-system"}
+            },
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "elasticlm",
+                    "app.kubernetes.io/instance": "elasticlm",
+                    "app.kubernetes.io/component": "operator",
+                }
+            },
+        },
+    )
+    assert parse_peers(flags["--network-policy-metrics-scrapers"], "scrapers") == (scraper,)
+    default_args = one(render(), "Deployment", "elasticlm-operator")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    assert not any(a.startswith("--network-policy-metrics-scrapers") for a in default_args)
+
+
 def test_cluster_rbac_covers_what_the_operator_calls() -> None:
     objects = render()
     rules = granted(one(objects, "ClusterRole", "elasticlm-operator"))
@@ -362,8 +393,17 @@ def test_cluster_rbac_covers_what_the_operator_calls() -> None:
     assert rules[("apiextensions.k8s.io", "customresourcedefinitions")] == {"list", "watch"}
     # The autoscaler's history: read by name once, written by patch or create.
     assert rules[("", "configmaps")] == {"get", "create", "patch"}
-    # Nothing the operator does not use: no secrets, no get (but the history's), no update.
-    assert ("", "secrets") not in rules
+    # A training job's rendezvous Secret is created, never read, listed or changed; its
+    # NetworkPolicy follows the spec and the peer flags.
+    assert rules[("", "secrets")] == {"create"}
+    assert rules[("networking.k8s.io", "networkpolicies")] == {
+        "list",
+        "watch",
+        "create",
+        "patch",
+        "delete",
+    }
+    # Nothing the operator does not use: no get (but the history's), no update.
     assert not any(
         verbs & {"get", "update", "deletecollection"}
         for resource, verbs in rules.items()

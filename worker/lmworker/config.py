@@ -22,6 +22,12 @@ INDEX_ENV = "ELASTICLM_INDEX"
 # spec.replicas when the pod was created: the world size the rendezvous waits for.
 EXPECTED_REPLICAS_ENV = "ELASTICLM_EXPECTED_REPLICAS"
 
+# The file holding the job's rendezvous secret (the mounted Secret <job>-rdzv-auth);
+# the store refuses clients that cannot prove they hold it (lmworker.storeauth).
+SECRET_FILE_ENV = "ELASTICLM_RDZV_SECRET_FILE"
+SECRET_KEY = "token"
+SECRET_MOUNT = "/var/run/elasticlm/rdzv"
+
 RDZV_PORT = 29400
 METRICS_PORT = 9400
 TERMINATION_LOG = "/dev/termination-log"

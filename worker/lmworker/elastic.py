@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from lmworker.storeauth import AuthError, ForwarderProcess, check_access, read_secret
+
 if TYPE_CHECKING:
     from torch.distributed import Store
 
@@ -47,17 +49,25 @@ class StoreLostError(RuntimeError):
     """The rendezvous store is unreachable; it will be retried."""
 
 
-def connect(host: str, port: int, timeout: float) -> Store:
+def connect(
+    host: str, port: int, timeout: float, forwarder: ForwarderProcess | None = None
+) -> Store:
     """A store client, once the server accepts connections.
 
     TCPStore's own connect retries hold the GIL for seconds while the server is down,
     which would stall training in the other threads, so reachability is probed first
-    with a plain socket.
+    with a plain socket. With a `forwarder` (the job has a secret), the probe is a full
+    handshake with the authenticating proxy (AuthError when it refuses the secret) and
+    the client connects to the forwarder's local address.
     """
     from torch.distributed import TCPStore
 
     try:
-        socket.create_connection((host, port), timeout=min(timeout, 1.0)).close()
+        if forwarder is None:
+            socket.create_connection((host, port), timeout=min(timeout, 1.0)).close()
+        else:
+            check_access(host, port, forwarder.secret, timeout=min(timeout, 1.0))
+            host, port = forwarder.address
     except OSError as exc:
         raise StoreLostError(f"rendezvous store {host}:{port} unreachable: {exc}") from exc
     return TCPStore(host, port, is_master=False, timeout=timedelta(seconds=timeout), use_libuv=True)
@@ -74,8 +84,16 @@ class Membership:
         pod: str,
         expected: int,
         connect_timeout: float = 300.0,
+        secret_file: str | None = None,
     ) -> None:
         self.host, self.port = host, port
+        # Every store client of this process goes through it (gloo's included: its
+        # stores are PrefixStores on self.store).
+        self.forwarder = (
+            ForwarderProcess((host, port), read_secret(secret_file), secret_file)
+            if secret_file
+            else None
+        )
         self.info = {"index": index, "pod": pod, "expected": expected, "pid": os.getpid()}
         self.connect_timeout = connect_timeout
         self.leaving = threading.Event()
@@ -96,9 +114,11 @@ class Membership:
         deadline = time.monotonic() + self.connect_timeout
         while True:
             try:
-                store = connect(self.host, self.port, timeout=10.0)
+                store = connect(self.host, self.port, timeout=10.0, forwarder=self.forwarder)
                 store.get("epoch")  # the rendezvous writes it first thing
                 return store
+            except AuthError:
+                raise  # retrying cannot make a wrong secret right
             except Exception as exc:
                 if time.monotonic() > deadline:
                     raise StoreLostError(
@@ -132,7 +152,7 @@ class Membership:
         while not self._stop.is_set():
             try:
                 if store is None:
-                    store = connect(self.host, self.port, timeout=5.0)
+                    store = connect(self.host, self.port, timeout=5.0, forwarder=self.forwarder)
                 epoch = store.get("epoch").decode()
                 if epoch != self.latest_epoch:
                     # The store restarted; the main loop notices and re-registers.
@@ -159,6 +179,8 @@ class Membership:
             time.sleep(POLL * 2)
 
     def close(self) -> None:
+        # The forwarder lives until the process exits (its stdin pipe closes then):
+        # tearing down a process group may still talk to the store.
         self._stop.set()
 
     # -- rounds --------------------------------------------------------------------

@@ -1,6 +1,11 @@
 """The per-job rendezvous: a c10d TCPStore server plus the membership authority.
 
-`python -m lmworker.rendezvous --host POD_IP --port 29400 --min-nodes 1 --max-nodes 3`
+`python -m lmworker.rendezvous --host POD_IP --port 29400 --min-nodes 1 --max-nodes 3
+ --secret-file /var/run/elasticlm/rdzv/token`
+
+With a secret (the operator always mounts one), the TCPStore listens on loopback and
+the pod's address belongs to an authenticating proxy (`lmworker.storeauth`): a client
+must prove it holds the job's secret before a byte reaches the store.
 
 Workers register in the store, heartbeat, and ask to leave there (see
 `lmworker.elastic`). This process is the only one that decides who trains together: it
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -40,7 +46,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from lmworker.config import EXIT_PERMANENT, SECRET_FILE_ENV
 from lmworker.rounds import Member, MembershipView, RoundDecision, decide_round
+from lmworker.storeauth import AuthError, AuthProxy, read_secret
 
 if TYPE_CHECKING:
     from torch.distributed import Store
@@ -218,22 +226,42 @@ class Coordinator:
         return sum(1 for t in self.tracked.values() if not t.dead)
 
 
-def serve(host: str, port: int, min_nodes: int, max_nodes: int, timing: Timing) -> int:
+def serve(
+    host: str,
+    port: int,
+    min_nodes: int,
+    max_nodes: int,
+    timing: Timing,
+    secret: bytes | None = None,
+) -> int:
+    """Serve the store and run the coordinator until SIGTERM and the workers are gone.
+
+    With `secret`, the store listens on loopback only and the pod's address belongs to
+    the authenticating proxy of `lmworker.storeauth`.
+    """
     from torch.distributed import TCPStore
 
     # TCPStore binds every address by itself; pods that share a machine's ports (as on
     # devcluster) need it bound to this pod's address only, so hand it a bound socket.
-    listener = socket.create_server((host, port), backlog=1024)
+    public = socket.create_server((host, port), backlog=1024)
+    proxy: AuthProxy | None = None
+    if secret is None:
+        store_host, store_port, store_listener = host, port, public
+    else:
+        store_listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        store_host, store_port = "127.0.0.1", store_listener.getsockname()[1]
     store = TCPStore(
-        host,
-        port,
+        store_host,
+        store_port,
         is_master=True,
         wait_for_workers=False,
         timeout=timedelta(seconds=30),
         use_libuv=True,
-        master_listen_fd=listener.detach(),
+        master_listen_fd=store_listener.detach(),
     )
     coordinator = Coordinator(store, min_nodes, max_nodes, timing)
+    if secret is not None:
+        proxy = AuthProxy(public, (store_host, store_port), secret).start()
     stopping = threading.Event()
 
     def on_term(signum: int, _frame: object) -> None:
@@ -244,7 +272,15 @@ def serve(host: str, port: int, min_nodes: int, max_nodes: int, timing: Timing) 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     print(
-        json.dumps({"event": "listening", "host": host, "port": port, "epoch": coordinator.epoch}),
+        json.dumps(
+            {
+                "event": "listening",
+                "host": host,
+                "port": port,
+                "epoch": coordinator.epoch,
+                "authenticated": proxy is not None,
+            }
+        ),
         flush=True,
     )
     stop_deadline: float | None = None
@@ -266,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat-timeout", type=float, default=Timing.heartbeat_timeout)
     parser.add_argument("--settle", type=float, default=Timing.settle)
     parser.add_argument("--start-timeout", type=float, default=Timing.start_timeout)
+    parser.add_argument(
+        "--secret-file",
+        default=os.environ.get(SECRET_FILE_ENV) or None,
+        help=f"the job's secret (default: ${SECRET_FILE_ENV}); clients without it are "
+        "refused before they reach the store. Without it the store is open to anyone "
+        "who can reach the port.",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.min_nodes <= args.max_nodes:
         parser.error(f"need 1 <= --min-nodes ({args.min_nodes}) <= --max-nodes ({args.max_nodes})")
@@ -277,7 +320,14 @@ def main(argv: list[str] | None = None) -> int:
         settle=args.settle,
         start_timeout=args.start_timeout,
     )
-    return serve(args.host, args.port, args.min_nodes, args.max_nodes, timing)
+    try:
+        secret = read_secret(args.secret_file) if args.secret_file else None
+    except AuthError as exc:
+        log.error("%s", exc)
+        return EXIT_PERMANENT
+    if secret is None:
+        log.warning("no --secret-file: the store accepts any client that reaches the port")
+    return serve(args.host, args.port, args.min_nodes, args.max_nodes, timing, secret)
 
 
 if __name__ == "__main__":

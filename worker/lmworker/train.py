@@ -51,6 +51,7 @@ from lmworker.config import (
     METRICS_PORT,
     POD_IP_ENV,
     RDZV_ENV,
+    SECRET_FILE_ENV,
     TERMINATION_LOG_ENV,
     THREADS_ENV,
     ModelConfig,
@@ -62,6 +63,7 @@ from lmworker.metrics import TrainMetrics
 from lmworker.metrics import serve as serve_metrics
 from lmworker.model import LlamaModel, init_weights
 from lmworker.precision import PrecisionError, resolve_precision
+from lmworker.storeauth import AuthError
 from lmworker.synthetic import SYNTHETIC_SCALING_ENV, SyntheticScaling
 from lmworker.synthetic import parse as parse_synthetic
 from lmworker.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
@@ -487,12 +489,14 @@ class ElasticWorker:
         self.metrics = metrics
         self.reporter = Reporter(trainer, metrics)
         host, _, port = os.environ[RDZV_ENV].rpartition(":")
+        secret_file = os.environ.get(SECRET_FILE_ENV)
         self.membership = Membership(
             host,
             int(port),
             index=int(os.environ.get(INDEX_ENV, "0")),
             pod=os.environ.get("POD_NAME", f"pid-{os.getpid()}"),
             expected=int(os.environ.get(EXPECTED_REPLICAS_ENV, "0")),
+            secret_file=secret_file or None,
         )
         self.leave_requested_at: float | None = None
         self.leave_timeout = float(os.environ.get(LEAVE_TIMEOUT_ENV, "20"))
@@ -615,6 +619,8 @@ class ElasticWorker:
         if ddp_mode and rnd.world_size > 1:
             module = DistributedDataParallel(tr.model, broadcast_buffers=False)
         self.metrics.ready.set()
+        # A round formed from a checkpoint of the last step trains no step at all.
+        loss = float("nan")
         try:
             while tr.step < t.steps:
                 t0 = time.monotonic()
@@ -711,7 +717,9 @@ class ElasticWorker:
         tr = self.trainer
         if not ddp_mode:
             tr.average_parameters(rnd.world_size)
-        info: dict[str, Any] = {"completed": True, "step": tr.step, "loss": round(loss, 6)}
+        info: dict[str, Any] = {"completed": True, "step": tr.step}
+        if math.isfinite(loss):
+            info["loss"] = round(loss, 6)
         if rnd.rank == 0:
             validation = tr.validation_loss()
             self.reporter.validation(validation)
@@ -829,9 +837,15 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         info = run_torchrun(cfg, trainer, metrics)
     else:
-        worker = ElasticWorker(cfg, trainer, metrics, synthetic)
-        signal.signal(signal.SIGTERM, lambda *_: worker.request_leave())
-        info = worker.run()
+        try:
+            worker = ElasticWorker(cfg, trainer, metrics, synthetic)
+            signal.signal(signal.SIGTERM, lambda *_: worker.request_leave())
+            info = worker.run()
+        except AuthError as exc:
+            # A wrong or missing secret stays wrong: restarting the pod cannot help.
+            log.error("%s", exc)
+            write_termination_message({"completed": False, "permanent": True, "error": str(exc)})
+            return EXIT_PERMANENT
         worker.membership.close()
     # From here on nothing may block: a worker that does not exit holds its pod, and the
     # job, open. faulthandler's watchdog runs without the GIL, so even a C++ call holding

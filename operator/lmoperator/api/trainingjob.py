@@ -300,6 +300,17 @@ class SchedulingPolicy(ApiModel):
     )
 
 
+class NetworkPolicySpec(ApiModel):
+    """The job's NetworkPolicy (the rendezvous secret is required either way)."""
+
+    enabled: bool = Field(
+        True,
+        description="Render a NetworkPolicy that admits only the job's own pods (every "
+        "port), the operator and the chart's metrics scrapers (metrics port). Set false on "
+        "clusters without a NetworkPolicy engine, where it would only mislead.",
+    )
+
+
 class RunPolicy(ApiModel):
     """Lifecycle rules, as in Kubeflow's RunPolicy."""
 
@@ -465,6 +476,9 @@ class LMTrainingJobSpec(ApiModel):
     )
     worker: WorkerSpec = nested(WorkerSpec, "How worker pods are built.")
     run_policy: RunPolicy = nested(RunPolicy, "Lifecycle rules.")
+    network_policy: NetworkPolicySpec = nested(
+        NetworkPolicySpec, "Who may reach the job's pods over the network."
+    )
 
     cel_rules = [
         CelRule(

@@ -1,4 +1,5 @@
-"""Manifests of an LMTrainingJob's children: the rendezvous store pod and Service, workers.
+"""Manifests of an LMTrainingJob's children: the rendezvous store pod and Service, workers,
+the rendezvous Secret and the job's NetworkPolicy.
 
 Pure functions of the typed job: no API calls, no clock. Names are deterministic
 (`<job>-rdzv`, `<job>-worker-<i>`), so the reconciler never creates a child twice.
@@ -6,9 +7,14 @@ Pure functions of the typed job: no API calls, no clock. Names are deterministic
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import posixpath
 import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lmoperator
@@ -32,6 +38,9 @@ from lmworker.config import (
     POD_IP_ENV,
     RDZV_ENV,
     RDZV_PORT,
+    SECRET_FILE_ENV,
+    SECRET_KEY,
+    SECRET_MOUNT,
     TERMINATION_LOG,
     TERMINATION_LOG_ENV,
     THREADS_ENV,
@@ -47,6 +56,7 @@ DEFAULT_WORKER_IMAGE = f"ghcr.io/elasticlm/worker:{lmoperator.__version__}"
 JOB_LABEL = "elasticlm.io/job"
 ROLE_WORKER = "worker"
 ROLE_RDZV = "rdzv"
+ROLE_NETWORK = "network"
 WORKER_CONTAINER = "worker"
 RDZV_CONTAINER = "rendezvous"
 
@@ -66,8 +76,17 @@ WORKER_GRACE_SECONDS = 60
 
 # Set by the operator; a user's spec.worker.env may not replace them.
 RESERVED_ENV = frozenset(
-    {POD_IP_ENV, "POD_NAME", CONFIG_ENV, RDZV_ENV, INDEX_ENV, EXPECTED_REPLICAS_ENV}
+    {
+        POD_IP_ENV,
+        "POD_NAME",
+        CONFIG_ENV,
+        RDZV_ENV,
+        INDEX_ENV,
+        EXPECTED_REPLICAS_ENV,
+        SECRET_FILE_ENV,
+    }
 )
+SECRET_VOLUME = "rdzv-auth"
 TEMPLATE_PATH = "spec.worker.podTemplate"
 WORKER_POD_RULES = pods.PodRules(
     container=WORKER_CONTAINER,
@@ -86,6 +105,14 @@ WORKER_POD_RULES = pods.PodRules(
 
 def rdzv_name(job: str) -> str:
     return f"{job}-rdzv"
+
+
+def rdzv_secret_name(job: str) -> str:
+    return f"{job}-rdzv-auth"
+
+
+def network_policy_name(job: str) -> str:
+    return f"{job}-pods"
 
 
 def worker_name(job: str, index: int) -> str:
@@ -254,6 +281,129 @@ def _image(job: LMTrainingJob, container: dict[str, Any]) -> None:
     pods.set_image(container, job.spec.worker, DEFAULT_WORKER_IMAGE)
 
 
+# --------------------------------------------------------------------------------------
+# Rendezvous security
+
+
+def new_rdzv_token() -> str:
+    """A fresh random token for a job's Secret (256 bits, URL-safe text)."""
+    return secrets.token_urlsafe(32)
+
+
+def rdzv_secret(job: LMTrainingJob, uid: str, token: str) -> dict[str, Any]:
+    """The job's rendezvous secret: the store refuses clients that cannot prove they hold
+    it (lmworker.storeauth). Made once, before the rendezvous pod; owned by the job, so it
+    goes with it."""
+    name = _name(job)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _metadata(job, uid, rdzv_secret_name(name), job_labels(name, ROLE_RDZV)),
+        "data": {SECRET_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+def _secret_mount(job: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(volume, mount, env) that put the job's secret into a container."""
+    volume = {
+        "name": SECRET_VOLUME,
+        "secret": {"secretName": rdzv_secret_name(job), "defaultMode": 0o440},
+    }
+    mount = {"name": SECRET_VOLUME, "mountPath": SECRET_MOUNT, "readOnly": True}
+    env = {"name": SECRET_FILE_ENV, "value": posixpath.join(SECRET_MOUNT, SECRET_KEY)}
+    return volume, mount, env
+
+
+class InvalidPeerError(ValueError):
+    """A NetworkPolicy peer given to the operator is not usable; the message says why."""
+
+
+@dataclass(frozen=True)
+class NetworkPeers:
+    """Who, besides the job's own pods, may reach its pods (the metrics port only):
+    the operator's pods and the metrics scrapers a cluster admin names (Helm values
+    `networkPolicy.metricsScrapers`). Each peer is a NetworkPolicyPeer."""
+
+    operator: tuple[Mapping[str, Any], ...] = ()
+    scrapers: tuple[Mapping[str, Any], ...] = ()
+
+
+NO_PEERS = NetworkPeers()
+_PEER_FIELDS = frozenset({"podSelector", "namespaceSelector", "ipBlock"})
+_SELECTOR_FIELDS = frozenset({"matchLabels", "matchExpressions"})
+
+
+def parse_peers(text: str, flag: str) -> tuple[dict[str, Any], ...]:
+    """A JSON list of NetworkPolicyPeer objects (or one object); InvalidPeerError names
+    the flag and what is wrong."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise InvalidPeerError(f"{flag}: not JSON ({exc})") from None
+    items = raw if isinstance(raw, list) else [raw]
+    peers: list[dict[str, Any]] = []
+    for i, peer in enumerate(items):
+        where = f"{flag}[{i}]"
+        if not isinstance(peer, dict) or not peer:
+            raise InvalidPeerError(
+                f"{where}: a NetworkPolicyPeer is an object with podSelector, "
+                "namespaceSelector or ipBlock"
+            )
+        unknown = sorted(set(peer) - _PEER_FIELDS)
+        if unknown:
+            raise InvalidPeerError(
+                f"{where}: unknown field(s) {', '.join(unknown)}; a NetworkPolicyPeer has "
+                "podSelector, namespaceSelector or ipBlock"
+            )
+        if "ipBlock" in peer and len(peer) > 1:
+            raise InvalidPeerError(f"{where}: ipBlock cannot be combined with a selector")
+        for key in ("podSelector", "namespaceSelector"):
+            selector = peer.get(key)
+            if selector is None:
+                continue
+            if not isinstance(selector, dict) or set(selector) - _SELECTOR_FIELDS:
+                raise InvalidPeerError(
+                    f"{where}.{key}: a label selector has matchLabels and matchExpressions only"
+                )
+        if "ipBlock" in peer and not isinstance((peer["ipBlock"] or {}).get("cidr"), str):
+            raise InvalidPeerError(f"{where}.ipBlock: needs a cidr, e.g. 10.0.0.0/8")
+        peers.append(peer)
+    return tuple(peers)
+
+
+def network_policy(job: LMTrainingJob, uid: str, peers: NetworkPeers) -> dict[str, Any]:
+    """Ingress to the job's pods: its own pods on every port (gloo connects workers on
+    ephemeral ports, the rendezvous on 29400), the operator and the named scrapers on
+    the metrics port, nothing else. Egress is left alone."""
+    name = _name(job)
+    own = {"podSelector": {"matchLabels": {JOB_LABEL: name}}}
+    ingress: list[dict[str, Any]] = [{"from": [own]}]
+    metrics_peers: Sequence[Mapping[str, Any]] = [*peers.operator, *peers.scrapers]
+    # Never an empty `from`: that would admit every source.
+    if metrics_peers:
+        ingress.append(
+            {
+                "from": [dict(p) for p in metrics_peers],
+                "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(job, uid, network_policy_name(name), job_labels(name, ROLE_NETWORK)),
+        "spec": {
+            "podSelector": {"matchLabels": {JOB_LABEL: name}},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Rendezvous store
+
+
 def rdzv_service(job: LMTrainingJob, uid: str) -> dict[str, Any]:
     """The stable address of the rendezvous store (its cluster IP: devcluster has no DNS)."""
     name = _name(job)
@@ -272,6 +422,7 @@ def rdzv_service(job: LMTrainingJob, uid: str) -> dict[str, Any]:
 def rdzv_pod(job: LMTrainingJob, uid: str) -> dict[str, Any]:
     """The per-job rendezvous store: losing any worker never loses the store."""
     name = _name(job)
+    volume, mount, secret_env = _secret_mount(name)
     container: dict[str, Any] = {
         "name": RDZV_CONTAINER,
         "command": [
@@ -290,7 +441,9 @@ def rdzv_pod(job: LMTrainingJob, uid: str) -> dict[str, Any]:
         "env": [
             _field_env(POD_IP_ENV, "status.podIP"),
             {"name": "PROMETHEUS_DISABLE_CREATED_SERIES", "value": "True"},
+            secret_env,
         ],
+        "volumeMounts": [mount],
         "ports": [
             {"name": "rdzv", "containerPort": RDZV_PORT},
             {"name": "metrics", "containerPort": METRICS_PORT},
@@ -310,6 +463,7 @@ def rdzv_pod(job: LMTrainingJob, uid: str) -> dict[str, Any]:
             "restartPolicy": "Always",
             "securityContext": {**pods.pod_security(), **_template_pod_security(job)},
             "containers": [container],
+            "volumes": [volume],
         },
     }
     _scheduling(job, pod)
@@ -339,6 +493,7 @@ def worker_pod(job: LMTrainingJob, uid: str, index: int, rdzv_address: str) -> d
     """
     spec = job.spec
     name = _name(job)
+    secret_volume, secret_mount, secret_env = _secret_mount(name)
     env: list[dict[str, Any]] = [
         _field_env(POD_IP_ENV, "status.podIP"),
         _field_env("POD_NAME", "metadata.name"),
@@ -346,6 +501,7 @@ def worker_pod(job: LMTrainingJob, uid: str, index: int, rdzv_address: str) -> d
         {"name": RDZV_ENV, "value": rdzv_address},
         {"name": INDEX_ENV, "value": str(index)},
         {"name": EXPECTED_REPLICAS_ENV, "value": str(spec.replicas)},
+        secret_env,
         {"name": "PROMETHEUS_DISABLE_CREATED_SERIES", "value": "True"},
         {"name": "TMPDIR", "value": TMP_MOUNT},
         {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
@@ -356,8 +512,8 @@ def worker_pod(job: LMTrainingJob, uid: str, index: int, rdzv_address: str) -> d
     env += [
         e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in spec.worker.env or []
     ]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_MOUNT}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}, secret_volume]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_MOUNT}, secret_mount]
     if spec.data.claim_name:
         volumes.append(_claim_volume("data", spec.data.claim_name, read_only=True))
         mounts.append({"name": "data", "mountPath": DATA_MOUNT, "readOnly": True})

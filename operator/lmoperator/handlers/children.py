@@ -35,11 +35,14 @@ PODS_INDEX = "owned_pods"
 SERVICES_INDEX = "owned_services"
 DEPLOYMENTS_INDEX = "owned_deployments"
 PDBS_INDEX = "owned_pdbs"
+NETWORK_POLICIES_INDEX = "owned_network_policies"
+# Secrets are not watched: the operator only creates them (no read access to any).
 WATCHED_CHILD_KINDS = (
     kinds.POD,
     kinds.K8S_SERVICE,
     kinds.DEPLOYMENT,
     kinds.POD_DISRUPTION_BUDGET,
+    kinds.NETWORK_POLICY,
 )
 OURS = {ROLE_LABEL: kopf.PRESENT}
 # Owner label -> owner kind, for children whose controller is not one of ours.
@@ -139,3 +142,25 @@ def deployment_event(memo: Any, namespace: str | None, body: kopf.Body, **kwargs
 )
 def owned_pdbs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[OwnerKey, dict[str, Any]]:
     return child_index_entry(namespace, body)
+
+
+@kopf.index(
+    kinds.NETWORK_POLICY.group,
+    kinds.NETWORK_POLICY.version,
+    kinds.NETWORK_POLICY.plural,
+    labels=OURS,
+)
+def owned_network_policies(
+    namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[OwnerKey, dict[str, Any]]:
+    return child_index_entry(namespace, body)
+
+
+@kopf.on.event(
+    kinds.NETWORK_POLICY.group,
+    kinds.NETWORK_POLICY.version,
+    kinds.NETWORK_POLICY.plural,
+    labels=OURS,
+)
+def network_policy_event(memo: Any, namespace: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    _run_owner_pass(memo, namespace, body, kwargs)

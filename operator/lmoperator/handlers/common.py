@@ -21,6 +21,7 @@ import kopf
 
 from lmoperator.api import kinds
 from lmoperator.builders.defaults import NO_DEFAULTS, Defaults
+from lmoperator.builders.trainingjob import NO_PEERS, NetworkPeers
 from lmoperator.kube import KubeApi, KubeError
 from lmoperator.operator_metrics import CHILDREN_CREATED, CHILDREN_DELETED
 from lmoperator.reconcile import status as status_rules
@@ -59,6 +60,19 @@ def set_pod_defaults(defaults: Defaults) -> None:
 def pod_defaults() -> Defaults:
     """What the kinds' parsers lay under each resource's spec.worker."""
     return _POD_DEFAULTS[0]
+
+
+# Who may reach a training job's metrics port besides its own pods (flags of `elasticlm
+# operator`, set once at startup).
+_NETWORK_PEERS: list[NetworkPeers] = [NO_PEERS]
+
+
+def set_network_peers(peers: NetworkPeers) -> None:
+    _NETWORK_PEERS[0] = peers
+
+
+def network_peers() -> NetworkPeers:
+    return _NETWORK_PEERS[0]
 
 
 # --------------------------------------------------------------------------------------

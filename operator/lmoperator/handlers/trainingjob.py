@@ -39,7 +39,12 @@ from lmoperator.builders.defaults import Defaults, with_defaults
 from lmoperator.builders.pods import INDEX_LABEL
 from lmoperator.builders.trainingjob import ROLE_WORKER
 from lmoperator.handlers import common
-from lmoperator.handlers.children import PODS_INDEX, SERVICES_INDEX, register_owner_pass
+from lmoperator.handlers.children import (
+    NETWORK_POLICIES_INDEX,
+    PODS_INDEX,
+    SERVICES_INDEX,
+    register_owner_pass,
+)
 from lmoperator.kube import KubeApi, KubeError
 from lmoperator.operator_metrics import (
     AUTOSCALER_DECISIONS,
@@ -224,11 +229,15 @@ def _pass(
         status = common.current_status(state, body)
         pods = common.children_of(ref, state, kinds.POD, indexes[PODS_INDEX])
         services = common.children_of(ref, state, kinds.K8S_SERVICE, indexes[SERVICES_INDEX])
+        policies = common.children_of(
+            ref, state, kinds.NETWORK_POLICY, indexes[NETWORK_POLICIES_INDEX]
+        )
         job, problems = _parsed(_model_input(body), common.pod_defaults())
         running = isinstance(job, LMTrainingJob) and status.get("phase") not in TERMINAL_PHASES
         observed = Observed(
             pods=[observe_job_pod(p) for p in pods],
             services=[children.observe_service(s) for s in services],
+            network_policies=[children.observe_object(n) for n in policies],
             metrics=state.metrics if running else None,
         )
         moment = now()
@@ -240,7 +249,14 @@ def _pass(
         else:
             state.autoscale = None
         plan = reconcile(
-            ref, job, status, observed, moment, list(problems), autoscaled_to=autoscaled_to
+            ref,
+            job,
+            status,
+            observed,
+            moment,
+            list(problems),
+            autoscaled_to=autoscaled_to,
+            peers=common.network_peers(),
         )
         if outcome is not None:
             _record(plan, outcome, moment, ref.generation)

@@ -212,7 +212,8 @@ class CreateObject:
     """Create a child (pods, services, Deployments, ... as a full manifest)."""
 
     kind: kinds.ResourceKind
-    manifest: dict[str, Any]
+    # Left out of repr: a Secret's manifest holds its token, which is never logged.
+    manifest: dict[str, Any] = field(repr=False)
     role: str
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,11 +30,18 @@ from lmoperator.api.trainingjob import (
 )
 from lmoperator.builders.pods import InvalidPodError
 from lmoperator.builders.trainingjob import (
+    NO_PEERS,
+    ROLE_NETWORK,
     ROLE_RDZV,
     ROLE_WORKER,
     WORKER_CONTAINER,
+    NetworkPeers,
+    network_policy,
+    network_policy_name,
+    new_rdzv_token,
     rdzv_name,
     rdzv_pod,
+    rdzv_secret,
     rdzv_service,
     validate_worker_pod,
     worker_name,
@@ -44,9 +51,11 @@ from lmoperator.builders.trainingjob import (
 from lmoperator.reconcile.children import (
     CreateObject,
     DeleteObject,
+    ObservedObject,
     ObservedPod,
     ObservedService,
     OwnerRef,
+    PatchObject,
     Plan,
     observe_pod,
 )
@@ -83,6 +92,7 @@ class Observed:
     pods: Sequence[ObservedPod] = ()
     services: Sequence[ObservedService] = ()
     metrics: WorkerMetrics | None = None
+    network_policies: Sequence[ObservedObject] = ()
 
 
 def observe_job_pod(pod: Mapping[str, Any]) -> ObservedPod:
@@ -197,6 +207,8 @@ class _Pass:
         self.status: dict[str, Any] = dict(status)
         self.conditions = Conditions(status.get("conditions"), now, ref.generation)
         self.pods = {p.name: p for p in observed.pods}
+        self.peers = NO_PEERS
+        self.new_token: Callable[[], str] = new_rdzv_token
         self.workers = sorted(
             (p for p in observed.pods if p.role == ROLE_WORKER and p.index is not None),
             key=lambda p: p.index or 0,
@@ -399,6 +411,35 @@ class _Pass:
             )
         return replacing, None
 
+    def converge_network_policy(self, job: LMTrainingJob) -> None:
+        """The job's NetworkPolicy exists and is up to date while enabled, else is gone."""
+        name = network_policy_name(self.ref.name)
+        existing = next((n for n in self.observed.network_policies if n.name == name), None)
+        if not job.spec.network_policy.enabled:
+            if existing is not None and not existing.deleting:
+                self.plan.delete(
+                    kinds.NETWORK_POLICY,
+                    name,
+                    ROLE_NETWORK,
+                    "NetworkPolicyDisabled",
+                    uid=existing.uid,
+                )
+            return
+        desired = network_policy(job, self.ref.uid, self.peers)
+        if existing is None:
+            self.plan.actions.append(CreateObject(kinds.NETWORK_POLICY, desired, ROLE_NETWORK))
+        elif not existing.deleting and dict(existing.spec) != desired["spec"]:
+            # The operator's or the scrapers' peers changed (a chart upgrade).
+            self.plan.actions.append(
+                PatchObject(
+                    kinds.NETWORK_POLICY,
+                    name,
+                    {"spec": desired["spec"]},
+                    ROLE_NETWORK,
+                    "NetworkPeersChanged",
+                )
+            )
+
     def converge(self, job: LMTrainingJob) -> bool:
         """Create and delete children towards the spec; True when all workers are ready."""
         name, replicas = self.ref.name, job.spec.replicas
@@ -415,7 +456,13 @@ class _Pass:
             return False
         if service.cluster_ip is None:
             return False
+        # Before any pod of the job starts: no moment without the policy.
+        self.converge_network_policy(job)
         if rdzv_name(name) not in self.pods:
+            # The secret first: the store and the workers mount it. Creating it again
+            # keeps the one that exists (its token stays what running pods hold).
+            secret = rdzv_secret(job, self.ref.uid, self.new_token())
+            self.plan.actions.append(CreateObject(kinds.SECRET, secret, ROLE_RDZV))
             manifest = rdzv_pod(job, self.ref.uid)
             self.plan.actions.append(CreateObject(kinds.POD, manifest, ROLE_RDZV))
         address = f"{service.cluster_ip}:{RDZV_PORT}"
@@ -521,15 +568,21 @@ def reconcile(
     now: datetime,
     problems: list[str] | None = None,
     autoscaled_to: int | None = None,
+    peers: NetworkPeers = NO_PEERS,
+    new_token: Callable[[], str] = new_rdzv_token,
 ) -> Plan:
     """The plan for one job: what to create and delete, its new status, the events.
 
     `problems` is `problems_of(job)` when the caller has it already (it depends on the
     spec only, and building the pods to check them is most of a pass's work).
     `autoscaled_to`: the spec.replicas the job's autoscaler wrote (its decision is
-    recorded by the caller), so that the rescale is not recorded as a manual one.
+    recorded by the caller), so that the rescale is not recorded as a manual one. `peers`
+    are who may scrape the job's metrics besides its own pods (the operator's flags);
+    `new_token` makes the rendezvous Secret's token when the Secret is to be created
+    (randomness is an input, as time is).
     """
     p = _Pass(ref, status or {}, observed, now)
+    p.peers, p.new_token = peers, new_token
     p.observe()
     typed = job if isinstance(job, LMTrainingJob) else None
     problems = problems_of(job) if problems is None else problems

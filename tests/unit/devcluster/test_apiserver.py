@@ -1071,6 +1071,32 @@ async def test_pod_disruption_budgets_are_stored_with_status(api: Api) -> None:
     assert [i["metadata"]["name"] for i in (await api.get(pdbs))["items"]] == ["web"]
 
 
+async def test_network_policies_are_stored_and_discovered(api: Api) -> None:
+    group = await api.get("/apis/networking.k8s.io/v1")
+    (resource,) = [r for r in group["resources"] if r["name"] == "networkpolicies"]
+    assert resource["kind"] == "NetworkPolicy"
+    assert resource["namespaced"] is True
+    assert resource["shortNames"] == ["netpol"]
+    assert {"create", "get", "list", "watch", "patch", "delete"} <= set(resource["verbs"])
+    policies = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies"
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "job-pods"},
+        "spec": {
+            "podSelector": {"matchLabels": {"elasticlm.io/job": "job"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"elasticlm.io/job": "job"}}}]}],
+        },
+    }
+    created = await api.post(policies, policy)
+    assert created.status == 201
+    assert created["spec"] == policy["spec"]
+    patched = await api.patch(f"{policies}/job-pods", {"spec": {"ingress": []}})
+    assert patched["spec"]["ingress"] == []
+    assert [i["metadata"]["name"] for i in (await api.get(policies))["items"]] == ["job-pods"]
+
+
 # --------------------------------------------------------------------------- tables
 
 

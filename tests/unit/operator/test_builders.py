@@ -11,7 +11,9 @@ from lmoperator.builders.merge import merge_pod
 from lmoperator.builders.pods import InvalidPodError
 from lmoperator.builders.trainingjob import (
     DEFAULT_WORKER_IMAGE,
+    InvalidPeerError,
     cpu_threads,
+    parse_peers,
     rdzv_pod,
     rdzv_service,
     validate_worker_pod,
@@ -167,7 +169,7 @@ def test_worker_config_defaults_and_paths_without_claims() -> None:
     assert config.model.intermediate_size == default_intermediate_size(64)
     assert config.training.warmup_steps == 50  # 5% of steps
     pod = worker_pod(job, UID, 0, ADDR)
-    assert [v["name"] for v in pod["spec"]["volumes"]] == ["tmp"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["tmp", "rdzv-auth"]
 
 
 def test_hf_model_is_mounted() -> None:
@@ -360,3 +362,41 @@ def test_user_threads_setting_wins() -> None:
     threads = [e for e in worker_pod(job, UID, 0, ADDR)["spec"]["containers"][0]["env"]
                if e["name"] == "ELASTICLM_THREADS"]  # fmt: skip
     assert threads == [{"name": "ELASTICLM_THREADS", "value": "4"}]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "--flag: not JSON"),
+        ("[]", ""),
+        ('[{"podSelektor": {}}]', r"--flag\[0\]: unknown field\(s\) podSelektor"),
+        ('[{"podSelector": {"app": "x"}}]', "matchLabels and matchExpressions only"),
+        ('[{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]', "cannot be combined"),
+        ('[{"ipBlock": {}}]', "needs a cidr"),
+        ("[{}]", "is an object with podSelector"),
+    ],
+)
+def test_network_peers_name_the_flag_and_the_fix(text: str, message: str) -> None:
+    if not message:
+        assert parse_peers(text, "--flag") == ()
+        return
+    with pytest.raises(InvalidPeerError, match=message):
+        parse_peers(text, "--flag")
+
+
+def test_job_pods_mount_the_rendezvous_secret_read_only() -> None:
+    job = make_job()
+    for pod in (worker_pod(job, UID, 0, ADDR), rdzv_pod(job, UID)):
+        (container,) = pod["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["ELASTICLM_RDZV_SECRET_FILE"] == "/var/run/elasticlm/rdzv/token"
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "rdzv-auth"]
+        assert volume["secret"] == {"secretName": "tiny-lm-rdzv-auth", "defaultMode": 0o440}
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "rdzv-auth"]
+        assert mount == {
+            "name": "rdzv-auth",
+            "mountPath": "/var/run/elasticlm/rdzv",
+            "readOnly": True,
+        }
+    bad = make_job(worker={"env": [{"name": "ELASTICLM_RDZV_SECRET_FILE", "value": "/x"}]})
+    assert any("is set by the operator" in p for p in validate_worker_pod(bad))

@@ -19,7 +19,7 @@ import pytest
 
 from lmoperator.api import InvalidResourceError, LMTrainingJob, kinds
 from lmoperator.handlers import common
-from lmoperator.handlers.children import PODS_INDEX, SERVICES_INDEX
+from lmoperator.handlers.children import NETWORK_POLICIES_INDEX, PODS_INDEX, SERVICES_INDEX
 from lmoperator.handlers.trainingjob import JOBS_INDEX, parse_job, reconcile_job
 from lmoperator.kube import KubeApi, KubeError, Subresource
 from lmoperator.reconcile.children import PatchObject, Plan, observe_object
@@ -125,9 +125,13 @@ class FakeCluster:
         children: dict[str, dict[Any, list[dict[str, Any]]]] = {
             PODS_INDEX: {},
             SERVICES_INDEX: {},
+            NETWORK_POLICIES_INDEX: {},
         }
+        by_plural = {"pods": PODS_INDEX, "networkpolicies": NETWORK_POLICIES_INDEX}
         for (plural, _), obj in self.objects.items():
-            index = PODS_INDEX if plural == "pods" else SERVICES_INDEX
+            if plural == "secrets":
+                continue  # not watched
+            index = by_plural.get(plural, SERVICES_INDEX)
             for key, value in common.child_index_entry("ns", obj).items():
                 children[index].setdefault(key, []).append(copy.deepcopy(value))
         jobs = {KEY: [copy.deepcopy(self.job)]} if self.job is not None else {}
@@ -209,6 +213,8 @@ def test_first_passes_create_everything_and_make_no_reads() -> None:
     # The Service's event runs the next pass: its cluster IP lets the pods be made.
     reconcile(fake)
     assert fake.calls[2:] == [
+        "create networkpolicy tiny-lm-pods",
+        "create secret tiny-lm-rdzv-auth",
         "create pod tiny-lm-rdzv",
         "create pod tiny-lm-worker-0",
         "create pod tiny-lm-worker-1",

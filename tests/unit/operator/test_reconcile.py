@@ -11,13 +11,16 @@ import pytest
 
 from lmoperator.api import InvalidResourceError, LMTrainingJob, kinds
 from lmoperator.api.trainingjob import LMTrainingJobStatus, RestartPolicy
+from lmoperator.builders.trainingjob import NO_PEERS, NetworkPeers, network_policy
 from lmoperator.reconcile.children import (
     Action,
     CreateObject,
     DeleteObject,
+    ObservedObject,
     ObservedPod,
     ObservedService,
     OwnerRef,
+    PatchObject,
     Plan,
     observe_service,
 )
@@ -79,6 +82,13 @@ def worker(
     )
 
 
+def existing_policy(job: LMTrainingJob, spec: dict[str, Any] | None = None) -> ObservedObject:
+    manifest = network_policy(job, REF.uid, NO_PEERS)
+    return ObservedObject(
+        "NetworkPolicy", "tiny-lm-pods", "uid-np", "network", spec=spec or manifest["spec"]
+    )
+
+
 RDZV = ObservedPod("tiny-lm-rdzv", "uid-rdzv", "rdzv", None, "Running", ready=True)
 
 
@@ -94,10 +104,13 @@ def run(
     metrics: WorkerMetrics | None = None,
     now: datetime = NOW,
     ref: OwnerRef = REF,
+    policies: Sequence[ObservedObject] | None = None,
 ) -> Plan:
-    plan = reconcile(
-        ref, job if job is not None else make_job(), status, Observed(pods, services, metrics), now
-    )
+    """`policies` default to the job's NetworkPolicy, existing and up to date."""
+    job = job if job is not None else make_job()
+    if policies is None:
+        policies = [existing_policy(job)] if isinstance(job, LMTrainingJob) else []
+    plan = reconcile(ref, job, status, Observed(pods, services, metrics, policies), now)
     # Every status the reconciler writes is valid for the API.
     LMTrainingJobStatus.model_validate(plan.status, strict=False)
     return plan
@@ -144,15 +157,73 @@ def test_waits_for_the_cluster_ip() -> None:
 def test_creates_rdzv_pod_then_workers_in_order() -> None:
     plan = run()
     assert [a.name for a in plan.actions] == [
+        "tiny-lm-rdzv-auth",
         "tiny-lm-rdzv",
         "tiny-lm-worker-0",
         "tiny-lm-worker-1",
     ]
-    assert all(is_(a, CreatePod) for a in plan.actions)
-    worker_manifest = plan.actions[2].manifest  # type: ignore[union-attr]
+    assert isinstance(plan.actions[0], CreateObject)
+    assert plan.actions[0].kind == kinds.SECRET
+    assert all(is_(a, CreatePod) for a in plan.actions[1:])
+    worker_manifest = plan.actions[3].manifest  # type: ignore[union-attr]
     env = {e["name"]: e.get("value") for e in worker_manifest["spec"]["containers"][0]["env"]}
     assert env["ELASTICLM_RDZV_ADDR"] == "127.96.0.9:29400"
     assert WorkerConfig.from_json(env["ELASTICLM_CONFIG"]).job == "tiny-lm"
+
+
+def test_the_secret_comes_before_the_store_and_keeps_its_token_out_of_reprs() -> None:
+    plan = reconcile(REF, make_job(), {}, Observed((), (SERVICE,)), NOW, new_token=lambda: "t0k")
+    secret, policy = plan.actions[1], plan.actions[0]
+    assert isinstance(policy, CreateObject)
+    assert policy.kind == kinds.NETWORK_POLICY
+    assert isinstance(secret, CreateObject)
+    assert secret.kind == kinds.SECRET
+    assert secret.manifest["data"] == {"token": "dDBr"}  # base64 of t0k
+    owner = secret.manifest["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("LMTrainingJob", REF.uid, True)
+    assert "dDBr" not in repr(plan)
+    # A store pod that exists: no new secret (the token running pods hold stays).
+    assert not any(a.kind == kinds.SECRET for a in run(pods=[RDZV]).actions)
+
+
+def test_the_network_policy_is_created_updated_and_removed_with_the_spec() -> None:
+    job = make_job()
+    peers = NetworkPeers(
+        operator=({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "elasticlm"}}},),
+        scrapers=({"namespaceSelector": {"matchLabels": {"name": "monitoring"}}},),
+    )
+    plan = reconcile(REF, job, {}, Observed(running(), (SERVICE,)), NOW, peers=peers)
+    (create,) = plan.actions
+    assert isinstance(create, CreateObject)
+    assert create.name == "tiny-lm-pods"
+    spec = create.manifest["spec"]
+    own = {"podSelector": {"matchLabels": {"elasticlm.io/job": "tiny-lm"}}}
+    assert spec["podSelector"] == own["podSelector"]
+    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["ingress"] == [
+        {"from": [own]},  # every port: gloo uses ephemeral ones
+        {"from": [*peers.operator, *peers.scrapers], "ports": [{"protocol": "TCP", "port": 9400}]},
+    ]
+    # Peers changed (a chart upgrade): the spec is patched in place.
+    stale = existing_policy(job)
+    plan = reconcile(REF, job, {}, Observed(running(), (SERVICE,), None, [stale]), NOW, peers=peers)
+    (patch,) = plan.actions
+    assert isinstance(patch, PatchObject)
+    assert patch.patch == {"spec": spec}
+    # Opted out: removed.
+    off = make_job(networkPolicy={"enabled": False})
+    (delete,) = run(off, pods=running(), policies=[existing_policy(job)]).actions
+    assert isinstance(delete, DeleteObject)
+    assert delete.kind == kinds.NETWORK_POLICY
+    assert run(off, pods=running(), policies=[]).actions == []
+
+
+def test_without_peers_the_policy_admits_only_the_jobs_own_pods() -> None:
+    spec = network_policy(make_job(), REF.uid, NO_PEERS)["spec"]
+    # Never a rule with an empty `from`, which would admit everyone.
+    assert spec["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": {"elasticlm.io/job": "tiny-lm"}}}]}
+    ]
 
 
 def test_no_duplicates_when_pods_exist_or_terminate() -> None:
