@@ -94,6 +94,9 @@ class WorkerConfig:
     checkpoint_keep: int = 3
     min_replicas: int = 1
     max_replicas: int = 1
+    # Training processes in each worker pod (one per GPU); the world size is
+    # pods × processes (see lmworker.pod).
+    processes_per_pod: int = 1
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -74,9 +74,21 @@ class Membership:
         pod: str,
         expected: int,
         connect_timeout: float = 300.0,
+        local_rank: int = 0,
+        local_size: int = 1,
+        group: str = "",
     ) -> None:
         self.host, self.port = host, port
-        self.info = {"index": index, "pod": pod, "expected": expected, "pid": os.getpid()}
+        self.info: dict[str, Any] = {
+            "index": index,
+            "pod": pod,
+            "expected": expected,
+            "pid": os.getpid(),
+            # A pod's processes share `group`; the rendezvous takes them in as one.
+            "local_rank": local_rank,
+            "local_size": local_size,
+            "group": group,
+        }
         self.connect_timeout = connect_timeout
         self.leaving = threading.Event()
         self._lock = threading.Lock()

@@ -470,18 +470,23 @@ def write_termination_message(info: dict[str, Any]) -> None:
 class ElasticWorker:
     def __init__(self, cfg: WorkerConfig, trainer: Trainer, metrics: TrainMetrics) -> None:
         from lmworker.elastic import Membership
+        from lmworker.pod import local_identity
 
         self.cfg = cfg
         self.trainer = trainer
         self.metrics = metrics
         self.reporter = Reporter(trainer, metrics)
         host, _, port = os.environ[RDZV_ENV].rpartition(":")
+        local_rank, local_size, group = local_identity(os.environ)
         self.membership = Membership(
             host,
             int(port),
             index=int(os.environ.get(INDEX_ENV, "0")),
             pod=os.environ.get("POD_NAME", f"pid-{os.getpid()}"),
             expected=int(os.environ.get(EXPECTED_REPLICAS_ENV, "0")),
+            local_rank=local_rank,
+            local_size=local_size,
+            group=group,
         )
         self.leave_requested_at: float | None = None
         self.leave_timeout = float(os.environ.get(LEAVE_TIMEOUT_ENV, "20"))
@@ -761,13 +766,21 @@ def main(argv: list[str] | None = None) -> int:
         "--torchrun", action="store_true", help="run under torchrun (ranks from the environment)"
     )
     args = parser.parse_args(argv)
+    local = os.environ.get("LOCAL_RANK") if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1" else None
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s " + (f"[local {local}] " if local else "") + "%(name)s %(message)s",
+        stream=sys.stderr,
     )
     metrics = TrainMetrics()
     host = os.environ.get(POD_IP_ENV, "127.0.0.1")
     try:
         cfg = _load_config()
+        if cfg.processes_per_pod > 1 and not args.torchrun and "LOCAL_RANK" not in os.environ:
+            # The pod's main process: start and supervise its training processes.
+            from lmworker.pod import supervise
+
+            return supervise(cfg.processes_per_pod, argv)
         torch.manual_seed(cfg.training.seed)
         # The operator sets it from the pod's CPU request, so workers sharing a node's
         # cores do not oversubscribe them.
@@ -780,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         choose_backend(device, os.environ.get(BACKEND_ENV))  # a bad value fails here
+        from lmworker.pod import local_identity
+
+        local_identity(os.environ)  # so does a bad LOCAL_RANK
         trainer = Trainer(cfg, device)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
