@@ -228,7 +228,7 @@ def test_pods_of_two_processes_join_and_leave_as_one(
 ) -> None:
     """worker.processesPerPod: 2 pods × 2 processes train at world size 4; one pod is
     scaled away (SIGTERM to its main process) and training goes on at world size 2."""
-    steps = 160
+    steps = 100
     c = cluster_factory(steps=steps)
     c.config = dataclasses.replace(c.config, processes_per_pod=2)
     pods = [c.worker(i, expected=2) for i in range(2)]
@@ -254,7 +254,7 @@ def test_a_crashed_process_takes_its_whole_pod_out(
 ) -> None:
     """One process of a pod dies: its sibling is stopped, the pod exits non-zero (to be
     replaced) and the other pod trains on alone."""
-    steps = 200
+    steps = 120
     c = cluster_factory(steps=steps)
     c.config = dataclasses.replace(c.config, processes_per_pod=2)
     pods = [c.worker(i, expected=2) for i in range(2)]

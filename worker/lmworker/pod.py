@@ -154,7 +154,8 @@ def supervise(size: int, argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     first: int | None = None
-    while any(p.poll() is None for p in procs):
+    # Poll every process each time round (any() would stop at the first one running).
+    while [p.poll() for p in procs].count(None):
         if first is None:
             crashed = [(k, p.returncode) for k, p in enumerate(procs) if p.returncode]
             if crashed:
