@@ -226,7 +226,7 @@ def test_a_restarted_rendezvous_costs_no_step(cluster_factory: Callable[..., Clu
 def test_pods_of_two_processes_join_and_leave_as_one(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
-    """worker.processesPerPod: 2 pods × 2 processes train at world size 4; one pod is
+    """worker.processesPerPod: 2 pods x 2 processes train at world size 4; one pod is
     scaled away (SIGTERM to its main process) and training goes on at world size 2."""
     steps = 100
     c = cluster_factory(steps=steps)
@@ -242,10 +242,11 @@ def test_pods_of_two_processes_join_and_leave_as_one(
     assert [r["step"] for r in records] == list(range(1, steps + 1))
     assert {r["world_size"] for r in records} == {4, 2}
     log = (c.tmp / "rdzv.log").read_text()
-    assert "2 workers × 2 processes" in log
+    assert "2 workers x 2 processes" in log
     # Both processes of the pod that stayed are in every round: ranks 0 and 1 of pod 0.
     w0 = (c.tmp / "w0.log").read_text()
-    assert "[local 1]" in w0 and "rank 1 of 2" in w0
+    assert "[local 1]" in w0
+    assert "rank 1 of 2" in w0
 
 
 @pytest.mark.timeout(120)

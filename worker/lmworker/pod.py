@@ -6,7 +6,7 @@ on cuda:LOCAL_RANK) and the pod's group id, and supervises them:
 
 - each registers with the rendezvous on its own; the rendezvous forms rounds of whole
   pods only (`lmworker.rounds`), so the pod's processes join and leave together and
-  ranks are pod-major (global rank = pod rank × processes + local rank);
+  ranks are pod-major (global rank = pod rank x processes + local rank);
 - SIGTERM (scale-down, preemption) is passed to every process, which leave at the
   same step boundary;
 - a process that fails takes the pod out: the others are killed, the rendezvous drops
@@ -30,14 +30,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lmworker.config import EXIT_PERMANENT, METRICS_PORT, TERMINATION_LOG_ENV
+from lmworker.config import (
+    EXIT_PERMANENT,
+    LOCAL_RANK_ENV,
+    LOCAL_WORLD_SIZE_ENV,
+    METRICS_PORT,
+    TERMINATION_LOG_ENV,
+)
+from lmworker.config import POD_GROUP_ENV as GROUP_ENV
 
 log = logging.getLogger("lmworker.pod")
 
-LOCAL_RANK_ENV = "LOCAL_RANK"
-LOCAL_WORLD_SIZE_ENV = "LOCAL_WORLD_SIZE"
-# Shared by the processes of one start of a pod; the rendezvous groups them by it.
-GROUP_ENV = "ELASTICLM_POD_GROUP"
 METRICS_PORT_ENV = "ELASTICLM_METRICS_PORT"
 POLL = 0.1
 
@@ -132,6 +135,15 @@ def _read_report(path: Path) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it when the pod's main process dies, so
+    that no training process outlives its pod's supervisor."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def supervise(size: int, argv: list[str] | None = None) -> int:
     """Run `size` training processes of this pod until all have exited; the pod's code."""
     from lmworker.train import write_termination_message
@@ -142,7 +154,14 @@ def supervise(size: int, argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     for k in range(size):
         env = child_env(os.environ, k, size, group, workdir / f"local-{k}.json")
-        procs.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        )
     log.info("started %d training processes (group %s)", size, group[:8])
 
     def forward(signum: int, _frame: object) -> None:

@@ -5,7 +5,7 @@ Kept free of torch and of the store so that every rule is unit-tested directly.
 The unit that joins and leaves is a pod. A pod may run several training processes
 (`worker.processesPerPod`); each registers on its own, but a pod takes part in a round
 only once all of its processes are live, and leaves it as a whole when one of them
-leaves or is lost. Ranks are pod-major: global rank = pod position × processes per pod
+leaves or is lost. Ranks are pod-major: global rank = pod position x processes per pod
 + local rank. min/max nodes and the expected world size count pods.
 """
 
@@ -71,9 +71,7 @@ def pods_of(members: list[Member] | tuple[Member, ...]) -> list[Pod]:
     by_unit: dict[str, list[Member]] = {}
     for m in members:
         by_unit.setdefault(m.unit, []).append(m)
-    return [
-        Pod(tuple(sorted(ms, key=lambda m: (m.local_rank, m.slot)))) for ms in by_unit.values()
-    ]
+    return [Pod(tuple(sorted(ms, key=lambda m: (m.local_rank, m.slot)))) for ms in by_unit.values()]
 
 
 def global_rank(pod_rank: int, local_rank: int, processes_per_pod: int) -> int:
@@ -174,6 +172,6 @@ def decide_round(
 
 
 def _pods(pods: list[Pod]) -> str:
-    """'3 workers', or '2 workers × 2 processes' when pods run several."""
+    """'3 workers', or '2 workers x 2 processes' when pods run several."""
     size = max((len(p.members) for p in pods), default=1)
-    return f"{len(pods)} workers" + (f" × {size} processes" if size > 1 else "")
+    return f"{len(pods)} workers" + (f" x {size} processes" if size > 1 else "")

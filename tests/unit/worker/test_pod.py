@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lmworker.config import EXIT_PERMANENT, TERMINATION_LOG_ENV
+from lmworker.config import POD_GROUP_ENV as GROUP_ENV
 from lmworker.pod import (
-    GROUP_ENV,
     LocalIdentityError,
     child_env,
     local_identity,
@@ -49,7 +49,10 @@ def test_child_env_gives_each_process_its_rank_port_and_report_file(tmp_path: Pa
     assert {e[GROUP_ENV] for e in envs} == {"g"}
     # Local rank 0 keeps the pod's port: the operator scrapes and probes it.
     assert [e["ELASTICLM_METRICS_PORT"] for e in envs] == ["9400", "9401"]
-    assert [e[TERMINATION_LOG_ENV] for e in envs] == [str(tmp_path / "0.json"), str(tmp_path / "1.json")]
+    assert [e[TERMINATION_LOG_ENV] for e in envs] == [
+        str(tmp_path / "0.json"),
+        str(tmp_path / "1.json"),
+    ]
     assert base[TERMINATION_LOG_ENV] == "/dev/termination-log"  # not modified
 
 

@@ -167,7 +167,7 @@ def test_rounds_take_whole_pods_in_pod_major_order() -> None:
     d = decide(view(live=live))
     assert d is not None
     assert d.members == (2, 4, 3, 1)  # pod 0: local 0, 1; then pod 1: local 0, 1
-    assert "2 workers × 2 processes" in d.reason
+    assert "2 workers x 2 processes" in d.reason
 
 
 def test_a_pod_with_a_process_missing_is_not_counted() -> None:
