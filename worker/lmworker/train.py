@@ -789,8 +789,16 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(int(threads))
         device = torch.device("cpu")
         if torch.cuda.is_available():
-            # torchrun starts one process per GPU and says which is this one's.
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            # torchrun, or a pod of several processes, starts one process per GPU and
+            # says which is this one's.
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            if local_rank >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"local rank {local_rank} needs GPU {local_rank}, but the pod has "
+                    f"{torch.cuda.device_count()}: request one GPU per process "
+                    "(spec.worker.processesPerPod) in spec.worker.resources"
+                )
+            device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         choose_backend(device, os.environ.get(BACKEND_ENV))  # a bad value fails here
         from lmworker.pod import local_identity
