@@ -7,6 +7,7 @@ behind its authenticating proxy, as in a job's pods: every process gets the job'
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -256,3 +257,59 @@ def test_a_worker_with_another_secret_is_refused_and_training_goes_on(
     assert {r["world_size"] for r in c.steps()} == {1}
     os.kill(w0.pid, signal.SIGTERM)
     assert w0.wait(timeout=60) == 0
+
+
+@pytest.mark.timeout(120)
+def test_pods_of_two_processes_join_and_leave_as_one(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """worker.processesPerPod: 2 pods x 2 processes train at world size 4; one pod is
+    scaled away (SIGTERM to its main process) and training goes on at world size 2."""
+    steps = 100
+    c = cluster_factory(steps=steps)
+    c.config = dataclasses.replace(c.config, processes_per_pod=2)
+    pods = [c.worker(i, expected=2) for i in range(2)]
+    c.world_size_reaches(4, 0)
+    assert {r["world_size"] for r in c.steps()} == {4}  # whole pods only, never 2 or 3
+    pods[1].send_signal(signal.SIGTERM)
+    c.world_size_reaches(2, c.last_step())
+    assert pods[1].wait(timeout=60) == 0
+    assert pods[0].wait(timeout=90) == 0
+    records = c.steps()
+    assert [r["step"] for r in records] == list(range(1, steps + 1))
+    assert {r["world_size"] for r in records} == {4, 2}
+    log = (c.tmp / "rdzv.log").read_text()
+    assert "2 workers x 2 processes" in log
+    # Both processes of the pod that stayed are in every round: ranks 0 and 1 of pod 0.
+    w0 = (c.tmp / "w0.log").read_text()
+    assert "[local 1]" in w0
+    assert "rank 1 of 2" in w0
+
+
+@pytest.mark.timeout(120)
+def test_a_crashed_process_takes_its_whole_pod_out(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """One process of a pod dies: its sibling is stopped, the pod exits non-zero (to be
+    replaced) and the other pod trains on alone."""
+    steps = 120
+    c = cluster_factory(steps=steps)
+    c.config = dataclasses.replace(c.config, processes_per_pod=2)
+    pods = [c.worker(i, expected=2) for i in range(2)]
+    c.world_size_reaches(4, 0)
+    child = _local_process(pods[1].pid, local_rank=1)
+    os.kill(child, signal.SIGKILL)
+    assert pods[1].wait(timeout=60) == 128 + signal.SIGKILL
+    c.world_size_reaches(2, c.last_step())
+    assert pods[0].wait(timeout=90) == 0
+    assert [r["step"] for r in c.steps()] == list(range(1, steps + 1))
+
+
+def _local_process(pod_pid: int, local_rank: int) -> int:
+    """The pid of the pod main process' child that runs `local_rank`."""
+    children = Path(f"/proc/{pod_pid}/task/{pod_pid}/children").read_text().split()
+    for pid in children:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"LOCAL_RANK={local_rank}".encode() in env:
+            return int(pid)
+    raise AssertionError(f"no process of local rank {local_rank} under {pod_pid}")

@@ -501,3 +501,23 @@ def test_rendezvous_secret_and_network_policy(job: Job) -> None:
         interval=0.3,
     )
     assert job.core.read_namespaced_secret(f"{job.name}-rdzv-auth", job.ns).data
+
+
+def test_pods_of_two_processes_train_at_pods_times_processes(job: Job) -> None:
+    """worker.processesPerPod: 2 pods x 2 processes train at world size 4; scaled to one
+    pod, its two processes train on at world size 2 to the end."""
+    training = {**job.manifest(steps=120)["spec"]["training"], "globalBatchSize": 24}
+    worker = {"resources": {"requests": {"cpu": "1"}}, "processesPerPod": 2}
+    job.create(replicas=2, steps=120, training=training, worker=worker)
+    job.wait("world size 4", lambda s: s.get("worldSize") == 4 and (s.get("step") or 0) >= 5)
+    job.scale(1)
+    job.wait("world size 2", lambda s: s.get("worldSize") == 2)
+    job.wait(
+        "only worker-0 left",
+        lambda s: [p.metadata.name for p in job.pods("worker")] == ["lm-worker-0"],
+        timeout=60,
+    )
+    status = job.succeeded()
+    assert status["step"] == 120
+    assert not status.get("restarts")  # the pod scaled away left cleanly, as one worker
+    job.assert_steps_never_went_back_past_a_checkpoint()

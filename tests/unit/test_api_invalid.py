@@ -633,6 +633,16 @@ JOB_RULES: list[Case] = [
         ],
     ),
     (
+        "global-batch-too-small-for-processes",
+        JOB,
+        {"spec.worker.processesPerPod": 2, "spec.training.globalBatchSize": 16},
+        [
+            "spec.training.globalBatchSize (16) must hold at least one micro-batch of 4 for each"
+            " of up to 6 training processes (3 workers x spec.worker.processesPerPod 2): use 24"
+            " or more"
+        ],
+    ),
+    (
         "warmup-equal-to-steps",
         JOB,
         {"spec.training.warmupSteps": 300},

@@ -511,6 +511,10 @@ VIOLATIONS: dict[tuple[str, str, str], dict[str, Any]] = {
         "spec.training.globalBatchSize": 26
     },
     ("LMTrainingJob", "spec", "global-batch-covers-workers"): {"spec.training.globalBatchSize": 8},
+    ("LMTrainingJob", "spec", "global-batch-covers-processes"): {
+        "spec.worker.processesPerPod": 2,
+        "spec.training.globalBatchSize": 16,
+    },
     ("LMTrainingJob", "spec", "warmup-shorter-than-training"): {"spec.training.warmupSteps": 300},
     ("LMTrainingJob", "spec", "model-exactly-one-source"): {
         _SIZE: {"preset": "tiny", "hf": {"path": "models/llama"}}

@@ -35,6 +35,11 @@ TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LOG_ENV = "ELASTICLM_TERMINATION_LOG"
 # torch intra-op threads; the operator derives it from the pod's CPU request.
 THREADS_ENV = "ELASTICLM_THREADS"
+# A pod of several training processes (see lmworker.pod): each process's local rank,
+# their number, and an id they share; the pod's main process sets them.
+LOCAL_RANK_ENV = "LOCAL_RANK"
+LOCAL_WORLD_SIZE_ENV = "LOCAL_WORLD_SIZE"
+POD_GROUP_ENV = "ELASTICLM_POD_GROUP"
 
 # Worker exit codes. 0: training reached its steps, or the worker left a shrinking
 # group cleanly. PERMANENT: a problem restarting cannot fix (bad data path, bad config);
@@ -100,6 +105,9 @@ class WorkerConfig:
     checkpoint_keep: int = 3
     min_replicas: int = 1
     max_replicas: int = 1
+    # Training processes in each worker pod (one per GPU); the world size is
+    # pods x processes (see lmworker.pod).
+    processes_per_pod: int = 1
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

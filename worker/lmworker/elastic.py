@@ -85,6 +85,9 @@ class Membership:
         expected: int,
         connect_timeout: float = 300.0,
         secret_file: str | None = None,
+        local_rank: int = 0,
+        local_size: int = 1,
+        group: str = "",
     ) -> None:
         self.host, self.port = host, port
         # Every store client of this process goes through it (gloo's included: its
@@ -94,7 +97,16 @@ class Membership:
             if secret_file
             else None
         )
-        self.info = {"index": index, "pod": pod, "expected": expected, "pid": os.getpid()}
+        self.info: dict[str, Any] = {
+            "index": index,
+            "pod": pod,
+            "expected": expected,
+            "pid": os.getpid(),
+            # A pod's processes share `group`; the rendezvous takes them in as one.
+            "local_rank": local_rank,
+            "local_size": local_size,
+            "group": group,
+        }
         self.connect_timeout = connect_timeout
         self.leaving = threading.Event()
         self._lock = threading.Lock()

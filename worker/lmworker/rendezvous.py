@@ -17,7 +17,8 @@ round: survivors keep their processes and state, newcomers receive it in place.
 Store layout (all values are bytes):
   epoch                 random id of this store; a changed id means the store restarted
   members/seq           counter; a worker's slot is the value its `add` returned
-  member/<slot>         JSON {index, pod, expected}
+  member/<slot>         JSON {index, pod, expected, local_rank, local_size, group}; a pod
+                        of several processes registers each, sharing `group`
   hb/<slot>             counter the worker's heartbeat thread bumps
   leave/<slot>          present once the worker asked to leave (SIGTERM)
   dead/<slot>           present once the rendezvous gave the worker up
@@ -123,12 +124,22 @@ class Coordinator:
                 index=int(info["index"]),
                 pod=str(info.get("pod", "")),
                 expected=int(info.get("expected", 0)),
+                local_rank=int(info.get("local_rank", 0)),
+                local_size=int(info.get("local_size", 1)),
+                group=str(info.get("group", "")),
             )
             self.tracked[slot] = _Tracked(member=member, hb_changed=now)
             if not self.first_seen:
                 self.first_seen = now
             self.last_change = now
-            log.info("worker %s (index %d) registered as slot %d", member.pod, member.index, slot)
+            log.info(
+                "worker %s (index %d, local rank %d of %d) registered as slot %d",
+                member.pod,
+                member.index,
+                member.local_rank,
+                member.local_size,
+                slot,
+            )
         for slot, t in self.tracked.items():
             if t.dead:
                 continue

@@ -481,6 +481,7 @@ class ElasticWorker:
         synthetic: SyntheticScaling | None = None,
     ) -> None:
         from lmworker.elastic import Membership
+        from lmworker.pod import local_identity
 
         self.cfg = cfg
         self.synthetic = synthetic
@@ -490,6 +491,7 @@ class ElasticWorker:
         self.reporter = Reporter(trainer, metrics)
         host, _, port = os.environ[RDZV_ENV].rpartition(":")
         secret_file = os.environ.get(SECRET_FILE_ENV)
+        local_rank, local_size, group = local_identity(os.environ)
         self.membership = Membership(
             host,
             int(port),
@@ -497,6 +499,9 @@ class ElasticWorker:
             pod=os.environ.get("POD_NAME", f"pid-{os.getpid()}"),
             expected=int(os.environ.get(EXPECTED_REPLICAS_ENV, "0")),
             secret_file=secret_file or None,
+            local_rank=local_rank,
+            local_size=local_size,
+            group=group,
         )
         self.leave_requested_at: float | None = None
         self.leave_timeout = float(os.environ.get(LEAVE_TIMEOUT_ENV, "20"))
@@ -807,13 +812,21 @@ def main(argv: list[str] | None = None) -> int:
         "n*T1/(1+ALPHA*(n-1)) at world size n (default: $" + SYNTHETIC_SCALING_ENV + ")",
     )
     args = parser.parse_args(argv)
+    local = os.environ.get("LOCAL_RANK") if os.environ.get("LOCAL_WORLD_SIZE", "1") != "1" else None
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s " + (f"[local {local}] " if local else "") + "%(name)s %(message)s",
+        stream=sys.stderr,
     )
     metrics = TrainMetrics()
     host = os.environ.get(POD_IP_ENV, "127.0.0.1")
     try:
         cfg = _load_config()
+        if cfg.processes_per_pod > 1 and not args.torchrun and "LOCAL_RANK" not in os.environ:
+            # The pod's main process: start and supervise its training processes.
+            from lmworker.pod import supervise
+
+            return supervise(cfg.processes_per_pod, argv)
         torch.manual_seed(cfg.training.seed)
         # The operator sets it from the pod's CPU request, so workers sharing a node's
         # cores do not oversubscribe them.
@@ -822,10 +835,21 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(int(threads))
         device = torch.device("cpu")
         if torch.cuda.is_available():
-            # torchrun starts one process per GPU and says which is this one's.
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            # torchrun, or a pod of several processes, starts one process per GPU and
+            # says which is this one's.
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            if local_rank >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"local rank {local_rank} needs GPU {local_rank}, but the pod has "
+                    f"{torch.cuda.device_count()}: request one GPU per process "
+                    "(spec.worker.processesPerPod) in spec.worker.resources"
+                )
+            device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         choose_backend(device, os.environ.get(BACKEND_ENV))  # a bad value fails here
+        from lmworker.pod import local_identity
+
+        local_identity(os.environ)  # so does a bad LOCAL_RANK
         trainer = Trainer(cfg, device)
         synthetic = parse_synthetic(args.synthetic_scaling) if args.synthetic_scaling else None
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:

@@ -452,6 +452,37 @@ def _autoscaling_needs_range(s: LMTrainingJobSpec) -> str | None:
 _MAX_EXPR = "(has(self.elastic.maxReplicas) ? self.elastic.maxReplicas : self.replicas)"
 
 
+class TrainingWorkerSpec(WorkerSpec):
+    """How the operator builds each worker pod of a training job."""
+
+    processes_per_pod: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Training processes in each worker pod, e.g. one per GPU of a node "
+        "with several (each trains on cuda:LOCAL_RANK). The world size is pods x "
+        "processes; a pod's processes join and leave the training together, and replicas, "
+        "minReplicas and maxReplicas count pods. resources are the whole pod's.",
+    )
+
+
+def _batch_too_small_for_processes(s: LMTrainingJobSpec) -> str | None:
+    t = s.training
+    procs = s.worker.processes_per_pod
+    largest = effective_max_replicas(s)
+    if procs > 1 and t.global_batch_size // t.micro_batch_size < largest * procs:
+        return (
+            f"spec.training.globalBatchSize ({t.global_batch_size}) must hold at least one "
+            f"micro-batch of {t.micro_batch_size} for each of up to {largest * procs} training "
+            f"processes ({largest} workers x spec.worker.processesPerPod {procs}): use "
+            f"{t.micro_batch_size * largest * procs} or more"
+        )
+    return None
+
+
+_PROCS_EXPR = "self.worker.processesPerPod"
+
+
 class LMTrainingJobSpec(ApiModel):
     """Desired state of an LMTrainingJob."""
 
@@ -474,7 +505,7 @@ class LMTrainingJobSpec(ApiModel):
         description="Checkpoints; without them a failure or rescale that loses every worker "
         "restarts from step 0.",
     )
-    worker: WorkerSpec = nested(WorkerSpec, "How worker pods are built.")
+    worker: TrainingWorkerSpec = nested(TrainingWorkerSpec, "How worker pods are built.")
     run_policy: RunPolicy = nested(RunPolicy, "Lifecycle rules.")
     network_policy: NetworkPolicySpec = nested(
         NetworkPolicySpec, "Who may reach the job's pods over the network."
@@ -516,6 +547,21 @@ class LMTrainingJobSpec(ApiModel):
             f"string(self.training.microBatchSize * {_MAX_EXPR}) + ' or more'",
             message="spec.training.globalBatchSize must hold one micro-batch per worker",
             check=_batch_too_small,
+        ),
+        CelRule(
+            name="global-batch-covers-processes",
+            rule=f"!has(self.worker) || !has({_PROCS_EXPR}) || {_PROCS_EXPR} <= 1 || "
+            f"self.training.globalBatchSize / self.training.microBatchSize >= "
+            f"{_MAX_EXPR} * {_PROCS_EXPR}",
+            message_expression="'spec.training.globalBatchSize (' + "
+            "string(self.training.globalBatchSize) + ') must hold at least one micro-batch of '"
+            " + string(self.training.microBatchSize) + ' for each of up to ' + "
+            f"string({_MAX_EXPR} * {_PROCS_EXPR}) + ' training processes (' + "
+            f"string({_MAX_EXPR}) + ' workers x spec.worker.processesPerPod ' + "
+            f"string({_PROCS_EXPR}) + '): use ' + "
+            f"string(self.training.microBatchSize * {_MAX_EXPR} * {_PROCS_EXPR}) + ' or more'",
+            message="spec.training.globalBatchSize must hold one micro-batch per process",
+            check=_batch_too_small_for_processes,
         ),
         CelRule(
             name="warmup-shorter-than-training",

@@ -28,6 +28,7 @@ What it promises (docs/autoscaling.md has the algorithm and every reason code):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from collections import deque
@@ -91,9 +92,13 @@ def worker_reports(
     scrape: Mapping[str, WorkerMetrics | None],
     scraped_at: float | None,
     index_label: str,
+    processes_per_pod: int = 1,
 ) -> list[WorkerReport]:
     """The autoscaler's view of the worker pods (`pods`: worker pod bodies; `scrape`: the
-    latest metrics by pod name; `index_label`: the label holding a worker's index)."""
+    latest metrics by pod name; `index_label`: the label holding a worker's index).
+
+    The autoscaler counts pods; a worker reports its world size in processes, so with
+    several processes per pod it is divided back into pods here."""
     reports = []
     for pod in pods:
         meta = pod.get("metadata") or {}
@@ -108,6 +113,9 @@ def worker_reports(
             for c in status.get("conditions") or []
         )
         metrics = scrape.get(name)
+        if metrics is not None and metrics.world_size and processes_per_pod > 1:
+            pods_in_round = metrics.world_size // processes_per_pod
+            metrics = dataclasses.replace(metrics, world_size=pods_in_round)
         reports.append(
             WorkerReport(
                 name=name,

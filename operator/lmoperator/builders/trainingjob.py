@@ -34,7 +34,10 @@ from lmworker.config import (
     CONFIG_ENV,
     EXPECTED_REPLICAS_ENV,
     INDEX_ENV,
+    LOCAL_RANK_ENV,
+    LOCAL_WORLD_SIZE_ENV,
     METRICS_PORT,
+    POD_GROUP_ENV,
     POD_IP_ENV,
     RDZV_ENV,
     RDZV_PORT,
@@ -84,6 +87,10 @@ RESERVED_ENV = frozenset(
         INDEX_ENV,
         EXPECTED_REPLICAS_ENV,
         SECRET_FILE_ENV,
+        # Set by the pod's main process for each of its training processes.
+        LOCAL_RANK_ENV,
+        LOCAL_WORLD_SIZE_ENV,
+        POD_GROUP_ENV,
     }
 )
 SECRET_VOLUME = "rdzv-auth"
@@ -229,6 +236,7 @@ def worker_config(job: LMTrainingJob) -> WorkerConfig:
         checkpoint_keep=checkpoint.keep if checkpoint else 3,
         min_replicas=spec.elastic.min_replicas,
         max_replicas=effective_max_replicas(spec),
+        processes_per_pod=spec.worker.processes_per_pod,
     )
 
 
@@ -508,7 +516,9 @@ def worker_pod(job: LMTrainingJob, uid: str, index: int, rdzv_address: str) -> d
     ]
     threads = cpu_threads(spec.worker.resources)
     if threads is not None and all(e.name != THREADS_ENV for e in spec.worker.env or []):
-        env.append({"name": THREADS_ENV, "value": str(threads)})
+        # The pod's CPUs are shared by its training processes.
+        per_process = max(1, threads // spec.worker.processes_per_pod)
+        env.append({"name": THREADS_ENV, "value": str(per_process)})
     env += [
         e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in spec.worker.env or []
     ]

@@ -316,7 +316,13 @@ def _autoscale(
     outcome = None
     if decide:
         workers = [p for p in pods if observe_job_pod(p).role == ROLE_WORKER]
-        reports = jobloop.worker_reports(workers, holder.scrape, holder.scraped_at, INDEX_LABEL)
+        reports = jobloop.worker_reports(
+            workers,
+            holder.scrape,
+            holder.scraped_at,
+            INDEX_LABEL,
+            processes_per_pod=spec.worker.processes_per_pod,
+        )
         outcome = jobloop.decide(
             auto,
             autoscaling,

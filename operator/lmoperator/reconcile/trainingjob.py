@@ -509,7 +509,8 @@ class _Pass:
             return
         all_ready = self.converge(job)
         metrics = self.observed.metrics
-        in_step = metrics is None or metrics.world_size in (None, spec.replicas)
+        world = spec.replicas * spec.worker.processes_per_pod
+        in_step = metrics is None or metrics.world_size in (None, world)
 
         if replacing:
             self.conditions.set(Cond.RESTARTING, True, REASON_WORKER_FAILED, "Replacing workers.")

@@ -268,6 +268,20 @@ def test_worker_reports_from_pod_bodies() -> None:
     assert r.scraped_at is None
 
 
+def test_with_several_processes_per_pod_the_world_size_is_counted_in_pods() -> None:
+    pod = {
+        "metadata": {"name": "j-worker-0", "labels": {"elasticlm.io/index": "0"}},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    m = WorkerMetrics(tokens_per_second=5.0, world_size=6)  # 3 pods x 2 processes
+    (r,) = jobloop.worker_reports(
+        [pod], {"j-worker-0": m}, 42.0, "elasticlm.io/index", processes_per_pod=2
+    )
+    assert r.metrics is not None
+    assert r.metrics.world_size == 3
+    assert r.metrics.tokens_per_second == 5.0
+
+
 def test_the_backoff_survives_a_restart_through_the_history() -> None:
     state = JobAutoscalerState()  # a fresh operator: nothing in memory
     state.observations = {n: deque([CURVE.throughput(n)]) for n in (1, 2)}

@@ -400,3 +400,26 @@ def test_job_pods_mount_the_rendezvous_secret_read_only() -> None:
         }
     bad = make_job(worker={"env": [{"name": "ELASTICLM_RDZV_SECRET_FILE", "value": "/x"}]})
     assert any("is set by the operator" in p for p in validate_worker_pod(bad))
+
+
+def test_processes_per_pod_reach_the_worker_and_share_the_cpus() -> None:
+    job = make_job(
+        replicas=2,
+        worker={"processesPerPod": 2, "resources": {"requests": {"cpu": 4}}},
+        training={"globalBatchSize": 32, "microBatchSize": 4},
+    )
+    env = {
+        e["name"]: e.get("value")
+        for e in worker_pod(job, UID, 0, ADDR)["spec"]["containers"][0]["env"]
+    }
+    assert WorkerConfig.from_json(env["ELASTICLM_CONFIG"]).processes_per_pod == 2
+    assert env["ELASTICLM_THREADS"] == "2"  # 4 CPUs for 2 processes
+    assert env["ELASTICLM_EXPECTED_REPLICAS"] == "2"  # the rendezvous counts pods
+
+
+@pytest.mark.parametrize("name", ["LOCAL_RANK", "LOCAL_WORLD_SIZE", "ELASTICLM_POD_GROUP"])
+def test_the_pod_processes_identity_is_reserved(name: str) -> None:
+    job = make_job(worker={"env": [{"name": name, "value": "1"}]})
+    assert validate_worker_pod(job) == [
+        f"spec.worker.env[0].name: {name} is set by the operator; remove it"
+    ]
