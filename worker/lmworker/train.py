@@ -135,7 +135,13 @@ class Trainer:
                 f"vocabulary is {self.model_config.vocab_size}"
             )
         tokens = self.tokenizer.encode_corpus(text)
-        sequences = TokenSequences(tokens, self.model_config.context_length)
+        self.sequence_length = t.sequence_length or self.model_config.context_length
+        if self.sequence_length > self.model_config.context_length:
+            raise ConfigError(
+                f"spec.training.sequenceLength ({self.sequence_length}) exceeds the model's "
+                f"context length ({self.model_config.context_length}): lower it"
+            )
+        sequences = TokenSequences(tokens, self.sequence_length)
         self.train_data, self.validation_data = sequences.split(cfg.validation_fraction)
         self.sampler = GlobalSampler(self.train_data.count, t.seed)
         self.model = LlamaModel(self.model_config).to(device)
@@ -147,12 +153,15 @@ class Trainer:
             fused=False,
         )
         try:
-            precision = resolve_precision(t.precision, device)
+            self.precision = resolve_precision(t.precision, device, training=True)
         except PrecisionError as exc:
-            raise ConfigError(str(exc)) from exc
-        log.info("Precision %s: %s", precision.name, precision.reason)
-        self.autocast_dtype = None if precision.name == "fp32" else precision.dtype
-        self.scaler = torch.amp.GradScaler(device.type) if precision.name == "fp16" else None
+            raise ConfigError(f"spec.training.precision: {exc}") from exc
+        log.info("Precision %s: %s", self.precision.name, self.precision.reason)
+        self.autocast_dtype = None if self.precision.name == "fp32" else self.precision.dtype
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision.grad_scaler else None
+        # Held-out loss of the starting weights (measured once, before the first step;
+        # carried through checkpoints and hand-overs), to compare the trained model with.
+        self.initial_validation_loss: float | None = None
         self.step = -1  # no state yet: fresh, restored or received decides
         self.checkpointer = (
             ckpt.Checkpointer(cfg.checkpoint_dir, cfg.checkpoint_keep, cfg.checkpoint_async)
@@ -220,14 +229,33 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         self.apply_state(ckpt.load(path, self.checkpoint_state()))
+        initial = ckpt.read_meta(path).get("initial_validation_loss")
+        if isinstance(initial, int | float):
+            self.initial_validation_loss = float(initial)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        torch.save(self.checkpoint_state(), buf)
+        state = self.checkpoint_state()
+        state["initial_validation_loss"] = self.initial_validation_loss
+        torch.save(state, buf)
         return buf.getvalue()
 
     def from_bytes(self, data: bytes) -> None:
-        self.apply_state(torch.load(io.BytesIO(data), weights_only=True))
+        state = torch.load(io.BytesIO(data), weights_only=True)
+        initial = state.pop("initial_validation_loss", None)
+        self.apply_state(state)
+        if initial is not None:
+            self.initial_validation_loss = float(initial)
+
+    def measure_initial_validation(self) -> float | None:
+        """The held-out loss before training, once (step 0 only); None without held-out data."""
+        if self.initial_validation_loss is None and self.step == 0:
+            self.initial_validation_loss = self.validation_loss()
+            if self.initial_validation_loss is not None:
+                log.info(
+                    "step 0 validation loss %.4f (before training)", self.initial_validation_loss
+                )
+        return self.initial_validation_loss
 
     # -- one optimizer step -----------------------------------------------------------
 
@@ -325,8 +353,7 @@ class Trainer:
         return total / n
 
     def tokens_per_step(self) -> int:
-        t = self.cfg.training
-        return t.global_batch_size * self.model_config.context_length
+        return self.cfg.training.global_batch_size * self.sequence_length
 
     @torch.no_grad()
     def average_parameters(self, world_size: int) -> None:
@@ -341,10 +368,30 @@ class Trainer:
             return
         # The architecture travels with the weights: a server (lmworker.serve) loads a
         # checkpoint without the job's spec.
-        meta = {**meta, "model": asdict(self.model_config)}
+        meta = {
+            **meta,
+            "model": asdict(self.model_config),
+            "initial_validation_loss": self.initial_validation_loss,
+        }
         self.checkpointer.save(self.step, self.checkpoint_state(), meta)
         if wait:
             self.checkpointer.wait()
+
+    def report_fields(self, validation: float | None) -> dict[str, Any]:
+        """What a completion report adds to step and loss: the held-out loss before and
+        after training, and the precision with its reason."""
+        fields: dict[str, Any] = {
+            "precision": {
+                "requested": self.precision.requested,
+                "chosen": self.precision.name,
+                "reason": self.precision.reason,
+            }
+        }
+        if validation is not None:
+            fields["validationLoss"] = round(validation, 6)
+        if self.initial_validation_loss is not None:
+            fields["initialValidationLoss"] = round(self.initial_validation_loss, 6)
+        return fields
 
     def export(self) -> str | None:
         """The trained model in the Hugging Face Llama layout, next to the checkpoints."""
@@ -371,6 +418,16 @@ class Reporter:
         self._last_progress = 0.0
         self.last_validation: float | None = None
         metrics.target_steps.set(trainer.cfg.training.steps)
+        choice = trainer.precision
+        metrics.precision.info(
+            {"requested": choice.requested, "precision": choice.name, "reason": choice.reason}
+        )
+
+    def initial_validation(self) -> None:
+        """Measure (rank 0, at step 0) and report the held-out loss of the starting weights."""
+        loss = self.trainer.measure_initial_validation()
+        if loss is not None:
+            self.metrics.initial_validation_loss.set(loss)
 
     def validation(self, loss: float | None) -> None:
         if loss is None:
@@ -578,6 +635,8 @@ class ElasticWorker:
         if ddp_mode and rnd.world_size > 1:
             module = DistributedDataParallel(tr.model, broadcast_buffers=False)
         self.metrics.ready.set()
+        if rnd.rank == 0:
+            self.reporter.initial_validation()
         try:
             while tr.step < t.steps:
                 t0 = time.monotonic()
@@ -658,8 +717,14 @@ class ElasticWorker:
         if rnd.rank == 0:
             validation = tr.validation_loss()
             self.reporter.validation(validation)
-            if validation is not None:
-                info["validationLoss"] = round(validation, 6)
+            info.update(tr.report_fields(validation))
+            if validation is not None and tr.initial_validation_loss is not None:
+                log.info(
+                    "held-out loss %.4f before training, %.4f after (%+.4f)",
+                    tr.initial_validation_loss,
+                    validation,
+                    validation - tr.initial_validation_loss,
+                )
             tr.save_checkpoint({"round": rnd.number, "epoch": rnd.epoch, "final": True}, wait=True)
             exported = tr.export()
             if exported:
@@ -696,6 +761,8 @@ def run_torchrun(cfg: WorkerConfig, trainer: Trainer, metrics: TrainMetrics) -> 
         else trainer.model
     )
     rnd = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if rank == 0:
+        reporter.initial_validation()
     metrics.ready.set()
     loss = float("nan")
     while trainer.step < t.steps:

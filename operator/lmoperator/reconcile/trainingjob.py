@@ -64,7 +64,7 @@ REASON_BACKOFF = "BackoffLimitExceeded"
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_COMPLETED = "TrainingCompleted"
 # Status fields that move while a job trains: their writes may wait (reconcile/status.py).
-PROGRESS_FIELDS = frozenset({"step", "loss", "tokensPerSecond", "lastCheckpoint"})
+PROGRESS_FIELDS = frozenset({"step", "loss", "tokensPerSecond", "lastCheckpoint", "validationLoss"})
 
 
 # --------------------------------------------------------------------------------------
@@ -94,19 +94,45 @@ def observe_job_pod(pod: Mapping[str, Any]) -> ObservedPod:
 def _completion_report(message: str | None) -> tuple[int, float | None] | None:
     """(step, final loss) of a worker's completion report ({"completed": true, "step": N,
     "loss": x}), or None when the message is not one."""
+    report = _report(message)
+    if report is not None and report.get("completed") is True:
+        step, loss = report.get("step"), report.get("loss")
+        if isinstance(step, int) and not isinstance(step, bool):
+            return step, _finite(loss)
+    return None
+
+
+def _report(message: str | None) -> dict[str, Any] | None:
     if not message:
         return None
     try:
         report = json.loads(message)
     except ValueError:
         return None
-    if isinstance(report, dict) and report.get("completed") is True:
-        step, loss = report.get("step"), report.get("loss")
-        if isinstance(step, int) and not isinstance(step, bool):
-            if isinstance(loss, int | float) and math.isfinite(loss):
-                return step, float(loss)
-            return step, None
+    return report if isinstance(report, dict) else None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
     return None
+
+
+def report_status_fields(message: str | None) -> dict[str, Any]:
+    """Status fields a completion report carries beyond step and loss: the held-out loss
+    before and after training, and the precision the workers chose (with why)."""
+    report = _report(message) or {}
+    fields: dict[str, Any] = {}
+    for key in ("initialValidationLoss", "validationLoss"):
+        value = _finite(report.get(key))
+        if value is not None:
+            fields[key] = value
+    precision = report.get("precision")
+    if isinstance(precision, dict) and all(
+        isinstance(precision.get(k), str) for k in ("requested", "chosen", "reason")
+    ):
+        fields["precision"] = {k: precision[k][:1024] for k in ("requested", "chosen", "reason")}
+    return fields
 
 
 def is_permanent_failure(policy: RestartPolicy, exit_code: int | None) -> bool:
@@ -179,6 +205,19 @@ class _Pass:
             ):
                 if value is not None:
                     self.status[key] = max(value, 0.0) if key == "tokensPerSecond" else value
+            for key, loss in (
+                ("initialValidationLoss", metrics.initial_validation_loss),
+                ("validationLoss", metrics.validation_loss),
+            ):
+                if loss is not None:
+                    self.status[key] = loss
+            if metrics.precision is not None:
+                requested, chosen, reason = metrics.precision
+                self.status["precision"] = {
+                    "requested": requested,
+                    "chosen": chosen,
+                    "reason": reason[:1024],
+                }
             if (
                 metrics.last_checkpoint_step is not None
                 and metrics.last_checkpoint_time is not None
@@ -291,6 +330,7 @@ class _Pass:
                 self.status["step"] = max(step, int(self.status.get("step") or 0))
                 if loss is not None:
                     self.status["loss"] = loss
+                self.status.update(report_status_fields(pod.termination_message))
                 return f"{pod.name} reported training complete at step {step} of {steps}"
         known = [self.status.get("step"), self.observed.metrics and self.observed.metrics.step]
         step = max((s for s in known if isinstance(s, int)), default=0)
