@@ -173,7 +173,8 @@ class Trainer:
         cfg = self.cfg
         if cfg.tokenizer_path:
             return load_tokenizer(cfg.tokenizer_path)
-        if cfg.init_from_hf and (Path(cfg.init_from_hf) / "tokenizer.json").is_file():
+        if self._tokenizer_from_hf():
+            assert cfg.init_from_hf is not None
             return load_tokenizer(cfg.init_from_hf)
         shared = str(Path(cfg.checkpoint_dir) / "tokenizer") if cfg.checkpoint_dir else None
         tok = build_tokenizer(cfg.tokenizer, [text], cfg.bpe_vocab_size, shared)
@@ -400,8 +401,18 @@ class Trainer:
         from lmworker.hf_export import export_hf_llama
 
         out = str(Path(self.cfg.checkpoint_dir) / "export")
-        export_hf_llama(self.model, self.model_config, self.tokenizer, out)
+        # A model fine-tuned with its own tokenizer keeps that tokenizer's files.
+        based_on = self.cfg.init_from_hf if self._tokenizer_from_hf() else None
+        export_hf_llama(self.model, self.model_config, self.tokenizer, out, based_on=based_on)
         return out
+
+    def _tokenizer_from_hf(self) -> bool:
+        cfg = self.cfg
+        return bool(
+            cfg.init_from_hf
+            and not cfg.tokenizer_path
+            and (Path(cfg.init_from_hf) / "tokenizer.json").is_file()
+        )
 
 
 # --------------------------------------------------------------------------------------
