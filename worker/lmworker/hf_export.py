@@ -123,8 +123,11 @@ def export_hf_llama(
                 if (source / name).is_file():
                     shutil.copyfile(source / name, tmp / name)
             if not (tmp / "generation_config.json").is_file():
-                ids = {k: config[k] for k in ("bos_token_id", "eos_token_id") if k in config}
-                _write_json(tmp / "generation_config.json", {"_from_model_config": True, **ids})
+                generation: dict[str, Any] = {"_from_model_config": True}
+                for key in ("bos_token_id", "eos_token_id"):
+                    if key in config:
+                        generation[key] = config[key]
+                _write_json(tmp / "generation_config.json", generation)
         else:
             _write_json(tmp / "config.json", config)
             _write_json(
