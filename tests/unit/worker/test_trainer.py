@@ -258,3 +258,28 @@ def test_the_held_out_loss_before_training_travels_with_the_state(tmp_path: Path
         "chosen": "fp32",
         "reason": "fp32 as requested",
     }
+
+
+def test_the_hand_over_skeleton_and_tensors_rebuild_the_state_exactly(tmp_path: Path) -> None:
+    """What `_broadcast_state` sends: a small skeleton, then each tensor on its own."""
+    import pickle
+
+    from lmworker.train import _flatten, _tensor_specs, _unflatten
+
+    a = Trainer(config(tmp_path), torch.device("cpu"))
+    a.init_fresh()
+    for _ in range(2):
+        a.train_step(a.model, 0, 1, True)
+    a.initial_validation_loss = 5.5
+    tensors: list[torch.Tensor] = []
+    skeleton = pickle.loads(pickle.dumps(_flatten(a.checkpoint_state_for_hand_over(), tensors)))
+    assert len(pickle.dumps(skeleton)) < 64 * 1024  # the structure only, never the weights
+    received = [torch.empty(shape, dtype=dtype) for shape, dtype in _tensor_specs(skeleton)]
+    for into, sent in zip(received, tensors, strict=True):
+        into.copy_(sent)
+    b = Trainer(config(tmp_path), torch.device("cpu"))
+    b.apply_hand_over(_unflatten(skeleton, iter(received)))
+    assert (b.step, b.initial_validation_loss) == (2, 5.5)
+    assert a.train_step(a.model, 0, 1, True).loss_sum == b.train_step(b.model, 0, 1, True).loss_sum
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
