@@ -16,7 +16,11 @@ EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 
 # The kind each known example holds; an example added later must at least be a
 # known kind (checked below).
-EXPECTED_KINDS = {"training-job.yaml": "LMTrainingJob", "service.yaml": "LMService"}
+EXPECTED_KINDS = {
+    "training-job.yaml": "LMTrainingJob",
+    "service.yaml": "LMService",
+    "finetune-smollm2.yaml": "LMTrainingJob",
+}
 
 
 def _documents(path: Path) -> list[Any]:
