@@ -7,7 +7,7 @@ with the agreement all-reduce, on the model's Hugging Face directory (`model.hf`
 its own tokenizer, on the real English prose the jobs fine-tune on
 (`lmworker.corpus --english`). The global batch (`--global-batch` sequences of
 `--sequence` tokens, micro-batches of `--micro-batch`) is the same at every world size,
-as in a job. After 2 warm-up steps, `--repeats` runs of `--steps` steps each are timed;
+as in a job. After a warm-up step, `--repeats` runs of `--steps` steps each are timed;
 the line gives the median tokens/s with its min and max, and every run.
 
 The model directory is `--model`, else the SmolLM2 import the tests cache (made from
@@ -94,7 +94,7 @@ def child(rank: int, world: int, port: int, precision: str, args: argparse.Names
         for _ in range(n):
             trainer.train_step(module, rank, world, True, agree=lambda: 0.0).global_loss()
 
-    run(2)  # warm-up: allocator, AdamW state, gloo buffers
+    run(1)  # warm-up: allocator, AdamW state, gloo buffers
     runs: list[float] = []
     for _ in range(args.repeats):
         dist.barrier()
@@ -149,10 +149,10 @@ def main() -> None:
     parser.add_argument("--worlds", default="1,2", help="comma-separated process counts")
     parser.add_argument("--precisions", default="auto,fp32", help="spec.training.precision values")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration")
-    parser.add_argument("--steps", type=int, default=3, help="steps per timed run")
+    parser.add_argument("--steps", type=int, default=2, help="steps per timed run")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
     parser.add_argument("--sequence", type=int, default=128, help="tokens per sequence")
-    parser.add_argument("--global-batch", type=int, default=8, help="sequences per step")
+    parser.add_argument("--global-batch", type=int, default=4, help="sequences per step")
     parser.add_argument("--micro-batch", type=int, default=2, help="sequences per pass")
     parser.add_argument("--model", help="a Hugging Face Llama directory (default: SmolLM2)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
