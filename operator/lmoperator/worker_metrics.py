@@ -26,6 +26,9 @@ LAST_CHECKPOINT_TIME = "elasticlm_train_last_checkpoint_timestamp_seconds"
 CHECKPOINT_SECONDS = "elasticlm_train_checkpoint_seconds"
 GROUP_FAILURES = "elasticlm_train_group_failures_total"
 REFORM_SECONDS = "elasticlm_train_reform_seconds"
+INITIAL_VALIDATION_LOSS = "elasticlm_train_initial_validation_loss"
+# An info metric: {requested, precision, reason} labels on a sample of value 1.
+PRECISION_INFO = "elasticlm_train_precision_info"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class WorkerMetrics:
     checkpoint_seconds: float | None = None
     group_failures: int | None = None
     reform_seconds: float | None = None  # the latest round's forming and state hand-over
+    initial_validation_loss: float | None = None
+    # (requested, chosen, reason) from the precision info metric.
+    precision: tuple[str, str, str] | None = None
 
 
 # One sample line of the text exposition format: name, optional {labels}, value,
@@ -86,6 +92,37 @@ def sample_values(text: str) -> dict[str, float]:
     return values
 
 
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def sample_labels(text: str, metric: str) -> dict[str, str] | None:
+    """The labels of the first sample of `metric` (escapes undone), or None without one."""
+    for line in text.splitlines():
+        sample = _SAMPLE.fullmatch(line.strip())
+        if sample is None or sample.group(1) != metric:
+            continue
+        body = (sample.group(2) or "{}")[1:-1]
+        labels: dict[str, str] = {}
+        position = 0
+        while position < len(body):
+            found = _LABEL.match(body, position)
+            if found is None:
+                raise ValueError(f'{metric}: labels {body[:80]!r} are not name="value" pairs')
+            value = re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], found.group(2))
+            labels[found.group(1)] = value
+            position = found.end()
+        return labels
+    return None
+
+
+def _precision(text: str) -> tuple[str, str, str] | None:
+    labels = sample_labels(text, PRECISION_INFO)
+    if labels is None or "precision" not in labels:
+        return None
+    return labels.get("requested", ""), labels["precision"], labels.get("reason", "")
+
+
 def parse_worker_metrics(text: str) -> WorkerMetrics:
     """The figures the operator uses from a worker's /metrics text.
 
@@ -119,4 +156,6 @@ def parse_worker_metrics(text: str) -> WorkerMetrics:
         checkpoint_seconds=values.get(CHECKPOINT_SECONDS),
         group_failures=integer(GROUP_FAILURES),
         reform_seconds=values.get(REFORM_SECONDS),
+        initial_validation_loss=values.get(INITIAL_VALIDATION_LOSS),
+        precision=_precision(text),
     )

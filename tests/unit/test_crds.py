@@ -528,6 +528,7 @@ VIOLATIONS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("LMTrainingJob", "spec", "kv-heads-divide-heads"): {
         _SIZE: {"size": {"layers": 2, "hiddenSize": 128, "heads": 4, "kvHeads": 3}}
     },
+    ("LMTrainingJob", "spec", "sequence-within-context"): {"spec.training.sequenceLength": 256},
     ("LMTrainingJob", "spec", "vocab-size-only-for-bpe"): {
         "spec.data.tokenizer": {"type": "Bytes", "vocabSize": 300}
     },

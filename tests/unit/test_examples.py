@@ -20,6 +20,7 @@ EXPECTED_KINDS = {
     "training-job.yaml": "LMTrainingJob",
     "training-job-autoscaled.yaml": "LMTrainingJob",
     "service.yaml": "LMService",
+    "finetune-smollm2.yaml": "LMTrainingJob",
 }
 
 

@@ -82,6 +82,9 @@ class TrainingConfig:
     sync: str  # DDP | LocalSGD
     local_sgd_sync_steps: int
     seed: int
+    # Tokens per training sequence; None: the model's context length. A pretrained model's
+    # context (SmolLM2: 8192) is usually far more than fine-tuning on a CPU can afford.
+    sequence_length: int | None = None
 
 
 @dataclass(frozen=True)

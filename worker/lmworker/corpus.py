@@ -14,6 +14,8 @@ each ended by "\\n", is that divided by the expected bytes per sentence. A model
 cross-entropy in nats per byte cannot go below `entropy_rate_nats_per_byte()`.
 
 CLI: python -m lmworker.corpus --out PATH [--bytes N | --sentences N] [--seed S]
+     python -m lmworker.corpus --out PATH --english   (real English prose instead: the
+     Python documentation's prose, which ships with Python; `perplexity.held_out_text`)
 """
 
 from __future__ import annotations
@@ -358,7 +360,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     size.add_argument("--bytes", type=int, help="at least this many bytes (default 1000000)")
     size.add_argument("--sentences", type=int, help="exactly this many sentences")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--english",
+        action="store_true",
+        help="write real English prose (the Python documentation's, ~260 kB) instead",
+    )
     args = parser.parse_args(argv)
+    if args.english:
+        if args.bytes is not None or args.sentences is not None:
+            parser.error("--english writes the whole text: leave out --bytes and --sentences")
+        from lmworker.perplexity import held_out_text
+
+        data = held_out_text().encode("utf-8")
+        target = write_atomically(args.out, data)
+        print(json.dumps({"path": str(target), "bytes": len(data), "source": "pydoc_data.topics"}))
+        return 0
     n_bytes = args.bytes
     if args.bytes is None and args.sentences is None:
         n_bytes = 1_000_000

@@ -22,6 +22,16 @@ from lmworker.model import LlamaModel
 from lmworker.tokenizer import Tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
+# What a fine-tuned model keeps of the directory it started from: its tokenizer (chat
+# template included) and its generation settings.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+_TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 # Buffers some older checkpoints stored; they are derived from the config.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -68,9 +78,16 @@ def export_hf_llama(
     cfg: ModelConfig,
     tokenizer: Tokenizer,
     out_dir: str | os.PathLike[str],
+    *,
+    based_on: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write config.json, model.safetensors (float32), generation_config.json and the
     tokenizer files into `out_dir`, replacing what was there.
+
+    `based_on` is the Hugging Face directory training started from, when the model kept
+    its tokenizer: its tokenizer files (chat template included), generation_config.json
+    and special token ids are carried over instead of ours, so a fine-tuned chat model
+    still chats.
 
     Everything is written into a temporary sibling directory first, so `out_dir` is
     never seen half written: an existing one is moved aside, the new one renamed into
@@ -93,12 +110,31 @@ def export_hf_llama(
         }
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         eos = tokenizer.eos_id
-        _write_json(tmp / "config.json", hf_config(cfg, eos))
-        _write_json(
-            tmp / "generation_config.json",
-            {"_from_model_config": True, "bos_token_id": eos, "eos_token_id": eos},
-        )
-        tokenizer.save(tmp)
+        config = hf_config(cfg, eos)
+        if based_on is not None:
+            source = Path(based_on)
+            source_config = json.loads((source / "config.json").read_text())
+            for key in _TOKEN_ID_KEYS:
+                config.pop(key, None)
+                if source_config.get(key) is not None:
+                    config[key] = source_config[key]
+            _write_json(tmp / "config.json", config)
+            for name in TOKENIZER_FILES:
+                if (source / name).is_file():
+                    shutil.copyfile(source / name, tmp / name)
+            if not (tmp / "generation_config.json").is_file():
+                generation: dict[str, Any] = {"_from_model_config": True}
+                for key in ("bos_token_id", "eos_token_id"):
+                    if key in config:
+                        generation[key] = config[key]
+                _write_json(tmp / "generation_config.json", generation)
+        else:
+            _write_json(tmp / "config.json", config)
+            _write_json(
+                tmp / "generation_config.json",
+                {"_from_model_config": True, "bos_token_id": eos, "eos_token_id": eos},
+            )
+            tokenizer.save(tmp)
         replace_directory(tmp, target)
     finally:
         if tmp.exists():

@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
@@ -32,6 +32,15 @@ class TrainMetrics:
         )
         self.validation_step = gauge(
             "validation_step", "Step at which validation_loss was measured (-1: not yet)."
+        )
+        self.initial_validation_loss = gauge(
+            "initial_validation_loss", "Loss on the held-out text before the first step."
+        )
+        # elasticlm_train_precision_info{requested, precision, reason} 1
+        self.precision = Info(
+            "elasticlm_train_precision",
+            "The precision training computes in, and why it was chosen.",
+            registry=r,
         )
         self.tokens_per_second = gauge(
             "tokens_per_second", "Tokens per second across all workers, latest step."
@@ -56,6 +65,9 @@ class TrainMetrics:
         )
         self.rank.set(-1)
         self.validation_step.set(-1)
+        # Not measured yet: NaN, which readers skip (a gauge would otherwise read 0).
+        self.validation_loss.set(float("nan"))
+        self.initial_validation_loss.set(float("nan"))
         self.ready = threading.Event()
 
     def render(self) -> bytes:

@@ -12,8 +12,11 @@ auto picks bf16 where the hardware computes it natively, else fp32:
   decoding, prefill, training); without them torch converts to fp32 and back, and bf16
   is slower than fp32.
 - CUDA: compute capability 8.0 (Ampere) or newer: bf16 tensor cores.
-fp16 is never picked automatically: its narrow range (max 65504) can overflow in
-activations, and training it needs loss scaling.
+For serving, fp16 is never picked automatically: weights are cast to it, and its narrow
+range (max 65504) can overflow in activations. Training (`training=True`) runs fp16 under
+autocast with fp32 master weights and a gradient scaler, so there auto picks fp16 on GPUs
+that have fp16 tensor cores but predate bf16 (compute capability 7.x: V100, T4, RTX 20xx);
+older GPUs compute fp16 no faster than fp32 (or, 6.1, far slower) and get fp32.
 
 Explicit fp32/bf16/fp16 pass through; where the format cannot work at all (bf16 before
 compute capability 8.0, fp16 before 5.3 on CUDA) `PrecisionError` says so and what to use
@@ -23,7 +26,7 @@ instead. Where it works but slowly (bf16 on a CPU without native support) the re
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +40,8 @@ NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
 NATIVE_FP16_CPU_FLAGS = ("avx512_fp16", "amx_fp16", "fphp", "asimdhp")
 BF16_MIN_CUDA_CAPABILITY = (8, 0)
 FP16_MIN_CUDA_CAPABILITY = (5, 3)
+# fp16 tensor cores (Volta): where training in fp16 pays.
+FP16_TENSOR_CORE_CUDA_CAPABILITY = (7, 0)
 
 
 class PrecisionError(ValueError):
@@ -61,19 +66,36 @@ class PrecisionChoice:
     dtype: torch.dtype
     requested: str
     reason: str  # one sentence: what was chosen and why
+    # Training only: fp16 gradients need loss scaling (torch.amp.GradScaler).
+    grad_scaler: bool = False
 
 
-def choose_precision(requested: str, facts: MachineFacts) -> PrecisionChoice:
-    """The precision to compute in for `requested` (auto|fp32|bf16|fp16) on this machine."""
+def choose_precision(
+    requested: str, facts: MachineFacts, *, training: bool = False
+) -> PrecisionChoice:
+    """The precision to compute in for `requested` (auto|fp32|bf16|fp16) on this machine.
+
+    `training` is for the trainer (autocast over fp32 weights): fp16 then comes with a
+    gradient scaler, and auto may pick it on GPUs without bf16 (see the module docstring).
+    """
     if requested not in PRECISIONS:
         raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if facts.device_type == "cuda":
-        return _choose_on_cuda(requested, facts)
-    if facts.device_type != "cpu":
+        choice = _choose_on_cuda(requested, facts, training)
+    elif facts.device_type != "cpu":
         if requested == "auto":
-            return _choice("fp32", requested, f"auto chose fp32 on {facts.device_type}")
-        return _choice(requested, requested, f"{requested} as requested on {facts.device_type}")
-    return _choose_on_cpu(requested, facts)
+            choice = _choice("fp32", requested, f"auto chose fp32 on {facts.device_type}")
+        else:
+            choice = _choice(
+                requested, requested, f"{requested} as requested on {facts.device_type}"
+            )
+    else:
+        choice = _choose_on_cpu(requested, facts)
+    if training and choice.name == "fp16":
+        return replace(
+            choice, grad_scaler=True, reason=f"{choice.reason}; gradients are loss-scaled"
+        )
+    return choice
 
 
 def _choose_on_cpu(requested: str, facts: MachineFacts) -> PrecisionChoice:
@@ -109,7 +131,7 @@ def _choose_on_cpu(requested: str, facts: MachineFacts) -> PrecisionChoice:
     return _choice(requested, requested, f"{requested} as requested")
 
 
-def _choose_on_cuda(requested: str, facts: MachineFacts) -> PrecisionChoice:
+def _choose_on_cuda(requested: str, facts: MachineFacts, training: bool) -> PrecisionChoice:
     gpu = facts.cuda_name or "this GPU"
     capability = facts.cuda_capability or (0, 0)
     shown = f"{capability[0]}.{capability[1]}"
@@ -119,6 +141,20 @@ def _choose_on_cuda(requested: str, facts: MachineFacts) -> PrecisionChoice:
                 "bf16",
                 requested,
                 f"auto chose bf16: {gpu} (compute capability {shown}) has bf16 tensor cores",
+            )
+        if training and capability >= FP16_TENSOR_CORE_CUDA_CAPABILITY:
+            return _choice(
+                "fp16",
+                requested,
+                f"auto chose fp16: {gpu} (compute capability {shown}) has fp16 tensor cores "
+                "but predates bf16, which needs 8.0",
+            )
+        if training:
+            return _choice(
+                "fp32",
+                requested,
+                f"auto chose fp32: {gpu} (compute capability {shown}) has no tensor cores "
+                "(fp16 pays from 7.0, bf16 from 8.0)",
             )
         return _choice(
             "fp32",
@@ -191,6 +227,8 @@ def parse_cpuinfo(text: str) -> tuple[frozenset[str], str]:
     return flags, model or platform.machine()
 
 
-def resolve_precision(requested: str, device: torch.device | str = "cpu") -> PrecisionChoice:
+def resolve_precision(
+    requested: str, device: torch.device | str = "cpu", *, training: bool = False
+) -> PrecisionChoice:
     """`choose_precision` for the machine this runs on."""
-    return choose_precision(requested, probe_machine(device))
+    return choose_precision(requested, probe_machine(device), training=training)

@@ -242,7 +242,8 @@ class TrainingSpec(ApiModel):
         Precision.FP32,
         description="fp32, bf16 (autocast), fp16 (autocast with loss scaling), or auto: bf16 "
         "where the hardware computes it natively (CPUs with AMX or AVX512-BF16, GPUs of "
-        "compute capability 8.0+), else fp32.",
+        "compute capability 8.0+), fp16 with loss scaling on GPUs of compute capability 7.x, "
+        "else fp32. status.precision says what was chosen and why.",
     )
     sync: SyncMode = Field(
         SyncMode.DDP,
@@ -253,6 +254,14 @@ class TrainingSpec(ApiModel):
         8, ge=1, le=10000, description="Steps between model averages with sync LocalSGD."
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of initialisation and sampling.")
+    sequence_length: int | None = Field(
+        None,
+        ge=8,
+        le=131072,
+        description="Tokens per training sequence; defaults to the model's context length "
+        "(for model.hf, max_position_embeddings of its config.json). At most that length: "
+        "set it to fine-tune a long-context model on short sequences.",
+    )
 
 
 class CheckpointSpec(StorageLocation):
@@ -427,6 +436,38 @@ def _kv_heads_group(s: LMTrainingJobSpec) -> str | None:
         return (
             f"spec.model.size.heads ({z.heads})"
             f" must be a multiple of spec.model.size.kvHeads ({z.kv_heads})"
+        )
+    return None
+
+
+def _preset_context_expr() -> str:
+    """CEL: the context length of spec.model.preset (0 when it has none)."""
+    expr = "0"
+    for preset, size in reversed(MODEL_PRESETS.items()):
+        expr = f"(self.model.preset == '{preset.value}' ? {size.context_length} : {expr})"
+    return expr
+
+
+_CONTEXT_EXPR = (
+    "(has(self.model.size) ? self.model.size.contextLength : "
+    f"has(self.model.preset) ? {_preset_context_expr()} : 0)"
+)
+
+
+def _model_context(s: LMTrainingJobSpec) -> int | None:
+    if s.model.size is not None:
+        return s.model.size.context_length
+    if s.model.preset is not None:
+        return MODEL_PRESETS[s.model.preset].context_length
+    return None  # model.hf: only its config.json knows; the worker checks
+
+
+def _sequence_beyond_context(s: LMTrainingJobSpec) -> str | None:
+    length, context = s.training.sequence_length, _model_context(s)
+    if length is not None and context is not None and length > context:
+        return (
+            f"spec.training.sequenceLength ({length}) must be <= the model's context length "
+            f"({context})"
         )
     return None
 
@@ -611,6 +652,16 @@ class LMTrainingJobSpec(ApiModel):
             check=_kv_heads_group,
         ),
         CelRule(
+            name="sequence-within-context",
+            rule=f"!has(self.training.sequenceLength) || {_CONTEXT_EXPR} == 0 || "
+            f"self.training.sequenceLength <= {_CONTEXT_EXPR}",
+            message_expression="'spec.training.sequenceLength (' + "
+            "string(self.training.sequenceLength) + ') must be <= the model\\'s context "
+            f"length (' + string({_CONTEXT_EXPR}) + ')'",
+            message="spec.training.sequenceLength must be <= the model's context length",
+            check=_sequence_beyond_context,
+        ),
+        CelRule(
             name="vocab-size-only-for-bpe",
             rule="!has(self.data.tokenizer.vocabSize) || self.data.tokenizer.type == 'BPE'",
             message_expression="'spec.data.tokenizer.vocabSize applies to type BPE only: "
@@ -660,6 +711,14 @@ class CheckpointRecord(ApiModel):
     path: str | None = Field(None, max_length=4096, description="Where it lies.")
 
 
+class PrecisionStatus(ApiModel):
+    """The precision training computes in, as the workers chose it."""
+
+    requested: str = Field(max_length=16, description="spec.training.precision.")
+    chosen: str = Field(max_length=16, description="fp32, bf16 or fp16.")
+    reason: str = Field(max_length=1024, description="Why, from the workers' hardware.")
+
+
 # Enough for any burst of failures between two passes of the operator.
 MAX_COUNTED_FAILURES = 32
 # Validation losses kept in status. Past this, every second older point is dropped, so the
@@ -703,6 +762,12 @@ class LMTrainingJobStatus(ApiModel):
         "gone.",
     )
     tokens_per_second: float | None = Field(None, ge=0, description="Training throughput.")
+    initial_validation_loss: float | None = Field(
+        None,
+        description="Loss on the held-out text before the first step (the starting "
+        "weights: a pretrained model's, or random ones).",
+    )
+    precision: PrecisionStatus | None = None
     last_checkpoint: CheckpointRecord | None = None
     restarts: int | None = Field(None, ge=0, description="Restarts of the worker group.")
     counted_failures: list[str] | None = Field(

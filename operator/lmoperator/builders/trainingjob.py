@@ -223,6 +223,7 @@ def worker_config(job: LMTrainingJob) -> WorkerConfig:
             sync=t.sync.value,
             local_sgd_sync_steps=t.local_sgd_sync_steps,
             seed=t.seed,
+            sequence_length=t.sequence_length,
         ),
         data_path=_in_claim(spec.data, DATA_MOUNT),
         tokenizer=tokenizer.type.value,

@@ -111,6 +111,26 @@ def _job_checkpoint(obj: Obj, now: datetime) -> str | None:
     )
 
 
+def _job_held_out(obj: Obj, now: datetime) -> str | None:
+    """`3.912 before training, 3.407 now (-0.505)`: the validation loss's way."""
+    before = number(get(obj, "status", "initialValidationLoss"))
+    latest = number(get(obj, "status", "validationLoss"))
+    if before is None and latest is None:
+        return None
+    if before is None:
+        return f"{loss(latest)} now"
+    if latest is None:
+        return f"{loss(before)} before training"
+    return f"{loss(before)} before training, {loss(latest)} now ({latest - before:+.3f})"
+
+
+def _job_precision(obj: Obj, now: datetime) -> str | None:
+    precision = get(obj, "status", "precision")
+    if not isinstance(precision, Mapping) or not precision.get("chosen"):
+        return None
+    return f"{text(precision['chosen'])}: {text(precision.get('reason'))}"
+
+
 def _job_restarts(obj: Obj, now: datetime) -> str:
     restarts = _figure(get(obj, "status", "restarts") or 0)
     limit = get(obj, "spec", "elastic", "maxRestarts")
@@ -159,6 +179,8 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("Workers", _job_workers),
         Field("Progress", _job_progress),
         Field("Checkpoint", _job_checkpoint),
+        Field("Held-out loss", _job_held_out),
+        Field("Precision", _job_precision),
         Field("Restarts", _job_restarts),
         Field("Autoscaling", lambda o, n: get(o, "spec", "autoscaling", "policy")),
         Field("Started", lambda o, n: when(get(o, "status", "startTime"), n)),

@@ -122,19 +122,25 @@ def _finite(value: Any) -> float | None:
 
 def _completion_report(message: str | None) -> CompletionReport | None:
     """The worker's completion report, or None when the message is not one."""
-    if not message:
-        return None
-    try:
-        report = json.loads(message)
-    except ValueError:
-        return None
-    if isinstance(report, dict) and report.get("completed") is True:
+    report = _report(message)
+    if report is not None and report.get("completed") is True:
         step = report.get("step")
         if isinstance(step, int) and not isinstance(step, bool):
             return CompletionReport(
                 step, _finite(report.get("loss")), _finite(report.get("validationLoss"))
             )
     return None
+
+
+def _report(message: str | None) -> dict[str, Any] | None:
+    """A worker's termination message as JSON, or None."""
+    if not message:
+        return None
+    try:
+        report = json.loads(message)
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def record_validation(
@@ -166,6 +172,23 @@ def record_validation(
         newest = points[-1]
         points = [*points[:-1][::2], newest]
     return points
+
+
+def report_status_fields(message: str | None) -> dict[str, Any]:
+    """Status fields a completion report carries beyond step and the losses: the held-out
+    loss before training, and the precision the workers chose (with why)."""
+    report = _report(message) or {}
+    fields: dict[str, Any] = {}
+    for key in ("initialValidationLoss",):
+        value = _finite(report.get(key))
+        if value is not None:
+            fields[key] = value
+    precision = report.get("precision")
+    if isinstance(precision, dict) and all(
+        isinstance(precision.get(k), str) for k in ("requested", "chosen", "reason")
+    ):
+        fields["precision"] = {k: precision[k][:1024] for k in ("requested", "chosen", "reason")}
+    return fields
 
 
 def is_permanent_failure(policy: RestartPolicy, exit_code: int | None) -> bool:
@@ -242,6 +265,15 @@ class _Pass:
                     self.status[key] = max(value, 0.0) if key == "tokensPerSecond" else value
             if metrics.validation_loss is not None and metrics.validation_step is not None:
                 self.validation(metrics.validation_step, metrics.validation_loss)
+            if metrics.initial_validation_loss is not None:
+                self.status["initialValidationLoss"] = metrics.initial_validation_loss
+            if metrics.precision is not None:
+                requested, chosen, reason = metrics.precision
+                self.status["precision"] = {
+                    "requested": requested,
+                    "chosen": chosen,
+                    "reason": reason[:1024],
+                }
             if (
                 metrics.last_checkpoint_step is not None
                 and metrics.last_checkpoint_time is not None
@@ -367,6 +399,7 @@ class _Pass:
                     self.status["loss"] = report.loss
                 if report.validation_loss is not None:
                     self.validation(report.step, report.validation_loss)
+                self.status.update(report_status_fields(pod.termination_message))
                 return f"{pod.name} reported training complete at step {report.step} of {steps}"
         known = [self.status.get("step"), self.observed.metrics and self.observed.metrics.step]
         step = max((s for s in known if isinstance(s, int)), default=0)

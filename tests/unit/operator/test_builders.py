@@ -175,6 +175,13 @@ def test_worker_config_defaults_and_paths_without_claims() -> None:
 def test_hf_model_is_mounted() -> None:
     job = make_job(model={"preset": None, "hf": {"claimName": "models", "path": "llama"}})
     assert worker_config(job).init_from_hf == "/init-model/llama"
+    assert worker_config(job).training.sequence_length is None  # the model's context
+    shorter = make_job(
+        model={"preset": None, "hf": {"claimName": "models", "path": "llama"}},
+        training={"sequenceLength": 128, "precision": "auto"},
+    )
+    assert worker_config(shorter).training.sequence_length == 128
+    assert worker_config(shorter).training.precision == "auto"
     pod = worker_pod(job, UID, 0, ADDR)
     mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["init-model"] == {

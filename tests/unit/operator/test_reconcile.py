@@ -708,3 +708,35 @@ def test_validation_history_is_bounded_and_spans_the_run() -> None:
     # A measurement at the newest step replaces it; an older one changes nothing.
     assert record_validation(history, 2000, 0.4)[-1] == {"step": 2000, "loss": 0.4}
     assert record_validation(history, 1500, 0.1) == history
+
+
+def test_held_out_losses_and_precision_reach_the_status() -> None:
+    job = make_job()
+    status = settle(job, running()).status
+    reason = "auto chose bf16: this CPU computes bf16 natively (avx512_bf16)"
+    metrics = WorkerMetrics(
+        step=5,
+        world_size=2,
+        initial_validation_loss=3.1,
+        validation_loss=2.9,
+        validation_step=5,
+        precision=("auto", "bf16", reason),
+    )
+    plan = run(job, status, running(), metrics=metrics)
+    assert plan.status["initialValidationLoss"] == 3.1
+    assert plan.status["validationLoss"] == 2.9
+    assert plan.status["precision"] == {"requested": "auto", "chosen": "bf16", "reason": reason}
+    # The final figures come with the completion report, however short the run.
+    report = {
+        "completed": True,
+        "step": 300,
+        "loss": 2.5,
+        "validationLoss": 2.7,
+        "initialValidationLoss": 3.1,
+        "precision": {"requested": "auto", "chosen": "bf16", "reason": reason},
+    }
+    done = worker(0, "Succeeded", exit_code=0, message=json.dumps(report))
+    final = run(job, plan.status, [RDZV, done, worker(1)])
+    assert final.status["phase"] == "Succeeded"
+    assert (final.status["validationLoss"], final.status["initialValidationLoss"]) == (2.7, 3.1)
+    assert final.status["precision"]["chosen"] == "bf16"

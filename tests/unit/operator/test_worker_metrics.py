@@ -167,3 +167,34 @@ def test_the_line_parser_reads_what_prometheus_client_writes() -> None:
     assert metrics.loss is None  # NaN is no figure
     assert metrics.group_failures == expected["elasticlm_train_group_failures_total"] == 3
     assert metrics.step_seconds == pytest.approx(0.2)
+
+
+def test_validation_losses_and_the_precision_info() -> None:
+    reason = 'auto chose bf16: AMD "EPYC" computes bf16 natively (avx512_bf16), \\ ok'
+    escaped = reason.replace("\\", "\\\\").replace('"', '\\"')
+    text = (
+        "elasticlm_train_initial_validation_loss 3.5\n"
+        "elasticlm_train_validation_loss NaN\n"
+        f'elasticlm_train_precision_info{{precision="bf16",reason="{escaped}",'
+        'requested="auto"} 1.0\n'
+    )
+    metrics = parse_worker_metrics(text)
+    assert metrics.initial_validation_loss == 3.5
+    assert metrics.validation_loss is None  # NaN: not measured yet
+    assert metrics.precision == ("auto", "bf16", reason)
+    assert parse_worker_metrics(SCRAPE).precision is None
+    with pytest.raises(ValueError, match="not name="):
+        parse_worker_metrics("elasticlm_train_precision_info{precision=bf16} 1\n")
+
+
+def test_the_worker_registry_round_trips() -> None:
+    """What lmworker.metrics renders is what the operator reads."""
+    from lmworker.metrics import TrainMetrics
+
+    metrics = TrainMetrics()
+    assert parse_worker_metrics(metrics.render().decode()).validation_loss is None
+    metrics.initial_validation_loss.set(2.75)
+    metrics.precision.info({"requested": "auto", "precision": "fp32", "reason": 'no "bf16"'})
+    parsed = parse_worker_metrics(metrics.render().decode())
+    assert parsed.initial_validation_loss == 2.75
+    assert parsed.precision == ("auto", "fp32", 'no "bf16"')

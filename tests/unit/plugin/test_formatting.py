@@ -368,3 +368,18 @@ def test_merge_of_logs_without_times_keeps_them_whole_in_rank_order() -> None:
         ]
     )
     assert merged == ["[rank 0] a1", "[rank 0] a2", "[rank 1] b1", "[rank 1] b2"]
+
+
+def test_describe_shows_the_held_out_loss_and_the_precision() -> None:
+    reason = "auto chose bf16: AMD EPYC computes bf16 natively (avx512_bf16)"
+    status: dict[str, Any] = {
+        "step": 20,
+        "initialValidationLoss": 3.4121,
+        "validationLoss": 3.0,
+        "precision": {"requested": "auto", "chosen": "bf16", "reason": reason},
+    }
+    page = "\n".join(describe.describe(JOB, job(**status), [], NOW))
+    assert "Held-out loss: 3.412 before training, 3.000 now (-0.412)" in page
+    assert f"Precision:     bf16: {reason}" in page
+    before_only = "\n".join(describe.describe(JOB, job(initialValidationLoss=3.4), [], NOW))
+    assert "3.400 before training\n" in before_only

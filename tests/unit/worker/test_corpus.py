@@ -112,3 +112,16 @@ def test_cli_by_sentences_is_seeded(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert corpus.main(["--out", str(out), "--sentences", "30", "--seed", "9"]) == 0
     assert json.loads(capsys.readouterr().out)["sentences"] == 30
     assert out.read_text() == corpus.generate_corpus(n_sentences=30, seed=9)
+
+
+def test_cli_english_writes_the_held_out_prose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lmworker.perplexity import held_out_text
+
+    out = tmp_path / "english.txt"
+    assert corpus.main(["--out", str(out), "--english"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"] == "pydoc_data.topics"
+    assert out.read_text(encoding="utf-8") == held_out_text()
+    with pytest.raises(SystemExit):
+        corpus.main(["--out", str(out), "--english", "--bytes", "10"])

@@ -114,3 +114,35 @@ def test_transformers_5_rope_parameters_are_read(tmp_path: Path) -> None:
     out = _with_config(tmp_path, rope_parameters={"rope_type": "default", "rope_theta": 777.0})
     _, cfg = load_hf_llama(out)
     assert cfg.rope_theta == 777.0
+
+
+def test_a_fine_tuned_export_keeps_the_tokenizer_it_started_from(tmp_path: Path) -> None:
+    """Chat template, special tokens and generation settings come from `based_on`."""
+    import json
+
+    source = export_hf_llama(trained_like(CFG), CFG, ByteTokenizer(), tmp_path / "source")
+    config = json.loads((source / "config.json").read_text())
+    config.update(bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    (source / "config.json").write_text(json.dumps(config))
+    tokenizer_config = json.loads((source / "tokenizer_config.json").read_text())
+    tokenizer_config["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    (source / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (source / "generation_config.json").write_text(json.dumps({"eos_token_id": 2, "top_p": 0.9}))
+    (source / ".elasticlm-perplexity.json").write_text("{}")  # a cache: never carried over
+
+    tuned = trained_like(CFG)
+    out = export_hf_llama(tuned, CFG, ByteTokenizer(), tmp_path / "out", based_on=source)
+    exported = json.loads((out / "config.json").read_text())
+    assert (exported["bos_token_id"], exported["eos_token_id"], exported["pad_token_id"]) == (
+        1,
+        2,
+        2,
+    )
+    assert json.loads((out / "generation_config.json").read_text())["top_p"] == 0.9
+    assert "chat_template" in json.loads((out / "tokenizer_config.json").read_text())
+    assert not (out / ".elasticlm-perplexity.json").exists()
+    hf_tok = AutoTokenizer.from_pretrained(out)
+    chat = hf_tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert chat == "hi"
+    loaded, _ = load_hf_llama(out)
+    assert torch.equal(loaded.embed_tokens.weight, tuned.embed_tokens.weight)

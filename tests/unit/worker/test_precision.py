@@ -105,3 +105,40 @@ def test_probe_and_resolve_on_this_machine() -> None:
     assert facts.architecture
     choice = resolve_precision("auto")
     assert choice == choose_precision("auto", facts)
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected", "scaler", "in_reason"),
+    [
+        (EPYC, "bf16", False, "avx512_bf16"),
+        (SAPPHIRE_RAPIDS, "bf16", False, "amx_bf16"),
+        (OLD_X86, "fp32", False, "no native bf16"),
+        (cuda(9, 0), "bf16", False, "bf16 tensor cores"),
+        (cuda(8, 0), "bf16", False, "compute capability 8.0"),
+        (cuda(7, 5), "fp16", True, "fp16 tensor cores but predates bf16"),
+        (cuda(7, 0), "fp16", True, "compute capability 7.0"),
+        (cuda(6, 1), "fp32", False, "no tensor cores"),
+    ],
+    ids=["avx512-bf16", "amx", "no-bf16", "hopper", "ampere", "turing", "volta", "pascal"],
+)
+def test_auto_for_training_adds_fp16_with_a_scaler_on_gpus_before_bf16(
+    facts: MachineFacts, expected: str, scaler: bool, in_reason: str
+) -> None:
+    choice = choose_precision("auto", facts, training=True)
+    assert (choice.name, choice.grad_scaler) == (expected, scaler)
+    assert choice.reason.startswith(f"auto chose {expected}")
+    assert in_reason in choice.reason
+    assert ("loss-scaled" in choice.reason) == scaler
+    # Serving never picks fp16 by itself: its weights would be cast to it.
+    assert choose_precision("auto", facts).name == ("fp32" if expected == "fp16" else expected)
+
+
+def test_explicit_fp16_for_training_always_scales_its_gradients() -> None:
+    for facts in (EPYC, SAPPHIRE_RAPIDS, cuda(8, 0)):
+        choice = choose_precision("fp16", facts, training=True)
+        assert choice.grad_scaler
+        assert choice.reason.endswith("gradients are loss-scaled")
+        assert not choose_precision("fp16", facts).grad_scaler
+    assert not choose_precision("bf16", EPYC, training=True).grad_scaler
+    with pytest.raises(PrecisionError, match=r"bf16 needs CUDA compute capability 8\.0"):
+        choose_precision("bf16", cuda(7, 5), training=True)

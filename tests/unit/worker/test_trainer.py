@@ -230,3 +230,70 @@ def test_a_backend_the_device_cannot_run_is_a_clear_error() -> None:
         choose_backend(torch.device("cpu"), "nccl")
     with pytest.raises(ConfigError, match="use gloo or nccl"):
         choose_backend(torch.device("cpu"), "mpi")
+
+
+def test_sequence_length_below_the_context_and_its_limit(tmp_path: Path) -> None:
+    tr = Trainer(config(tmp_path, sequence_length=8), torch.device("cpu"))
+    assert tr.train_data.length == 8
+    assert tr.tokens_per_step() == 12 * 8
+    tr.init_fresh()
+    assert math.isfinite(tr.train_step(tr.model, 0, 1, True).loss_sum)
+    with pytest.raises(ValueError, match=r"sequenceLength \(32\) exceeds .* context length \(16\)"):
+        Trainer(config(tmp_path, sequence_length=32), torch.device("cpu"))
+
+
+def test_the_held_out_loss_before_training_travels_with_the_state(tmp_path: Path) -> None:
+    import dataclasses
+
+    cfg = dataclasses.replace(config(tmp_path), validation_fraction=0.1)
+    a = Trainer(cfg, torch.device("cpu"))
+    a.init_fresh()
+    before = a.measure_initial_validation()
+    assert before is not None
+    assert before == a.validation_loss()
+    for _ in range(3):
+        a.train_step(a.model, 0, 1, True)
+    assert a.measure_initial_validation() == before  # measured once, at step 0
+    fresh = Trainer(cfg, torch.device("cpu"))
+    fresh.step = 3
+    assert fresh.measure_initial_validation() is None  # past step 0 nothing is measured
+    b = Trainer(cfg, torch.device("cpu"))
+    b.from_bytes(a.to_bytes())
+    assert b.initial_validation_loss == before
+    a.save_checkpoint({"round": 1}, wait=True)
+    c = Trainer(cfg, torch.device("cpu"))
+    c.restore_or_init()
+    assert c.initial_validation_loss == before
+    fields = c.report_fields(c.validation_loss())
+    assert fields["initialValidationLoss"] == round(before, 6)
+    assert fields["validationLoss"] < fields["initialValidationLoss"]
+    assert fields["precision"] == {
+        "requested": "fp32",
+        "chosen": "fp32",
+        "reason": "fp32 as requested",
+    }
+
+
+def test_the_hand_over_skeleton_and_tensors_rebuild_the_state_exactly(tmp_path: Path) -> None:
+    """What `_broadcast_state` sends: a small skeleton, then each tensor on its own."""
+    import pickle
+
+    from lmworker.train import _flatten, _tensor_specs, _unflatten
+
+    a = Trainer(config(tmp_path), torch.device("cpu"))
+    a.init_fresh()
+    for _ in range(2):
+        a.train_step(a.model, 0, 1, True)
+    a.initial_validation_loss = 5.5
+    tensors: list[torch.Tensor] = []
+    skeleton = pickle.loads(pickle.dumps(_flatten(a.checkpoint_state_for_hand_over(), tensors)))
+    assert len(pickle.dumps(skeleton)) < 64 * 1024  # the structure only, never the weights
+    received = [torch.empty(slot.shape, dtype=slot.dtype) for slot in _tensor_specs(skeleton)]
+    for into, sent in zip(received, tensors, strict=True):
+        into.copy_(sent)
+    b = Trainer(config(tmp_path), torch.device("cpu"))
+    b.apply_hand_over(_unflatten(skeleton, iter(received)))
+    assert (b.step, b.initial_validation_loss) == (2, 5.5)
+    assert a.train_step(a.model, 0, 1, True).loss_sum == b.train_step(b.model, 0, 1, True).loss_sum
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
