@@ -3,9 +3,9 @@
 Each run starts the rendezvous and two workers (`python -m lmworker.train`, as pods run
 it) on a 30-step job with checkpoints every 25 steps. Odd runs send one worker SIGTERM
 after a few steps (a scaled-away worker's exit path); the others finish together (the
-finished workers' path). A worker that has not exited 10 s after logging "exiting:"
-counts as hung; its exit watchdog (15 s) then prints every thread's stack into its log,
-which this script keeps under --keep. One JSON line at the end.
+finished workers' path). A worker that has not exited 15 s after its runtime returned
+is hung: its exit watchdog prints every thread's stack into its log and says so there;
+such runs' logs stay under --keep. A line per run on stderr, one JSON line at the end.
 
     .venv/bin/python bench/exit_loop.py --runs 50 --keep /tmp/exit-loop
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.test_elastic_runtime import Cluster  # noqa: E402
+from tests.integration.test_elastic_runtime import Cluster
 
 STEPS = 30
 

@@ -51,7 +51,8 @@ def hang(tmp_path: Path, mode: str) -> tuple[int, dict[str, object], str]:
 def test_a_worker_that_reported_still_succeeds(tmp_path: Path) -> None:
     code, body, log = hang(tmp_path, "reported")
     assert code == 0
-    assert body["completed"] is True and body["step"] == 7 and body["loss"] == 1.5
+    assert body["completed"] is True
+    assert (body["step"], body["loss"]) == (7, 1.5)
     assert "exit watchdog" in str(body["exitWatchdog"])
     assert "stuck_in_exit" in log  # faulthandler's dump of the blocked thread
     assert "exit watchdog" in log
