@@ -77,6 +77,8 @@ LEAVE_TIMEOUT_ENV = "ELASTICLM_LEAVE_TIMEOUT"
 # Consecutive rounds that fail before a single step completes: then the error is ours.
 MAX_BARREN_ROUNDS = 5
 EXIT_WATCHDOG_SECONDS = 15
+# The exit code of a worker whose exit watchdog fired before its report was written.
+EXIT_WATCHDOG = 70
 # The model's only buffer (RoPE frequencies) is derived from the config, so DDP must
 # not broadcast it before every forward; torch 2.13 warns that the switch for that is
 # deprecated, with no replacement yet.
@@ -582,15 +584,65 @@ class Reporter:
             )
 
 
-def write_termination_message(info: dict[str, Any]) -> None:
-    """Kubernetes shows it in the pod's status; the operator reads completion from it."""
+def write_termination_message(info: dict[str, Any]) -> bool:
+    """Kubernetes shows it in the pod's status; the operator reads completion from it.
+
+    False when it could not be written (True also when there is nowhere to write it)."""
     path = os.environ.get(TERMINATION_LOG_ENV)
     if not path:
-        return
+        return True
     try:
         Path(path).write_text(json.dumps(info)[:4000])
     except OSError as exc:
         log.warning("could not write the termination message to %s: %s", path, exc)
+        return False
+    return True
+
+
+class ExitWatchdog:
+    """The last resort against a worker that finished but does not exit.
+
+    A worker that does not exit holds its pod, and the job, open. Armed once the runtime
+    has returned: after `seconds`, faulthandler (which runs without the GIL, so even a C++
+    call holding it cannot stop it) prints every thread's stack to stderr, the pod's log;
+    a second later a timer thread (if the GIL is free; else the kubelet's SIGKILL after
+    the grace period) says so in the termination message and exits. A worker whose
+    report was already written exits 0 with the report kept (the operator reads the
+    report, not the exit code); one whose report was not exits EXIT_WATCHDOG, a failure.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._report: dict[str, Any] | None = None
+        self._timer = threading.Timer(seconds + 1, self._fire)
+        self._timer.daemon = True
+        self._timer.name = "exit-watchdog"
+
+    def arm(self) -> None:
+        faulthandler.dump_traceback_later(self.seconds)
+        self._timer.start()
+
+    def reported(self, info: dict[str, Any]) -> None:
+        """The termination message now holds `info`."""
+        self._report = info
+
+    def note(self) -> str:
+        return (
+            f"exit watchdog: the worker had not exited {self.seconds:g} s after its runtime "
+            "returned; the stacks of all its threads are in its log"
+        )
+
+    def _fire(self) -> None:
+        note = self.note()
+        log.error("%s", note)
+        if self._report is not None:
+            write_termination_message({**self._report, "exitWatchdog": note})
+            code = 0
+        else:
+            write_termination_message({"completed": False, "permanent": False, "error": note})
+            code = EXIT_WATCHDOG
+        sys.stderr.flush()
+        os._exit(code)
 
 
 # --------------------------------------------------------------------------------------
@@ -1017,29 +1069,26 @@ def main(argv: list[str] | None = None) -> int:
         write_termination_message({"completed": False, "permanent": True, "error": str(exc)})
         return EXIT_PERMANENT
     serve_metrics(metrics, host, int(os.environ.get("ELASTICLM_METRICS_PORT", METRICS_PORT)))
+    # Armed once the runtime returns: from there on nothing may block.
+    watchdog = ExitWatchdog(EXIT_WATCHDOG_SECONDS)
     if args.torchrun:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         info = run_torchrun(cfg, trainer, metrics)
+        watchdog.arm()
     else:
         try:
             worker = ElasticWorker(cfg, trainer, metrics, synthetic)
             signal.signal(signal.SIGTERM, lambda *_: worker.request_leave())
             info = worker.run()
+            watchdog.arm()
         except AuthError as exc:
             # A wrong or missing secret stays wrong: restarting the pod cannot help.
             log.error("%s", exc)
             write_termination_message({"completed": False, "permanent": True, "error": str(exc)})
             return EXIT_PERMANENT
         worker.membership.close()
-    # From here on nothing may block: a worker that does not exit holds its pod, and the
-    # job, open. faulthandler's watchdog runs without the GIL, so even a C++ call holding
-    # it cannot stop it from printing every thread's stack; a moment later a timer exits
-    # with the right code (if the GIL is free; else the kubelet's SIGKILL after grace).
-    faulthandler.dump_traceback_later(EXIT_WATCHDOG_SECONDS)
-    timer = threading.Timer(EXIT_WATCHDOG_SECONDS + 1, os._exit, args=(0,))
-    timer.daemon = True
-    timer.start()
-    write_termination_message(info)
+    if write_termination_message(info):
+        watchdog.reported(info)
     log.info("exiting: %s", json.dumps(info))
     return 0
 

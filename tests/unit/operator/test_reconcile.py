@@ -437,6 +437,26 @@ def test_completion_report_counts_even_if_the_exit_failed() -> None:
     assert plan.status.get("restarts", 0) == 0
 
 
+def test_a_report_kept_by_the_exit_watchdog_is_success() -> None:
+    """The worker's exit hung after its report; its watchdog exited 0 and said so."""
+    job = make_job(runPolicy={"restartPolicy": "ExitCode"})
+    status = settle(job, running()).status
+    report = json.dumps(
+        {"completed": True, "step": 300, "loss": 1.25, "exitWatchdog": "exit watchdog: ..."}
+    )
+    plan = run(job, status, [RDZV, worker(0, "Succeeded", exit_code=0, message=report), worker(1)])
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["loss"] == 1.25
+
+
+def test_a_watchdog_exit_without_a_report_is_no_success() -> None:
+    job = make_job(runPolicy={"restartPolicy": "ExitCode"})
+    status = settle(job, running()).status
+    message = json.dumps({"completed": False, "permanent": False, "error": "exit watchdog: ..."})
+    plan = run(job, status, [RDZV, worker(0, "Failed", exit_code=70, message=message), worker(1)])
+    assert plan.status["phase"] != "Succeeded"
+
+
 def test_early_completion_report_is_not_success() -> None:
     job = make_job()
     status = settle(job, running()).status
