@@ -115,6 +115,7 @@ def test_install_upgrade_and_uninstall(server: ApiServer) -> None:
     assert sorted(c["metadata"]["name"] for c in crds) == [
         "lmservices.elasticlm.io",
         "lmtrainingjobs.elasticlm.io",
+        "lmtuningjobs.elasticlm.io",
     ]
     left = server.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")["items"]
     assert left == []
