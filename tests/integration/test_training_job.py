@@ -300,7 +300,7 @@ def test_scale_2_3_1_follows_world_size_and_completes(job: Job, tmp_path: Path) 
     logged = [line for line in lines if re.match(r"\[rank \d\] \d{4}-\d\d-\d\d ", line)]
     assert len(logged) == len(set(logged))
     page = kubectl_lm(job.stack.kubeconfig, job.ns, "describe", "lmtj/lm").stdout
-    assert "Phase:       Succeeded" in page
+    assert re.search(r"^Phase: +Succeeded$", page, re.MULTILINE), page
     assert re.search(r"^  \S+ +2 +3 +Manual: spec.replicas 2 → 3 ", page, re.MULTILINE)
     assert re.search(r"^  \S+ +3 +1 +Manual: spec.replicas 3 → 1 ", page, re.MULTILINE)
 

@@ -662,6 +662,12 @@ VIOLATIONS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("LMTuningJob", "spec.trialTemplate", "global-batch-covers-workers"): {
         "spec.trialTemplate.training.globalBatchSize": 4
     },
+    ("LMTuningJob", "spec.trialTemplate", "global-batch-covers-processes"): {
+        "spec.trialTemplate.worker.processesPerPod": 2,  # 2 workers x 2 > 8 / 4
+    },
+    ("LMTuningJob", "spec.trialTemplate", "sequence-within-context"): {
+        "spec.trialTemplate.training.sequenceLength": 256
+    },
     ("LMTuningJob", "spec.trialTemplate", "warmup-shorter-than-training"): {
         "spec.trialTemplate.training.warmupSteps": 60
     },

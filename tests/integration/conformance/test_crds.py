@@ -93,6 +93,8 @@ def test_examples_are_created_with_defaults(custom: CustomApi, namespace: str) -
         "minEfficiency": 0.7,
         "intervalSeconds": 30,
         "cooldownSeconds": 120,
+        "pendingTimeoutSeconds": 60,
+        "backoffSeconds": 600,
     }
     assert spec["training"]["weightDecay"] == 0.1
     assert spec["training"]["steps"] == 300

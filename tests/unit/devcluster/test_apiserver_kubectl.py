@@ -108,7 +108,8 @@ def test_kubectl_smoke(kubectl: Kubectl) -> None:
 
     table = kubectl("get", "lmtj").stdout.splitlines()
     assert table[0].split() == ["NAME", "PHASE", "REPLICAS", "READY", "WORLD", "STEP", "AGE"]
-    assert table[1].split()[:2] == ["tiny-lm", "2"]
+    rows = {row.split()[0]: row.split() for row in table[1:]}
+    assert rows["tiny-lm"][:2] == ["tiny-lm", "2"]
     wide = kubectl("get", "lmtj", "-o", "wide").stdout.splitlines()[0].split()
     assert "LOSS" in wide
     assert "TOKENS/S" in wide
@@ -148,6 +149,7 @@ def test_kubectl_smoke(kubectl: Kubectl) -> None:
         in kubectl("delete", "lmtj", "tiny-lm").stdout
     )
     kubectl("delete", "lmtj", "tiny-lm-auto")
+    kubectl("delete", "lmtj", "smollm2-english")
     assert "No resources found" in kubectl("get", "lmtj").stderr
 
 
