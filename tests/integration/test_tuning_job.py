@@ -60,7 +60,14 @@ def manifest(seed: int, **spec: Any) -> dict[str, Any]:
                     "seed": 3,
                 },
                 "checkpoint": {"claimName": CKPT_CLAIM, "path": NAME, "intervalSteps": 10},
-                "worker": {"resources": {"requests": {"cpu": "500m"}}},
+                "worker": {
+                    "resources": {"requests": {"cpu": "500m"}},
+                    # Steps of at least 0.6 s (1024 tokens at 1700 tokens/s), so a trial's
+                    # validation points, 6 s apart, are each seen by a 5 s metrics scrape:
+                    # on an idle machine a 40-step trial of the tiny model ends in a few
+                    # seconds, before the median rule could compare it at any step.
+                    "env": [{"name": "ELASTICLM_SYNTHETIC_SCALING", "value": "t1=1700,alpha=0"}],
+                },
             },
             "parameters": [
                 {
@@ -242,6 +249,12 @@ def test_the_example_shares_its_workers_between_running_trials(search: Search) -
     spec["trialTemplate"]["data"]["claimName"] = DATA_CLAIM
     spec["trialTemplate"]["checkpoint"]["claimName"] = CKPT_CLAIM
     spec["trialTemplate"]["training"]["steps"] = 40
+    # Paced steps (0.6 s for one worker, half that for two), so the trial with two
+    # workers ends first however fast the machine, and the other is still running to
+    # take the freed worker.
+    spec["trialTemplate"].setdefault("worker", {}).setdefault("env", []).append(
+        {"name": "ELASTICLM_SYNTHETIC_SCALING", "value": "t1=1700,alpha=0"}
+    )
     search.create(body)
     status = search.wait(
         "phase Succeeded", lambda s: s.get("phase") in ("Succeeded", "Failed"), timeout=300
