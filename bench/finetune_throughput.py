@@ -2,7 +2,7 @@
 world size and precision.
 
 Each world size runs that many processes (gloo, DDP, `--threads` CPU threads shared
-evenly between them) of exactly the runtime's step, `lmworker.train.Trainer.train_step`
+evenly between them) of exactly the runtime's step, `lmworker.trainer.Trainer.train_step`
 with the agreement all-reduce, on the model's Hugging Face directory (`model.hf`) with
 its own tokenizer, on the real English prose the jobs fine-tune on
 (`lmworker.corpus --english`). The global batch (`--global-batch` sequences of
@@ -78,7 +78,7 @@ def child(rank: int, world: int, port: int, precision: str, args: argparse.Names
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from lmworker.train import Trainer
+    from lmworker.trainer import Trainer
 
     torch.set_num_threads(max(1, args.threads // world))
     dist.init_process_group(

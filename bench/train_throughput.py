@@ -1,4 +1,4 @@
-"""Training throughput: `lmworker.train.Trainer` vs a minimal hand-written loop.
+"""Training throughput: `lmworker.trainer.Trainer` vs a minimal hand-written loop.
 
 All variants train the same tiny Llama (`lmworker.model.LlamaModel`: 2 layers, hidden
 128, 4 heads, context 128, Bytes vocabulary) on the same corpus with the same global
@@ -73,7 +73,7 @@ def child(rank: int, world: int, port: int, data: str, repeats: int, steps: int)
     from torch.nn.parallel import DistributedDataParallel
 
     from lmworker.model import LlamaModel, init_weights
-    from lmworker.train import Trainer
+    from lmworker.trainer import Trainer
 
     torch.set_num_threads(1)
     dist.init_process_group(

@@ -107,7 +107,7 @@ class Objective:
         import torch
 
         from lmworker.config import ModelConfig, TrainingConfig, WorkerConfig
-        from lmworker.train import Trainer
+        from lmworker.trainer import Trainer
 
         cfg = WorkerConfig(
             job="bench",

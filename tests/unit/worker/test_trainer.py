@@ -16,7 +16,7 @@ from lmworker.config import ModelConfig, TrainingConfig, WorkerConfig
 from lmworker.corpus import write_corpus
 from lmworker.hf_export import export_hf_llama
 from lmworker.precision import resolve_precision
-from lmworker.train import ConfigError, Trainer, choose_backend, lr_at
+from lmworker.trainer import ConfigError, Trainer, choose_backend, lr_at
 
 MODEL = ModelConfig(
     vocab_size=257,
@@ -77,7 +77,7 @@ RANK_SCRIPT = """
 import os, sys, torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from lmworker.config import WorkerConfig
-from lmworker.train import Trainer
+from lmworker.trainer import Trainer
 rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 cfg = WorkerConfig.from_json(os.environ["ELASTICLM_CONFIG"])
 torch.set_num_threads(1)
@@ -278,7 +278,7 @@ def test_the_hand_over_skeleton_and_tensors_rebuild_the_state_exactly(tmp_path: 
     """What `_broadcast_state` sends: a small skeleton, then each tensor on its own."""
     import pickle
 
-    from lmworker.train import _flatten, _tensor_specs, _unflatten
+    from lmworker.trainer import flatten_state, tensor_slots, unflatten_state
 
     a = Trainer(config(tmp_path), torch.device("cpu"))
     a.init_fresh()
@@ -286,13 +286,15 @@ def test_the_hand_over_skeleton_and_tensors_rebuild_the_state_exactly(tmp_path: 
         a.train_step(a.model, 0, 1, True)
     a.initial_validation_loss = 5.5
     tensors: list[torch.Tensor] = []
-    skeleton = pickle.loads(pickle.dumps(_flatten(a.checkpoint_state_for_hand_over(), tensors)))
+    skeleton = pickle.loads(
+        pickle.dumps(flatten_state(a.checkpoint_state_for_hand_over(), tensors))
+    )
     assert len(pickle.dumps(skeleton)) < 64 * 1024  # the structure only, never the weights
-    received = [torch.empty(slot.shape, dtype=slot.dtype) for slot in _tensor_specs(skeleton)]
+    received = [torch.empty(slot.shape, dtype=slot.dtype) for slot in tensor_slots(skeleton)]
     for into, sent in zip(received, tensors, strict=True):
         into.copy_(sent)
     b = Trainer(config(tmp_path), torch.device("cpu"))
-    b.apply_hand_over(_unflatten(skeleton, iter(received)))
+    b.apply_hand_over(unflatten_state(skeleton, iter(received)))
     assert (b.step, b.initial_validation_loss) == (2, 5.5)
     assert a.train_step(a.model, 0, 1, True).loss_sum == b.train_step(b.model, 0, 1, True).loss_sum
     for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):

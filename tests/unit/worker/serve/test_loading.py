@@ -20,7 +20,7 @@ from lmworker.serve.loading import (
     load_model_dir,
     special_tokens,
 )
-from lmworker.train import Trainer
+from lmworker.trainer import Trainer
 from tests.tiny_models import TINY, export_tiny, tiny_model
 
 # SmolLM2-135M-Instruct's config.json, written out from its published values (no model
