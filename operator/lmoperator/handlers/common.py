@@ -397,3 +397,25 @@ def kube_of(memo: Any) -> KubeApi:
     if kube is None:
         raise kopf.TemporaryError("the API client is not configured yet", delay=1)
     return cast(KubeApi, kube)
+
+
+def is_deletion(event: Mapping[str, Any], **_: Any) -> bool:
+    """kopf's `when` for the deletion event only: the other events (every status write)
+    then never reach the handler at all."""
+    return event.get("type") == "DELETED"
+
+
+def forget_deleted_object(event: Mapping[str, Any], uid: str | None) -> None:
+    """The operator's memory of an object goes with the object."""
+    if is_deletion(event) and uid:
+        STATES.forget(uid)
+
+
+def refuse_invalid(status: Mapping[str, Any], condition_type: str, reason: str) -> None:
+    """Fail the handler (kopf logs it and does not retry) when the pass failed the object
+    for an invalid spec: condition `condition_type` with `reason`."""
+    if status.get("phase") != "Failed":
+        return
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == condition_type and condition.get("reason") == reason:
+            raise kopf.PermanentError(f"The spec is invalid: {condition.get('message')}")

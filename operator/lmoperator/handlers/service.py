@@ -538,11 +538,8 @@ async def scrape_servers(
 
 def _on_change(memo: Any, namespace: str, name: str, kwargs: Mapping[str, Any]) -> None:
     plan = reconcile_service(common.kube_of(memo), namespace, name, kwargs, kwargs["logger"])
-    if plan is None or plan.status.get("phase") != "Failed":
-        return
-    for condition in plan.status.get("conditions") or []:
-        if condition.get("type") == "Ready" and condition.get("reason") == REASON_INVALID:
-            raise kopf.PermanentError(f"The spec is invalid: {condition.get('message')}")
+    if plan is not None:
+        common.refuse_invalid(plan.status, "Ready", REASON_INVALID)
 
 
 @kopf.index(KIND.group, KIND.version, KIND.plural)
@@ -582,14 +579,9 @@ def resumed(memo: Any, namespace: str | None, name: str, **kwargs: Any) -> None:
     reconcile_service(common.kube_of(memo), namespace or "default", name, kwargs, kwargs["logger"])
 
 
-def _is_deletion(event: Mapping[str, Any], **_: Any) -> bool:
-    return event.get("type") == "DELETED"
-
-
-@kopf.on.event(KIND.group, KIND.version, KIND.plural, when=_is_deletion)
+@kopf.on.event(KIND.group, KIND.version, KIND.plural, when=common.is_deletion)
 def forget_deleted(event: Mapping[str, Any], uid: str | None, **_: Any) -> None:
-    if event.get("type") == "DELETED" and uid:
-        common.STATES.forget(uid)
+    common.forget_deleted_object(event, uid)
 
 
 def _is_servable(status: Mapping[str, Any], **_: Any) -> bool:
