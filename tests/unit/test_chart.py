@@ -604,7 +604,14 @@ def test_the_dashboard_plots_metrics_that_exist() -> None:
     dashboard = json.loads(config_map["data"]["elasticlm.json"])
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     titles = " ".join(p["title"] for p in panels).lower()
-    for topic in ("progress", "world size", "rescales", "latency", "replicas against load"):
+    for topic in (
+        "progress",
+        "world size",
+        "rescales",
+        "latency",
+        "replicas against load",
+        "metric problems",
+    ):
         assert topic in titles
     exported = _exported_metric_names()
     used = {
