@@ -701,6 +701,7 @@ class TuningConditionType(enum.StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     RANGE_WARNING = "RangeWarning"
+    SEARCH_SPACE_CHANGED = "SearchSpaceChanged"
 
 
 class TrialState(enum.StrEnum):
@@ -724,6 +725,13 @@ class TrialRecord(ApiModel):
     number: int = Field(ge=0, description="Its number in the search, from 0.")
     parameters: dict[str, str] = Field(
         description="Parameter name → value, as text (floats in full precision)."
+    )
+    search_space: str | None = Field(
+        None,
+        max_length=64,
+        description="The fingerprint of spec.parameters when the trial was proposed; a "
+        "trial whose fingerprint differs from the current one is from an earlier search "
+        "space (see the SearchSpaceChanged condition).",
     )
     state: TrialState = Field(description="Running, Succeeded, Failed or EarlyStopped.")
     objective: float | None = Field(None, description="The objective: final, or the latest.")
