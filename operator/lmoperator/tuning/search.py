@@ -180,15 +180,34 @@ def _rung_attrs(
     return attrs
 
 
+WARMUP_PATH = "training.warmupSteps"
+
+
+def warmup_steps(spec: LMTuningJobSpec, params: Mapping[str, Any]) -> int:
+    """The warm-up of a trial with `params`: its own when a parameter sets it, else the
+    template's (whose default, as the training job's, is 5 % of the steps)."""
+    for p in spec.parameters:
+        if p.path == WARMUP_PATH and p.name in params:
+            return round(float(params[p.name]))
+    t = spec.trial_template.training
+    return t.warmup_steps if t.warmup_steps is not None else t.steps * 5 // 100
+
+
 def stop_reason(spec: LMTuningJobSpec, trials: Sequence[Observation], number: int) -> str | None:
-    """Why running trial `number` should stop now, or None to let it go on."""
+    """Why running trial `number` should stop now, or None to let it go on.
+
+    No trial is judged before `minSteps`, nor before the end of its own learning-rate
+    warm-up: a trial still warming up has a higher loss than one that has finished
+    its warm-up by construction, not because its parameters are worse, so comparing the
+    two at the same step stops long warm-ups for being long (and when warm-up is a
+    parameter, biases the search against it)."""
     policy = spec.early_stopping.policy
     current = next((t for t in trials if t.number == number), None)
     if policy == EarlyStoppingPolicy.NONE or current is None or not current.history:
         return None
     es = spec.early_stopping
     step, value = current.history[-1]
-    if step < es.min_steps:
+    if step < es.min_steps or step <= warmup_steps(spec, current.params):
         return None
     if policy == EarlyStoppingPolicy.MEDIAN:
         pruner: BasePruner = MedianPruner(
