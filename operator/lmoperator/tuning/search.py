@@ -27,6 +27,7 @@ from optuna.trial import TrialState as OptunaState
 from optuna.trial import create_trial
 
 from lmoperator.api.tuningjob import (
+    TUNABLE_FIELDS,
     AlgorithmName,
     EarlyStoppingPolicy,
     Goal,
@@ -278,7 +279,8 @@ def best(spec: LMTuningJobSpec, trials: Sequence[Observation]) -> Observation | 
 
 
 def range_warnings(spec: LMTuningJobSpec, point: dict[str, Any]) -> list[str]:
-    """Where `point` (the best trial's parameters) sits at the edge of a range."""
+    """Where `point` (the best trial's parameters) sits at the edge of a range that could
+    be widened (not at a bound of the field itself, such as a warm-up of 0 steps)."""
     found = []
     space = search_space(spec.parameters)
     for p in sorted(spec.parameters, key=lambda p: p.name):
@@ -288,8 +290,11 @@ def range_warnings(spec: LMTuningJobSpec, point: dict[str, Any]) -> list[str]:
         ):
             continue
         u = to_unit(dist, point[p.name])
-        if u >= 1.0 - EDGE:
+        field = TUNABLE_FIELDS.get(p.path)
+        floor = field.minimum if field is not None else None
+        ceiling = field.maximum if field is not None else None
+        if u >= 1.0 - EDGE and not (ceiling is not None and p.max is not None and p.max >= ceiling):
             found.append(f"widen {p.name} above {p.max:g}")
-        elif u <= EDGE:
+        elif u <= EDGE and not (floor is not None and p.min is not None and p.min <= floor):
             found.append(f"widen {p.name} below {p.min:g}")
     return found

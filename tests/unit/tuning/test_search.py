@@ -262,9 +262,21 @@ def test_best_and_range_warnings() -> None:
     assert top is not None
     assert top.number == 0
     assert range_warnings(spec, top.params) == ["widen x above 4"]
-    assert range_warnings(spec, trials[1].params) == ["widen x below 0"]
+    # x sets training.weightDecay, which cannot go below 0: nothing to widen there.
+    assert range_warnings(spec, trials[1].params) == []
     assert range_warnings(spec, {"x": 2.0, "y": 2.0}) == []
     assert best(spec, trials[2:]) is None
+    # Above a field's own maximum (weightDecay <= 10) there is nothing to widen either;
+    # below a range's minimum that is not the field's, there is.
+    wide = spec_for(
+        "Random",
+        [
+            {"name": "x", "path": "training.weightDecay", "type": "Float", "min": 0.5, "max": 10},
+            {"name": "y", "path": "training.gradClip", "type": "Float", "min": 0, "max": 4},
+        ],
+    )
+    assert range_warnings(wide, {"x": 0.5, "y": 2.0}) == ["widen x below 0.5"]
+    assert range_warnings(wide, {"x": 10.0, "y": 2.0}) == []
 
 
 # -- sharing workers -----------------------------------------------------------------------
