@@ -16,13 +16,28 @@ measured cost of one trial.
    Reported: the median over seeds of the best loss after n trials, and for Bayesian the
    trials it needed to reach Random's final best (median over seeds; target: at most
    half of Random's).
-2. Early stopping: the Bayesian searches replayed with Median stopping (minSteps one
-   interval, 2 completed trials) against no stopping, in worker-seconds (steps trained x
-   the measured seconds per step of that point) to reach the best loss the unstopped
-   search found. Replayed from the measured curves, not run on devcluster. The shared
-   elastic budget is not part of this benchmark.
+2. Early stopping and the shared elastic budget against a Katib-like baseline, all with
+   the Bayesian sampler, `--parallel` trials at a time on `--workers` workers, replayed on
+   a wall clock from the measured curves (not run on devcluster):
+   - katib: each trial on a fixed workers/parallel workers; Katib's medianstop with its
+     defaults (start_step 4 reports, min_trials_required 3; the rule's value is the mean
+     over succeeded trials of their first start_step reports, fixed when a trial starts);
+   - stopping: the same fixed workers, the operator's Median rule
+     (`lmoperator.tuning.search.stop_reason`; minSteps a third of the trial, as in the
+     example, 2 completed trials);
+   - stopping_shared: the operator's rule and its allocation (`tuning.allocate`) of the
+     shared workers, each trial elastic in [1, --trial-max-workers], recomputed at every
+     checkpoint and trial start/end as the operator's passes are;
+   - stopping_shared_free_rescale: the same with rescales that cost nothing (a bound).
+   Scaling model: a step at w workers takes t1 (1 + alpha (w - 1)) / w, t1 the point's
+   measured seconds per step on one worker (constant global batch); alpha 0.24 is the
+   1.62x of 2 fp32 workers over one in bench/finetune_throughput.py. A rescale costs what
+   bench/rescale.py measured for our runtime: added workers are held 4.37 s before they
+   train (the trial trains on meanwhile), and each change pauses the trial 0.42 s.
+   Worker-seconds: the integral of the workers held, until a trial first finishes at or
+   below the katib run's final best (per seed; "reached" counts the seeds where it did).
 
-    .venv/bin/python bench/tuning.py [--seeds 10] [--trials 16] [--steps 40]
+    .venv/bin/python bench/tuning.py [--seeds 10] [--trials 16] [--steps 40] [--interval 5]
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ import argparse
 import copy
 import json
 import math
+import pickle
 import statistics
 import sys
 import tempfile
@@ -46,7 +62,13 @@ ALGORITHMS = ["Random", "Grid", "Greedy", "SimulatedAnnealing", "Bayesian"]
 GRID_RATES = ["0.0001", "0.0003", "0.001", "0.003", "0.01", "0.03"]
 
 
-def spec_for(algorithm: str, seed: int, trials: int, stopping: bool) -> Any:
+def spec_for(
+    algorithm: str, seed: int, trials: int, stopping: bool, shared: dict[str, int] | None = None
+) -> Any:
+    """The LMTuningJob spec of one search: the example's template over the three
+    parameters. With `shared` (parallel, workers, min, max): that many trials at once
+    sharing that many workers, each trial elastic within [min, max]; early stopping then
+    waits `shared["min_steps"]` steps."""
     from lmoperator.api import LMTuningJob, parse_resource
 
     doc: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
@@ -79,6 +101,21 @@ def spec_for(algorithm: str, seed: int, trials: int, stopping: bool) -> Any:
         if stopping
         else {"policy": "None"}
     )
+    if shared:
+        doc["spec"]["budget"].update(
+            parallelTrials=shared["parallel"], maxReplicas=shared["workers"]
+        )
+        doc["spec"]["trialTemplate"]["replicas"] = shared["min"]
+        # The objective trains at a global batch of 16 whatever the workers; the template
+        # says the same, in micro-batches that up to 4 workers can share.
+        doc["spec"]["trialTemplate"]["training"].update(globalBatchSize=16, microBatchSize=4)
+        doc["spec"]["trialTemplate"]["elastic"] = {
+            "minReplicas": shared["min"],
+            "maxReplicas": shared["max"],
+        }
+        if stopping:
+            # As in the example (minSteps 20 of 60): no stop in the first third of a trial.
+            doc["spec"]["earlyStopping"]["minSteps"] = shared["min_steps"]
     job = parse_resource(doc)
     assert isinstance(job, LMTuningJob)
     return job.spec
@@ -183,6 +220,197 @@ def run_search(
     return rows
 
 
+# --------------------------------------------------------------------------------------
+# 2. Early stopping and the shared budget, against a Katib-like baseline (wall-clock replay)
+
+
+def katib_threshold(
+    finished: list[dict[str, Any]], start_step: int, min_trials: int
+) -> float | None:
+    """Katib's medianstop (pkg/earlystopping/v1beta1/medianstop/service.py): for each
+    succeeded trial the mean of its first `start_step` reported values; once at least
+    `min_trials` succeeded, the rule's value is the mean of those means (Katib computes a
+    mean there, despite the name). Katib hands the rule to a trial when it creates it."""
+    means = [
+        statistics.fmean(v for _, v in t["history"][:start_step])
+        for t in finished
+        if t["state"] == "Succeeded"
+    ]
+    return statistics.fmean(means) if len(means) >= min_trials else None
+
+
+def step_seconds(seconds_per_step_1: float, workers: int, alpha: float) -> float:
+    """The scaling model: a step at `workers` workers (constant global batch) takes
+    t1 x (1 + alpha (w - 1)) / w, i.e. throughput(w) = w t1 / (1 + alpha (w - 1))."""
+    return seconds_per_step_1 * (1 + alpha * (workers - 1)) / workers
+
+
+def replay(
+    spec: Any,
+    objective: Objective,
+    trials: int,
+    mode: str,
+    alpha: float,
+    join_seconds: float,
+    pause_seconds: float,
+    katib: tuple[int, int],
+) -> dict[str, Any]:
+    """Replay a search of `trials` trials, `spec.budget.parallelTrials` at a time, on a wall
+    clock, from the measured curves. Modes:
+
+    - "katib": fixed workers per trial (maxReplicas / parallelTrials), Katib's medianstop
+      with its defaults (start_step, min_trials_required = `katib`);
+    - "stopping": the same fixed workers, the operator's early stopping
+      (`lmoperator.tuning.search.stop_reason` with the spec's earlyStopping);
+    - "elastic": the operator's early stopping and its worker allocation
+      (`lmoperator.tuning.allocate.allocate` under maxReplicas, recomputed at every
+      checkpoint and trial start/end, as the operator's passes do).
+
+    A rescale costs what `bench/rescale.py` measured for our runtime: each added worker is
+    held `join_seconds` before it trains, and the trial pauses `pause_seconds` (all its
+    workers held) for each change. Worker-seconds: the integral of the workers held.
+    Returned: per trial its value and when it finished, and worker-seconds over time."""
+    from lmoperator.api.tuningjob import TrialState
+    from lmoperator.tuning.allocate import RunningTrial, allocate
+    from lmoperator.tuning.search import Observation, stop_reason, suggest
+
+    budget = spec.budget
+    fixed = budget.max_replicas // budget.parallel_trials
+    low = spec.trial_template.elastic.min_replicas
+    high = spec.trial_template.elastic.max_replicas
+    clock = 0.0
+    worker_seconds = 0.0
+    finished: list[dict[str, Any]] = []
+    running: list[dict[str, Any]] = []
+    started = 0
+    timeline: list[tuple[float, float, float | None]] = []  # (clock, worker-s, value)
+
+    def observations() -> list[Observation]:
+        rows = [
+            Observation(
+                t["number"],
+                t["params"],
+                TrialState(t["state"]),
+                t.get("value"),
+                tuple(t["history"]),
+            )
+            for t in [*finished, *running]
+        ]
+        return sorted(rows, key=lambda o: o.number)
+
+    def rebalance() -> None:
+        if mode != "elastic":
+            return
+        plan = allocate(
+            budget.max_replicas,
+            [
+                RunningTrial(
+                    str(t["number"]),
+                    t["number"],
+                    low,
+                    high,
+                    t["workers"] + t["joining"],
+                    t["history"][-1][1] if t["history"] else None,
+                )
+                for t in running
+            ],
+        )
+        for a in plan:
+            t = next(t for t in running if str(t["number"]) == a.name)
+            if t["pos"] == 0 and not t["history"] and t["pause"] == 0:
+                t["workers"], t["joining"] = a.replicas, 0  # created with these workers
+                continue
+            held = t["workers"] + t["joining"]
+            if a.replicas > held:
+                # The new workers are held while they start and join; the trial trains
+                # on at its old size meanwhile.
+                if not t["joining"]:
+                    t["join_left"] = join_seconds
+                t["joining"] += a.replicas - held
+            elif a.replicas < held:
+                cut = held - a.replicas
+                dropped = min(cut, t["joining"])
+                t["joining"] -= dropped
+                if cut > dropped:
+                    t["workers"] -= cut - dropped
+                    t["pause"] += pause_seconds
+
+    def until_event(t: dict[str, Any]) -> float:
+        target = t["curve"][len(t["history"])][0]
+        to_checkpoint = float(
+            t["pause"] + (target - t["pos"]) * step_seconds(t["t1"], t["workers"], alpha)
+        )
+        return min(to_checkpoint, float(t["join_left"])) if t["joining"] else to_checkpoint
+
+    while started < trials or running:
+        while len(running) < budget.parallel_trials and started < trials:
+            params = suggest(spec, observations())
+            curve, t1 = objective(params)
+            threshold = katib_threshold(finished, *katib) if mode == "katib" else None
+            running.append(
+                {
+                    "number": started,
+                    "params": params,
+                    "state": TrialState.RUNNING.value,
+                    "curve": curve,
+                    "t1": t1,
+                    "pos": 0.0,
+                    "history": [],
+                    "workers": fixed if mode != "elastic" else low,
+                    "joining": 0,
+                    "join_left": 0.0,
+                    "pause": 0.0,
+                    "threshold": threshold,
+                }
+            )
+            started += 1
+        rebalance()
+        dt = min(until_event(t) for t in running)
+        for t in running:
+            worker_seconds += (t["workers"] + t["joining"]) * dt
+            pause = min(t["pause"], dt)
+            t["pause"] -= pause
+            t["pos"] += (dt - pause) / step_seconds(t["t1"], t["workers"], alpha)
+            if t["joining"]:
+                t["join_left"] -= dt
+                if t["join_left"] <= 1e-9:
+                    t["workers"] += t["joining"]
+                    t["joining"], t["join_left"] = 0, 0.0
+                    t["pause"] += pause_seconds
+        clock += dt
+        for t in list(running):
+            target_step, value = t["curve"][len(t["history"])]
+            if t["pos"] < target_step - 1e-9:
+                continue
+            t["pos"] = float(target_step)
+            t["history"].append((target_step, value))
+            done = len(t["history"]) == len(t["curve"])
+            stop = False
+            if not done and mode == "katib":
+                stop = (
+                    t["threshold"] is not None
+                    and len(t["history"]) >= katib[0]
+                    and value > t["threshold"]
+                )
+            elif not done:
+                stop = stop_reason(spec, observations(), t["number"]) is not None
+            if done or stop:
+                t["state"] = TrialState.SUCCEEDED.value if done else TrialState.EARLY_STOPPED.value
+                t["value"] = value if done else None
+                running.remove(t)
+                finished.append(t)
+                timeline.append((clock, worker_seconds, t["value"]))
+    return {"timeline": timeline}
+
+
+def to_reach(timeline: list[tuple[float, float, float | None]], goal: float) -> float:
+    """Worker-seconds held until a trial first finished with an objective <= goal."""
+    for _, spent, value in timeline:
+        if value is not None and value <= goal + 1e-12:
+            return spent
+    return math.inf
+
+
 def best_after(rows: list[dict[str, Any]]) -> list[float]:
     best, out = math.inf, []
     for r in rows:
@@ -197,7 +425,33 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--interval", type=int, default=10)
+    parser.add_argument("--interval", type=int, default=5)
+    parser.add_argument("--parallel", type=int, default=2, help="trials at once (part 2)")
+    parser.add_argument("--workers", type=int, default=4, help="workers they share (part 2)")
+    parser.add_argument(
+        "--trial-max-workers", type=int, default=3, help="a trial's elastic maximum (part 2)"
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=0.24,
+        help="scaling model t(w) = t1 (1 + alpha (w - 1)) / w; 0.24 is 2 fp32 workers' "
+        "1.62x of one in bench/finetune_throughput.py",
+    )
+    parser.add_argument(
+        "--join-seconds", type=float, default=4.37, help="bench/rescale.py: join, launch to step"
+    )
+    parser.add_argument(
+        "--pause-seconds", type=float, default=0.42, help="bench/rescale.py: rescale downtime"
+    )
+    parser.add_argument("--katib-start-step", type=int, default=4)
+    parser.add_argument("--katib-min-trials", type=int, default=3)
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="keep the trained points in this file and reuse them (for iterating; the "
+        "documented run trains every point afresh)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -206,6 +460,8 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         objective = Objective(Path(tmp), args.steps, args.interval)
+        if args.cache and args.cache.exists():
+            objective.cache = pickle.loads(args.cache.read_bytes())
         curves: dict[str, list[list[float]]] = {}
         for algorithm in ALGORITHMS:
             curves[algorithm] = []
@@ -222,36 +478,59 @@ def main() -> None:
             needed.append(
                 next((i + 1 for i, v in enumerate(bayes) if v <= target), args.trials + 1)
             )
-        # Early stopping, replayed on the Bayesian searches.
-        saved = []
+        # Early stopping and the shared budget against a Katib-like baseline, replayed on
+        # a wall clock from the measured curves (the Bayesian sampler in every contender).
+        shared = {
+            "parallel": args.parallel,
+            "workers": args.workers,
+            "min": 1,
+            "max": args.trial_max_workers,
+            "min_steps": args.steps // 3,
+        }
+        katib_rule = (args.katib_start_step, args.katib_min_trials)
+        rescale = (args.join_seconds, args.pause_seconds)
+        contenders = {
+            "katib": ("katib", False, rescale),
+            "stopping": ("stopping", True, rescale),
+            "stopping_shared": ("elastic", True, rescale),
+            "stopping_shared_free_rescale": ("elastic", True, (0.0, 0.0)),
+        }
+        replays: dict[str, list[dict[str, Any]]] = {k: [] for k in contenders}
         for seed in range(args.seeds):
-            plain = run_search(
-                spec_for("Bayesian", seed, args.trials, False), objective, args.trials, False
-            )
-            stopped = run_search(
-                spec_for("Bayesian", seed, args.trials, True), objective, args.trials, True
-            )
-            target = min(r["value"] for r in plain if r["value"] is not None)
-
-            def seconds_to(rows: list[dict[str, Any]], goal: float) -> float | None:
-                total = 0.0
-                for r in rows:
-                    total += r["worker_seconds"]
-                    if r["value"] is not None and r["value"] <= goal + 1e-12:
-                        return total
-                return None
-
-            base = seconds_to(plain, target)
-            with_stopping = seconds_to(stopped, target)
-            saved.append(
-                {
-                    "baseline": base,
-                    "median_stopping": with_stopping,
-                    "ratio": None if with_stopping is None or not base else with_stopping / base,
-                }
-            )
+            for key, (mode, stopping, (join, pause)) in contenders.items():
+                spec = spec_for("Bayesian", seed, args.trials, stopping, shared)
+                replays[key].append(
+                    replay(spec, objective, args.trials, mode, args.alpha, join, pause, katib_rule)
+                )
+        shared_budget: dict[str, Any] = {}
+        for key in contenders:
+            ratios = []
+            for seed in range(args.seeds):
+                base = replays["katib"][seed]["timeline"]
+                goal = min(v for _, _, v in base if v is not None)
+                ratios.append(to_reach(replays[key][seed]["timeline"], goal) / to_reach(base, goal))
+            finals = [
+                min((v for _, _, v in r["timeline"] if v is not None), default=math.inf)
+                for r in replays[key]
+            ]
+            totals = [r["timeline"][-1][1] for r in replays[key]]
+            stopped = [sum(v is None for _, _, v in r["timeline"]) for r in replays[key]]
+            shared_budget[key] = {
+                # None: in most seeds it never reached the baseline's best.
+                "worker_seconds_ratio_to_reach_katib_best_median": (
+                    round(statistics.median(ratios), 3)
+                    if math.isfinite(statistics.median(ratios))
+                    else None
+                ),
+                "ratios": [round(r, 3) if math.isfinite(r) else None for r in ratios],
+                "reached": sum(math.isfinite(r) for r in ratios),
+                "final_best_median": round(statistics.median(finals), 4),
+                "worker_seconds_all_trials_median": round(statistics.median(totals), 2),
+                "trials_stopped_early_median": statistics.median(stopped),
+            }
         trial_seconds = statistics.median(c[1] * args.steps for c in objective.cache.values())
-    ratios = [s["ratio"] for s in saved if s["ratio"] is not None]
+        if args.cache:
+            args.cache.write_bytes(pickle.dumps(objective.cache))
     result = {
         "bench": "tuning",
         "objective": f"tiny Llama, {args.steps} steps, validation loss every {args.interval}",
@@ -267,10 +546,20 @@ def main() -> None:
             for a in ALGORITHMS
         },
         "bayesian_trials_to_random_final_best_median": statistics.median(needed),
-        "early_stopping_runs_reaching_the_best": len(ratios),
-        "early_stopping_worker_seconds_ratio_median": (
-            round(statistics.median(ratios), 3) if ratios else None
-        ),
+        "shared_budget": {
+            "parallel_trials": args.parallel,
+            "workers": args.workers,
+            "trial_workers": f"katib/stopping: {args.workers // args.parallel} fixed; "
+            f"shared: 1..{args.trial_max_workers}",
+            "alpha": args.alpha,
+            "join_seconds": args.join_seconds,
+            "pause_seconds": args.pause_seconds,
+            "katib_medianstop": {
+                "start_step": args.katib_start_step,
+                "min_trials_required": args.katib_min_trials,
+            },
+            **shared_budget,
+        },
         "replayed": "from measured per-trial loss curves, not on devcluster",
         "torch": torch.__version__,
         "seconds": round(time.perf_counter() - started, 1),

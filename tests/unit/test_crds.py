@@ -1031,7 +1031,69 @@ def near_valid_services(draw: st.DrawFn) -> dict[str, Any]:
     return patched(example_manifest("LMService"), changes)
 
 
-near_valid = st.one_of(near_valid_training_jobs(), near_valid_services())
+_TUNING_VALUES = st.sampled_from([["32", "64"], ["fp32", "bf16"], ["0.001", "x"], ["1"]])
+_TUNING_NUMBERS = st.sampled_from([0, 0.0001, 0.5, 1, 2.5, 20, 64])
+
+
+@st.composite
+def tuning_parameters(draw: st.DrawFn) -> dict[str, Any]:
+    """A parameter near the rules' edges: paths right, mistyped or of the wrong kind of
+    field; ranges with and without bounds, log, step; values that fit or do not."""
+    param: dict[str, Any] = {
+        "name": draw(st.sampled_from(["lr", "warmup", "width", "precision"])),
+        "path": draw(
+            st.sampled_from(
+                [
+                    "training.learningRate",
+                    "training.warmupSteps",
+                    "model.size.hiddenSize",
+                    "training.precision",
+                    "training.learnigRate",
+                ]
+            )
+        ),
+        "type": draw(st.sampled_from(["Float", "Int", "Categorical"])),
+    }
+    for key, strategy in (
+        ("min", _TUNING_NUMBERS),
+        ("max", _TUNING_NUMBERS),
+        ("log", st.booleans()),
+        ("step", st.sampled_from([1, 0.5, 5])),
+        ("values", _TUNING_VALUES),
+    ):
+        if draw(st.booleans()):
+            param[key] = draw(strategy)
+    return param
+
+
+@st.composite
+def near_valid_tuning_jobs(draw: st.DrawFn) -> dict[str, Any]:
+    changes: dict[str, Any] = {
+        "metadata": draw(names.map(lambda n: {"name": n})),
+        "spec.budget.maxReplicas": draw(_optional(st.integers(1, 6))),
+        "spec.budget.parallelTrials": draw(_optional(st.integers(1, 4))),
+        "spec.budget.maxTrials": draw(_optional(st.integers(1, 10))),
+        "spec.trialTemplate.elastic.minReplicas": draw(_optional(st.integers(1, 2))),
+        "spec.trialTemplate.data.validationFraction": draw(_optional(st.sampled_from([0, 0.05]))),
+        "spec.trialTemplate.checkpoint": draw(
+            st.sampled_from([DELETE, {"path": "search", "intervalSteps": 20}])
+        ),
+        "spec.algorithm.name": draw(
+            st.sampled_from(["Grid", "Random", "Greedy", "SimulatedAnnealing", "Bayesian"])
+        ),
+        "spec.objective.metric": draw(
+            st.sampled_from(["validationLoss", "trainLoss", "tokensPerSecond"])
+        ),
+        "spec.earlyStopping.policy": draw(st.sampled_from(["None", "Median", "SuccessiveHalving"])),
+    }
+    if draw(st.booleans()):
+        changes["spec.parameters"] = draw(
+            st.lists(tuning_parameters(), min_size=1, max_size=3, unique_by=lambda p: p["name"])
+        )
+    return patched(example_manifest("LMTuningJob"), changes)
+
+
+near_valid = st.one_of(near_valid_training_jobs(), near_valid_services(), near_valid_tuning_jobs())
 
 MIRROR = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -51,6 +51,8 @@ class TunableField:
     path: str  # dotted camelCase below spec, e.g. training.learningRate
     type: Literal["integer", "number", "boolean", "enum"]
     enum: tuple[str, ...] = ()
+    minimum: float | None = None  # the field's own bounds (ge/gt, le/lt), if any
+    maximum: float | None = None
 
     def describe(self) -> str:
         return {
@@ -84,6 +86,19 @@ def _scalar(annotation: Any) -> tuple[str, tuple[str, ...]] | type[BaseModel] | 
     return None
 
 
+def _bounds(metadata: typing.Iterable[Any]) -> tuple[float | None, float | None]:
+    """A field's own lower and upper bound from its constraints (ge/gt, le/lt)."""
+    low = high = None
+    for item in metadata:
+        for attr in ("ge", "gt"):
+            if isinstance(getattr(item, attr, None), int | float):
+                low = float(getattr(item, attr))
+        for attr in ("le", "lt"):
+            if isinstance(getattr(item, attr, None), int | float):
+                high = float(getattr(item, attr))
+    return low, high
+
+
 def _tunable_fields(model: type[BaseModel], prefix: str = "") -> list[TunableField]:
     found: list[TunableField] = []
     for name, field in model.model_fields.items():
@@ -93,7 +108,8 @@ def _tunable_fields(model: type[BaseModel], prefix: str = "") -> list[TunableFie
             found.extend(_tunable_fields(kind, path + "."))
         elif kind is not None and path.startswith(TUNABLE_ROOTS) and path not in UNTUNABLE:
             type_, values = kind
-            found.append(TunableField(path, type_, values))  # type: ignore[arg-type]
+            low, high = _bounds(field.metadata)
+            found.append(TunableField(path, type_, values, low, high))  # type: ignore[arg-type]
     return found
 
 
@@ -701,6 +717,7 @@ class TuningConditionType(enum.StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     RANGE_WARNING = "RangeWarning"
+    SEARCH_SPACE_CHANGED = "SearchSpaceChanged"
 
 
 class TrialState(enum.StrEnum):
@@ -724,6 +741,13 @@ class TrialRecord(ApiModel):
     number: int = Field(ge=0, description="Its number in the search, from 0.")
     parameters: dict[str, str] = Field(
         description="Parameter name → value, as text (floats in full precision)."
+    )
+    search_space: str | None = Field(
+        None,
+        max_length=64,
+        description="The fingerprint of spec.parameters when the trial was proposed; a "
+        "trial whose fingerprint differs from the current one is from an earlier search "
+        "space (see the SearchSpaceChanged condition).",
     )
     state: TrialState = Field(description="Running, Succeeded, Failed or EarlyStopped.")
     objective: float | None = Field(None, description="The objective: final, or the latest.")

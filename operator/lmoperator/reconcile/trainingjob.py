@@ -387,23 +387,41 @@ class _Pass:
     def success(self, job: LMTrainingJob) -> str | None:
         """Why training is complete, or None."""
         steps = job.spec.training.steps
-        for pod in self.workers:
-            # The report is the truth, whatever the exit code: a worker writes it only
-            # once training reached its steps (and may be killed while exiting).
-            report = _completion_report(pod.termination_message) if pod.finished else None
-            if report is not None and report.step >= steps:
-                # The report's figures are the final ones, however short the run was
-                # next to the metrics interval.
-                self.status["step"] = max(report.step, int(self.status.get("step") or 0))
-                if report.loss is not None:
-                    self.status["loss"] = report.loss
-                if report.validation_loss is not None:
-                    self.validation(report.step, report.validation_loss)
-                self.status.update(report_status_fields(pod.termination_message))
-                return f"{pod.name} reported training complete at step {report.step} of {steps}"
+        members = [p for p in self.workers if (p.index or 0) < job.spec.replicas]
+        # The report is the truth, whatever the exit code: a worker writes it only once
+        # training reached its steps (and may be killed while exiting).
+        reports = [
+            (pod, report)
+            for pod in self.workers
+            if pod.finished
+            and (report := _completion_report(pod.termination_message)) is not None
+            and report.step >= steps
+        ]
+        # Only rank 0 measures the final held-out loss (after the last step, before its
+        # export), so another rank's report often comes first. A job that holds out
+        # text waits for the report with the loss while a member still runs: deciding on
+        # the first report would leave the last checkpoint's loss as the final one (what
+        # a tuning job then takes for the trial's objective).
+        with_loss = [(pod, r) for pod, r in reports if r.validation_loss is not None]
+        if (
+            reports
+            and not with_loss
+            and job.spec.data.validation_fraction > 0
+            and any(not p.finished for p in members)
+        ):
+            return None
+        for pod, report in with_loss or reports[:1]:
+            # The report's figures are the final ones, however short the run was next to
+            # the metrics interval.
+            self.status["step"] = max(report.step, int(self.status.get("step") or 0))
+            if report.loss is not None:
+                self.status["loss"] = report.loss
+            if report.validation_loss is not None:
+                self.validation(report.step, report.validation_loss)
+            self.status.update(report_status_fields(pod.termination_message))
+            return f"{pod.name} reported training complete at step {report.step} of {steps}"
         known = [self.status.get("step"), self.observed.metrics and self.observed.metrics.step]
         step = max((s for s in known if isinstance(s, int)), default=0)
-        members = [p for p in self.workers if (p.index or 0) < job.spec.replicas]
         if members and step >= steps and all(p.phase == "Succeeded" for p in members):
             return f"All workers exited after step {step} of {steps}"
         return None

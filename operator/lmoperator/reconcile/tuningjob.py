@@ -53,7 +53,7 @@ from lmoperator.reconcile.children import (
 from lmoperator.reconcile.conditions import Conditions, rfc3339
 from lmoperator.tuning.allocate import RunningTrial, allocate
 from lmoperator.tuning.search import Observation, best, range_warnings, stop_reason, suggest
-from lmoperator.tuning.space import params_from_text, to_text
+from lmoperator.tuning.space import fingerprint, params_from_text, to_text
 
 Cond = TuningConditionType
 Phase = TuningPhase
@@ -61,6 +61,7 @@ ROLE_TRIAL = "trial"
 JOB_LABEL = "elasticlm.io/tuning-job"
 TRIAL_LABEL = "elasticlm.io/trial"
 PARAMETERS_ANNOTATION = "elasticlm.io/parameters"
+SEARCH_SPACE_ANNOTATION = "elasticlm.io/search-space"
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED.value, Phase.FAILED.value})
 
 # Reasons (CamelCase, as conditions and Events want them).
@@ -76,6 +77,8 @@ REASON_TRIAL_STOPPED = "TrialStopped"
 REASON_REALLOCATED = "Reallocated"
 REASON_AT_EDGE = "AtRangeEdge"
 REASON_WITHIN_RANGE = "WithinRange"
+REASON_SPACE_CHANGED = "SearchSpaceChanged"
+REASON_SPACE_UNCHANGED = "SearchSpaceUnchanged"
 
 
 def tuning_ref(name: str, namespace: str, uid: str, generation: int = 0) -> OwnerRef:
@@ -130,7 +133,11 @@ def trial_problems(spec: Mapping[str, Any]) -> list[str]:
 
 
 def trial_manifest(
-    ref: OwnerRef, number: int, spec: dict[str, Any], texts: Mapping[str, str]
+    ref: OwnerRef,
+    number: int,
+    spec: dict[str, Any],
+    texts: Mapping[str, str],
+    space: str | None = None,
 ) -> dict[str, Any]:
     name = trial_name(ref.name, number)
     meta = child_metadata(
@@ -142,6 +149,8 @@ def trial_manifest(
         {ROLE_LABEL: ROLE_TRIAL, JOB_LABEL: ref.name, TRIAL_LABEL: str(number)},
     )
     meta["annotations"] = {PARAMETERS_ANNOTATION: json.dumps(dict(texts), sort_keys=True)}
+    if space:
+        meta["annotations"][SEARCH_SPACE_ANNOTATION] = space
     return {
         "apiVersion": kinds.TRAINING_JOB.api_version,
         "kind": kinds.TRAINING_JOB.kind,
@@ -226,16 +235,17 @@ class _Pass:
                 texts = json.loads(child.annotations.get(PARAMETERS_ANNOTATION, "{}"))
             except ValueError:
                 texts = {}
-            self.records.append(
-                {
-                    "name": name,
-                    "number": len(self.records),
-                    "parameters": {str(k): str(v) for k, v in dict(texts).items()},
-                    "state": TrialState.RUNNING.value,
-                    "replicas": child.replicas,
-                    "startTime": rfc3339(self.now),
-                }
-            )
+            record = {
+                "name": name,
+                "number": len(self.records),
+                "parameters": {str(k): str(v) for k, v in dict(texts).items()},
+                "state": TrialState.RUNNING.value,
+                "replicas": child.replicas,
+                "startTime": rfc3339(self.now),
+            }
+            if child.annotations.get(SEARCH_SPACE_ANNOTATION):
+                record["searchSpace"] = child.annotations[SEARCH_SPACE_ANNOTATION]
+            self.records.append(record)
 
     def follow(self) -> None:
         """Each running trial's objective and end, from its job."""
@@ -286,6 +296,44 @@ class _Pass:
                 )
             )
         return found
+
+    def space_changes(self) -> None:
+        """SearchSpaceChanged: spec.parameters changed after trials were recorded. Those
+        trials stay (in status and on the cluster); the ones whose point still lies in
+        the current space go on guiding the search, the others guide nothing."""
+        current = fingerprint(self.job.spec.parameters)
+        old, unfit = [], []
+        for r in self.records:
+            fits = params_from_text(self.job.spec.parameters, r.get("parameters") or {})
+            recorded = r.get("searchSpace")
+            if fits is None:
+                unfit.append(r["name"])
+            if fits is None or (recorded is not None and recorded != current):
+                old.append(r["name"])
+        if not old:
+            self.conditions.clear(
+                Cond.SEARCH_SPACE_CHANGED,
+                REASON_SPACE_UNCHANGED,
+                "Every trial is from the current spec.parameters.",
+            )
+            return
+        fitting = [n for n in old if n not in unfit]
+        parts = [
+            f"spec.parameters changed after trials were recorded: {len(old)} "
+            f"{'trial is' if len(old) == 1 else 'trials are'} from an earlier search space "
+            f"({', '.join(old)}); they stay in status and on the cluster"
+        ]
+        if unfit:
+            parts.append(f"{', '.join(unfit)} no longer fit and guide nothing")
+        if fitting:
+            parts.append(f"{', '.join(fitting)} lie inside the new space and still guide it")
+        message = "; ".join(parts) + "."
+        before = self.conditions.get(Cond.SEARCH_SPACE_CHANGED)
+        flipped = self.conditions.set(
+            Cond.SEARCH_SPACE_CHANGED, True, REASON_SPACE_CHANGED, message
+        )
+        if flipped or (before or {}).get("message") != message:
+            self.event(REASON_SPACE_CHANGED, message, warning=True)
 
     # -- decisions ---------------------------------------------------------------------
 
@@ -347,6 +395,7 @@ class _Pass:
                 "name": name,
                 "number": number,
                 "parameters": texts,
+                "searchSpace": fingerprint(spec.parameters),
                 "startTime": rfc3339(self.now),
             }
             problems = trial_problems(trial)
@@ -396,7 +445,7 @@ class _Pass:
         for name, (number, trial, texts) in self.pending.items():
             record = self.records[number]
             trial["replicas"] = record["replicas"]
-            manifest = trial_manifest(self.ref, number, trial, texts)
+            manifest = trial_manifest(self.ref, number, trial, texts, record.get("searchSpace"))
             self.plan.actions.append(CreateObject(kinds.TRAINING_JOB, manifest, ROLE_TRIAL))
             self.event(REASON_TRIAL_STARTED, f"Started {name} with {texts}")
 
@@ -460,7 +509,9 @@ class _Pass:
             self.status["reallocations"] = decisions[-MAX_DECISIONS:]
 
     def result(self) -> None:
-        """bestTrial, range warnings and the counts, from the records."""
+        """bestTrial, range warnings, the counts and the space's changes, from the
+        records."""
+        self.space_changes()
         observations = self.observations()
         top = best(self.job.spec, [o for o in observations if o.params])
         if top is not None:

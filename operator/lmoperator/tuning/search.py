@@ -27,6 +27,7 @@ from optuna.trial import TrialState as OptunaState
 from optuna.trial import create_trial
 
 from lmoperator.api.tuningjob import (
+    TUNABLE_FIELDS,
     AlgorithmName,
     EarlyStoppingPolicy,
     Goal,
@@ -180,15 +181,34 @@ def _rung_attrs(
     return attrs
 
 
+WARMUP_PATH = "training.warmupSteps"
+
+
+def warmup_steps(spec: LMTuningJobSpec, params: Mapping[str, Any]) -> int:
+    """The warm-up of a trial with `params`: its own when a parameter sets it, else the
+    template's (whose default, as the training job's, is 5 % of the steps)."""
+    for p in spec.parameters:
+        if p.path == WARMUP_PATH and p.name in params:
+            return round(float(params[p.name]))
+    t = spec.trial_template.training
+    return t.warmup_steps if t.warmup_steps is not None else t.steps * 5 // 100
+
+
 def stop_reason(spec: LMTuningJobSpec, trials: Sequence[Observation], number: int) -> str | None:
-    """Why running trial `number` should stop now, or None to let it go on."""
+    """Why running trial `number` should stop now, or None to let it go on.
+
+    No trial is judged before `minSteps`, nor before the end of its own learning-rate
+    warm-up: a trial still warming up has a higher loss than one that has finished
+    its warm-up by construction, not because its parameters are worse, so comparing the
+    two at the same step stops long warm-ups for being long (and when warm-up is a
+    parameter, biases the search against it)."""
     policy = spec.early_stopping.policy
     current = next((t for t in trials if t.number == number), None)
     if policy == EarlyStoppingPolicy.NONE or current is None or not current.history:
         return None
     es = spec.early_stopping
     step, value = current.history[-1]
-    if step < es.min_steps:
+    if step < es.min_steps or step <= warmup_steps(spec, current.params):
         return None
     if policy == EarlyStoppingPolicy.MEDIAN:
         pruner: BasePruner = MedianPruner(
@@ -259,7 +279,8 @@ def best(spec: LMTuningJobSpec, trials: Sequence[Observation]) -> Observation | 
 
 
 def range_warnings(spec: LMTuningJobSpec, point: dict[str, Any]) -> list[str]:
-    """Where `point` (the best trial's parameters) sits at the edge of a range."""
+    """Where `point` (the best trial's parameters) sits at the edge of a range that could
+    be widened (not at a bound of the field itself, such as a warm-up of 0 steps)."""
     found = []
     space = search_space(spec.parameters)
     for p in sorted(spec.parameters, key=lambda p: p.name):
@@ -269,8 +290,11 @@ def range_warnings(spec: LMTuningJobSpec, point: dict[str, Any]) -> list[str]:
         ):
             continue
         u = to_unit(dist, point[p.name])
-        if u >= 1.0 - EDGE:
+        field = TUNABLE_FIELDS.get(p.path)
+        floor = field.minimum if field is not None else None
+        ceiling = field.maximum if field is not None else None
+        if u >= 1.0 - EDGE and not (ceiling is not None and p.max is not None and p.max >= ceiling):
             found.append(f"widen {p.name} above {p.max:g}")
-        elif u <= EDGE:
+        elif u <= EDGE and not (floor is not None and p.min is not None and p.min <= floor):
             found.append(f"widen {p.name} below {p.min:g}")
     return found

@@ -3,6 +3,8 @@ the unit cube the neighbourhood samplers move in."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -82,6 +84,14 @@ def from_text(p: TuningParameter, text: str) -> Any:
     if p.type == ParameterType.INT:
         return int(text)
     return text
+
+
+def fingerprint(parameters: Sequence[TuningParameter]) -> str:
+    """A short, stable name of the search space: the parameters' definitions (their
+    order aside). Two specs with the same fingerprint search the same space."""
+    wire = sorted((p.to_wire() for p in parameters), key=lambda w: str(w["name"]))
+    digest = hashlib.sha256(json.dumps(wire, sort_keys=True).encode()).hexdigest()
+    return digest[:16]
 
 
 def params_from_text(

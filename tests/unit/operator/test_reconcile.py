@@ -407,10 +407,13 @@ def test_min_of_backoff_limit_and_max_restarts() -> None:
 # -- success and cleanup ------------------------------------------------------------------
 
 
-def completed(index: int, step: int = 300) -> ObservedPod:
-    return worker(
-        index, "Succeeded", exit_code=0, message=json.dumps({"completed": True, "step": step})
-    )
+def completed(index: int, step: int = 300, validation_loss: float | None = 2.5) -> ObservedPod:
+    """A finished worker's report; rank 0's carries the final held-out loss (the example
+    job holds out text), another rank's (validation_loss=None) does not."""
+    report: dict[str, Any] = {"completed": True, "step": step}
+    if validation_loss is not None:
+        report["validationLoss"] = validation_loss
+    return worker(index, "Succeeded", exit_code=0, message=json.dumps(report))
 
 
 def test_success_from_the_termination_message() -> None:
@@ -431,7 +434,7 @@ def test_completion_report_counts_even_if_the_exit_failed() -> None:
     """A worker killed while exiting (after its report) still finished the training."""
     job = make_job(runPolicy={"restartPolicy": "ExitCode"})
     status = settle(job, running()).status
-    report = json.dumps({"completed": True, "step": 300})
+    report = json.dumps({"completed": True, "step": 300, "validationLoss": 2.5})
     plan = run(job, status, [RDZV, worker(0, "Failed", exit_code=1, message=report), worker(1)])
     assert plan.status["phase"] == "Succeeded"
     assert plan.status.get("restarts", 0) == 0
@@ -442,7 +445,13 @@ def test_a_report_kept_by_the_exit_watchdog_is_success() -> None:
     job = make_job(runPolicy={"restartPolicy": "ExitCode"})
     status = settle(job, running()).status
     report = json.dumps(
-        {"completed": True, "step": 300, "loss": 1.25, "exitWatchdog": "exit watchdog: ..."}
+        {
+            "completed": True,
+            "step": 300,
+            "loss": 1.25,
+            "validationLoss": 2.5,
+            "exitWatchdog": "exit watchdog: ...",
+        }
     )
     plan = run(job, status, [RDZV, worker(0, "Succeeded", exit_code=0, message=report), worker(1)])
     assert plan.status["phase"] == "Succeeded"
@@ -455,6 +464,31 @@ def test_a_watchdog_exit_without_a_report_is_no_success() -> None:
     message = json.dumps({"completed": False, "permanent": False, "error": "exit watchdog: ..."})
     plan = run(job, status, [RDZV, worker(0, "Failed", exit_code=70, message=message), worker(1)])
     assert plan.status["phase"] != "Succeeded"
+
+
+def test_success_waits_for_the_report_with_the_final_held_out_loss() -> None:
+    """Rank 1 finishes first; rank 0 is still measuring the held-out loss."""
+    job = make_job()
+    status = settle(job, running()).status
+    metrics = WorkerMetrics(step=250, validation_loss=3.0, validation_step=200)
+    status = run(job, status, running(), metrics=metrics).status
+    early = run(job, status, [RDZV, worker(0), completed(1, validation_loss=None)])
+    assert early.status["phase"] != "Succeeded"
+    assert early.status["validationLoss"] == 3.0
+    plan = run(job, early.status, [RDZV, completed(0), completed(1, validation_loss=None)])
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["validationLoss"] == 2.5
+    assert plan.status["validationHistory"][-1] == {"step": 300, "loss": 2.5}
+    assert condition(plan, "Succeeded")["message"].startswith("tiny-lm-worker-0 reported")
+    # Without a held-out loss to wait for (rank 0 found none), all members ending decides.
+    last = [RDZV, completed(0, validation_loss=None), completed(1, validation_loss=None)]
+    none = run(job, early.status, last)
+    assert none.status["phase"] == "Succeeded"
+    # A job that holds out nothing needs no such report.
+    plain = make_job(data={"path": "corpus.txt", "validationFraction": 0})
+    status = settle(plain, running()).status
+    done = run(plain, status, [RDZV, worker(0), completed(1, validation_loss=None)])
+    assert done.status["phase"] == "Succeeded"
 
 
 def test_early_completion_report_is_not_success() -> None:

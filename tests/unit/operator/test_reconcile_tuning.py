@@ -282,3 +282,75 @@ def test_a_running_trial_whose_job_is_missing_gets_the_same_job_again() -> None:
     again = run(job, first.status, {})
     assert {c.name: c.manifest for c in creates(again)} == made
     assert len(again.status["trials"]) == 2
+
+
+def conditions(plan: Plan) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in plan.status["conditions"]}
+
+
+def test_changed_parameters_keep_the_old_trials_and_say_which_they_are() -> None:
+    job = make_job()
+    first = run(job, {}, {})
+    children = {c.name: child(c.manifest) for c in creates(first)}
+    t0, t1 = (first.status["trials"][i] for i in (0, 1))
+    assert t0["searchSpace"] == t1["searchSpace"]
+    assert "SearchSpaceChanged" not in conditions(first)
+    # An unchanged spec, passed again: no condition, no event.
+    same = run(job, first.status, children)
+    assert "SearchSpaceChanged" not in conditions(same)
+
+    # The learning rate's range narrows to one that holds t0's point but not t1's, and a
+    # parameter's bounds change: the spec's fingerprint changes for both trials.
+    lr0 = float(t0["parameters"]["learningRate"])
+    lr1 = float(t1["parameters"]["learningRate"])
+    low, high = sorted((lr0, lr1))
+    keep = lr0  # the trial whose point stays inside
+    drop = "tiny-lm-search-t1" if keep == lr0 else "tiny-lm-search-t0"
+    kept = "tiny-lm-search-t0" if keep == lr0 else "tiny-lm-search-t1"
+    new_range = (
+        {"min": low * 0.99, "max": (low + high) / 2}
+        if keep == low
+        else {"min": (low + high) / 2, "max": high * 1.01}
+    )
+    params = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text())["spec"]["parameters"])
+    params[0].update(new_range)
+    changed = make_job(parameters=params)
+    plan = run(changed, first.status, children)
+    cond = conditions(plan)["SearchSpaceChanged"]
+    assert (cond["status"], cond["reason"]) == ("True", "SearchSpaceChanged")
+    message = cond["message"]
+    assert (
+        "2 trials are from an earlier search space (tiny-lm-search-t0, tiny-lm-search-t1)"
+        in message
+    )
+    assert f"{drop} no longer fit and guide nothing" in message
+    assert f"{kept} lie inside the new space and still guide it" in message
+    # Old trials stay as they were, and say which space they came from.
+    assert [t["name"] for t in plan.status["trials"]] == [t0["name"], t1["name"]]
+    assert plan.status["trials"][0]["searchSpace"] == t0["searchSpace"]
+    [event] = [e for e in plan.events if e.reason == "SearchSpaceChanged"]
+    assert (event.type, event.message) == ("Warning", message)
+    # The same state again: the condition stays, no second event.
+    again = run(changed, plan.status, children)
+    assert conditions(again)["SearchSpaceChanged"]["status"] == "True"
+    assert not [e for e in again.events if e.reason == "SearchSpaceChanged"]
+
+
+def test_trials_started_after_a_change_carry_the_new_space() -> None:
+    job = make_job()
+    first = run(job, {}, {})
+    children = {c.name: child(c.manifest) for c in creates(first)}
+    params = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text())["spec"]["parameters"])
+    params[1]["max"] = 40  # warm-up up to 40 steps now: every old point still fits
+    changed = make_job(parameters=params)
+    done = {name: finish(c, 2.0 + i) for i, (name, c) in enumerate(children.items())}
+    plan = run(changed, first.status, done)
+    trials = plan.status["trials"]
+    assert len(trials) == 4
+    assert trials[2]["searchSpace"] == trials[3]["searchSpace"] != trials[0]["searchSpace"]
+    annotations = creates(plan)[0].manifest["metadata"]["annotations"]
+    assert annotations["elasticlm.io/search-space"] == trials[2]["searchSpace"]
+    cond = conditions(plan)["SearchSpaceChanged"]
+    assert "2 trials are from an earlier search space" in cond["message"]
+    assert "tiny-lm-search-t2" not in cond["message"]
+    assert "no longer fit" not in cond["message"]

@@ -194,6 +194,42 @@ def test_median_waits_for_enough_completed_trials_and_min_steps() -> None:
     assert stop_reason(spec, [finished(0, 2.0), running(1, ((40, 9.0),))], 1) is None
 
 
+def test_no_trial_is_judged_before_the_end_of_its_warm_up() -> None:
+    parameters = [
+        {"name": "x", "path": "training.weightDecay", "type": "Float", "min": 0, "max": 4},
+        {"name": "w", "path": "training.warmupSteps", "type": "Int", "min": 0, "max": 40},
+    ]
+    spec = spec_for("Random", parameters)
+    spec = spec.model_copy(
+        update={
+            "early_stopping": spec.early_stopping.model_copy(
+                update={"policy": "Median", "min_steps": 0, "min_completed_trials": 2}
+            )
+        }
+    )
+    done = [
+        Observation(n, {"x": 1.0, "w": 0}, TrialState.SUCCEEDED, final, curve(final))
+        for n, final in ((0, 2.0), (1, 2.4))
+    ]
+
+    def warming(w: int) -> Observation:
+        return Observation(2, {"x": 2.0, "w": w}, TrialState.RUNNING, None, ((20, 9.0),))
+
+    # Its learning rate still ramps up at step 20: a high loss says nothing yet.
+    assert stop_reason(spec, [*done, warming(30)], 2) is None
+    assert stop_reason(spec, [*done, warming(20)], 2) is None
+    assert stop_reason(spec, [*done, warming(10)], 2) is not None
+    # Without a warm-up parameter, the template's warm-up (5 steps in the example) counts.
+    template_spec = stopping("Median", min_steps=0, min_completed_trials=2)
+    steps = (5, 10, 20, 40, 60)
+    done = [
+        Observation(n, {"x": 1.0, "y": 1.0}, TrialState.SUCCEEDED, f, curve(f, steps))
+        for n, f in ((0, 2.0), (1, 2.4))
+    ]
+    assert stop_reason(template_spec, [*done, running(2, ((5, 9.0),))], 2) is None
+    assert stop_reason(template_spec, [*done, running(2, ((5, 9.0), (10, 9.0)))], 2) is not None
+
+
 def test_successive_halving_keeps_the_best_third_at_a_rung() -> None:
     spec = stopping("SuccessiveHalving", min_steps=20, reduction_factor=3)
     done = [finished(i, 2.0 + i) for i in range(5)]
@@ -226,9 +262,21 @@ def test_best_and_range_warnings() -> None:
     assert top is not None
     assert top.number == 0
     assert range_warnings(spec, top.params) == ["widen x above 4"]
-    assert range_warnings(spec, trials[1].params) == ["widen x below 0"]
+    # x sets training.weightDecay, which cannot go below 0: nothing to widen there.
+    assert range_warnings(spec, trials[1].params) == []
     assert range_warnings(spec, {"x": 2.0, "y": 2.0}) == []
     assert best(spec, trials[2:]) is None
+    # Above a field's own maximum (weightDecay <= 10) there is nothing to widen either;
+    # below a range's minimum that is not the field's, there is.
+    wide = spec_for(
+        "Random",
+        [
+            {"name": "x", "path": "training.weightDecay", "type": "Float", "min": 0.5, "max": 10},
+            {"name": "y", "path": "training.gradClip", "type": "Float", "min": 0, "max": 4},
+        ],
+    )
+    assert range_warnings(wide, {"x": 0.5, "y": 2.0}) == ["widen x below 0.5"]
+    assert range_warnings(wide, {"x": 10.0, "y": 2.0}) == []
 
 
 # -- sharing workers -----------------------------------------------------------------------
