@@ -30,21 +30,27 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from elastic_harness import (
+    Cluster,
+    Step,
     free_port,
     install_signal_cleanup,
     log,
     make_corpus,
+    read_steps,
     torch_version,
     worker_config,
 )
@@ -162,6 +168,94 @@ def child(rank: int, world: int, port: int, data: str, repeats: int, steps: int)
     dist.destroy_process_group()
 
 
+def ddp_job(rank: int, world: int, port: int, config_json: str, step_log: str) -> None:
+    """One process of the plain DDP job: the `naive` loop above as a script of its own,
+    with rank 0 logging each step like our runtimes do and, when the job has a checkpoint
+    directory, measuring the held-out loss and saving model and optimizer (`torch.save`,
+    atomically) every `checkpoint_interval_steps` steps, as our runtime does there."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn import functional
+    from torch.nn.parallel import DistributedDataParallel
+
+    from lmworker.config import WorkerConfig
+    from lmworker.model import LlamaModel, init_weights
+    from lmworker.trainer import Trainer
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    cfg = WorkerConfig.from_json(config_json)
+    data = Trainer(cfg, torch.device("cpu"))  # only its tokens and held-out split
+    model = LlamaModel(cfg.model)
+    init_weights(model, cfg.training.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, fused=False
+    )
+    module: torch.nn.Module = model
+    if world > 1:
+        module = DistributedDataParallel(model, broadcast_buffers=False)
+    tokens = data.train_data.tokens
+    length = cfg.model.context_length
+    offsets = torch.arange(length + 1)
+    count = data.train_data.count
+    perm = torch.randperm(count, generator=torch.Generator().manual_seed(0))
+    mine = list(range(rank, GLOBAL_BATCH // MICRO_BATCH, world))
+    ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    if ckpt is not None and rank == 0:
+        ckpt.mkdir(parents=True, exist_ok=True)
+
+    @torch.no_grad()
+    def validation() -> float:
+        held_out = data.validation_data
+        assert held_out is not None
+        model.eval()
+        n, total = min(64, held_out.count), 0.0
+        for first in range(0, n, MICRO_BATCH):
+            idx = torch.arange(first, min(first + MICRO_BATCH, n))
+            inputs, targets = held_out.batch(idx)
+            logits = model(inputs)
+            loss = functional.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+            total += float(loss) * len(idx)
+        model.train()
+        return total / n
+
+    for step in range(1, cfg.training.steps + 1):
+        loss_sum = 0.0
+        base = ((step - 1) * GLOBAL_BATCH) % (count - GLOBAL_BATCH)
+        for i, which in enumerate(mine):
+            idx = perm[base + which * MICRO_BATCH : base + (which + 1) * MICRO_BATCH]
+            window = tokens[(idx * length)[:, None] + offsets[None, :]]
+            inputs, targets = window[:, :-1], window[:, 1:]
+            sync = world > 1 and i < len(mine) - 1
+            ctx = module.no_sync() if sync else contextlib.nullcontext()  # type: ignore[operator]
+            with ctx:
+                logits = module(inputs)
+                loss = functional.cross_entropy(
+                    logits.view(-1, logits.size(-1)), targets.reshape(-1)
+                )
+                (loss * world / (GLOBAL_BATCH // MICRO_BATCH)).backward()  # type: ignore[no-untyped-call]
+            loss_sum += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        reported = torch.tensor([loss_sum, float(len(mine))])
+        dist.all_reduce(reported)
+        if rank != 0:
+            continue
+        record = {"t": time.time(), "step": step, "world_size": world, "round": 0}
+        record["loss"] = float(reported[0] / reported[1])
+        with open(step_log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if ckpt is not None and step % cfg.checkpoint_interval_steps == 0:
+            validation()
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+            torch.save(state, ckpt / "checkpoint.pt.tmp")
+            os.replace(ckpt / "checkpoint.pt.tmp", ckpt / "checkpoint.pt")
+    dist.destroy_process_group()
+
+
 def measure(world: int, data: Path, repeats: int, steps: int) -> dict[str, Any]:
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -207,31 +301,269 @@ def measure(world: int, data: Path, repeats: int, steps: int) -> dict[str, Any]:
     }
 
 
+# -- the whole runtime ----------------------------------------------------------------
+
+CONTENDERS = ("ours", "torchrun", "ddp")
+# The example job's (manifests/examples/training-job.yaml) checkpoint interval and
+# spec.data.validationFraction's default: the held-out loss is measured at every
+# checkpoint.
+EXAMPLE_CHECKPOINT_INTERVAL = 50
+EXAMPLE_KEEP = 2
+VALIDATION_FRACTION = 0.01
+RUN_TIMEOUT = 300.0
+# Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201,
+        2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069,
+        2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def ratio_interval(numerator: list[float], denominator: list[float]) -> dict[str, Any]:
+    """Geometric mean of the paired ratios and its 95 % confidence interval: a t interval
+    on the logs of the per-repeat ratios (each repeat ran both contenders back to back)."""
+    logs = [math.log(a / b) for a, b in zip(numerator, denominator, strict=True)]
+    mean = statistics.fmean(logs)
+    out: dict[str, Any] = {"ratio": round(math.exp(mean), 3)}
+    if len(logs) >= 2:
+        half = (
+            T975[min(len(logs) - 1, len(T975)) - 1] * statistics.stdev(logs) / math.sqrt(len(logs))
+        )
+        out["ci95"] = [round(math.exp(mean - half), 3), round(math.exp(mean + half), 3)]
+    out["runs"] = [round(math.exp(x), 3) for x in logs]
+    return out
+
+
+def window_seconds(
+    steps: list[Step], world: int, first: int, last: int
+) -> tuple[float, float] | None:
+    """(Mean, median) seconds per step over steps first+1..last of rank 0's step log,
+    checkpoints included; None until all of them are logged, at this world size, in one
+    round."""
+    by_step = {s.step: s for s in steps}
+    window = [by_step.get(n) for n in range(first, last + 1)]
+    if any(s is None for s in window):
+        return None
+    done = [s for s in window if s is not None]
+    if {(s.world_size, s.round) for s in done} != {(world, done[0].round)}:
+        raise RuntimeError(f"the window of steps {first}..{last} spans a change of round")
+    durations = [b.t - a.t for a, b in itertools.pairwise(done)]
+    return (done[-1].t - done[0].t) / (last - first), statistics.median(durations)
+
+
+def wait_window(
+    step_log: Path, world: int, first: int, last: int, alive: Callable[[], bool], where: Path
+) -> tuple[float, float]:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        figures = window_seconds(read_steps(step_log), world, first, last)
+        if figures is not None:
+            return figures
+        if time.monotonic() > deadline or not alive():
+            raise RuntimeError(f"steps {first}..{last} not logged in time: see {where}")
+        time.sleep(0.2)
+
+
+def whole_run(
+    contender: str,
+    world: int,
+    workdir: Path,
+    data: Path,
+    checkpoints: bool,
+    warmup: int,
+    steps: int,
+    interval: int,
+) -> tuple[float, float]:
+    """One job of `world` processes from launch until steps warmup..warmup+steps are
+    logged; (mean, median) seconds per step over that window."""
+    total = warmup + steps + 2  # the final checkpoint and export lie outside the window
+    if contender in ("ours", "torchrun"):
+        cluster = Cluster(
+            contender,
+            workdir,
+            data,
+            interval,
+            steps=total,
+            checkpoints=checkpoints,
+            validation_fraction=VALIDATION_FRACTION,
+            checkpoint_keep=EXAMPLE_KEEP,
+            secret=contender == "ours",
+        )
+        try:
+            cluster.start_rendezvous(max_nodes=world)
+            for index in range(world):
+                cluster.start_node(index, expected=world, max_nodes=world)
+            rdzv = cluster.rdzv
+            return wait_window(
+                cluster.step_log,
+                world,
+                warmup,
+                warmup + steps,
+                lambda: rdzv is not None and rdzv.poll() is None,
+                workdir,
+            )
+        finally:
+            cluster.close()
+    workdir.mkdir(parents=True)
+    step_log = workdir / "steps.log"
+    cfg = worker_config(
+        data,
+        workdir / "ckpt" if checkpoints else None,
+        interval,
+        steps=total,
+        validation_fraction=VALIDATION_FRACTION,
+    )
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+    try:
+        for rank in range(world):
+            out = open(workdir / f"ddp{rank}.log", "wb")  # noqa: SIM115 (closed below)
+            logs.append(out)
+            cmd = [sys.executable, __file__, "--ddp-job", f"{rank},{world},{port}"]
+            cmd += ["--data", cfg, "--step-log", str(step_log)]
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+        return wait_window(
+            step_log,
+            world,
+            warmup,
+            warmup + steps,
+            lambda: all(p.poll() in (None, 0) for p in procs),
+            workdir,
+        )
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        for f in logs:
+            f.close()
+
+
+def measure_whole(
+    world: int, tmp: Path, data: Path, repeats: int, warmup: int, steps: int, interval: int
+) -> dict[str, Any]:
+    """Interleaved: per repeat, both settings (alternating which goes first), and within
+    each the three contenders in the next of their 6 orders."""
+    orders = list(itertools.permutations(CONTENDERS))
+    settings = {"checkpoints": True, "no_checkpoints": False}
+    raw: dict[str, dict[str, list[tuple[float, float]]]] = {
+        name: {c: [] for c in CONTENDERS} for name in settings
+    }
+    for rep in range(repeats):
+        names = list(settings) if rep % 2 == 0 else list(reversed(settings))
+        for name in names:
+            for contender in orders[(rep + world) % len(orders)]:
+                where = tmp / f"w{world}-{name}-{rep}-{contender}"
+                figures = whole_run(
+                    contender, world, where, data, settings[name], warmup, steps, interval
+                )
+                raw[name][contender].append(figures)
+                log(
+                    f"world {world} {name} repeat {rep + 1}/{repeats} {contender}: "
+                    f"{figures[0]:.4f} s/step (median {figures[1]:.4f})"
+                )
+                shutil.rmtree(where, ignore_errors=True)
+    out: dict[str, Any] = {}
+    for name in settings:
+        mean = {c: [m for m, _ in raw[name][c]] for c in CONTENDERS}
+        med = {c: [d for _, d in raw[name][c]] for c in CONTENDERS}
+        out[name] = {
+            **{f"{c}_step_s": round(statistics.median(mean[c]), 4) for c in CONTENDERS},
+            **{f"{c}_step_s_runs": [round(x, 4) for x in mean[c]] for c in CONTENDERS},
+            **{f"{c}_median_step_s": round(statistics.median(med[c]), 4) for c in CONTENDERS},
+            "ours_vs_torchrun": ratio_interval(mean["ours"], mean["torchrun"]),
+            "ours_vs_ddp": ratio_interval(mean["ours"], mean["ddp"]),
+            "torchrun_vs_ddp": ratio_interval(mean["torchrun"], mean["ddp"]),
+        }
+        verdict = out[name]
+        verdict["targets_met"] = bool(
+            verdict["ours_vs_torchrun"].get("ci95", [0, math.inf])[1] <= 1.03
+            and verdict["ours_vs_ddp"].get("ci95", [0, math.inf])[1] <= 1.05
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10, help="paired measurements")
-    parser.add_argument("--steps", type=int, default=12, help="steps per measurement")
-    parser.add_argument("--worlds", default="1,2", help="comma-separated process counts")
+    parser.add_argument(
+        "--parts",
+        default="loop,whole",
+        help="comma-separated: loop (Trainer.train_step "
+        "in-process), whole (the whole runtime as processes)",
+    )
+    parser.add_argument("--repeats", type=int, default=10, help="loop: paired measurements")
+    parser.add_argument("--steps", type=int, default=12, help="loop: steps per measurement")
+    parser.add_argument("--worlds", default="1,2", help="loop: comma-separated process counts")
+    parser.add_argument("--whole-repeats", type=int, default=3, help="whole: repeats")
+    parser.add_argument(
+        "--whole-steps", type=int, default=100, help="whole: steps measured per job"
+    )
+    parser.add_argument("--warmup", type=int, default=10, help="whole: steps before them")
+    parser.add_argument(
+        "--whole-worlds", default="1,2,3", help="whole: comma-separated world sizes"
+    )
+    parser.add_argument(
+        "--checkpoint-interval",
+        type=int,
+        default=EXAMPLE_CHECKPOINT_INTERVAL,
+        help="whole: checkpoint (and validation) interval in steps",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--ddp-job", help=argparse.SUPPRESS)
+    parser.add_argument("--step-log", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         rank, world, port = (int(x) for x in args.child.split(","))
         child(rank, world, port, args.data, args.repeats, args.steps)
         return
+    if args.ddp_job:
+        rank, world, port = (int(x) for x in args.ddp_job.split(","))
+        ddp_job(rank, world, port, args.data, args.step_log)
+        return
+    parts = set(args.parts.split(","))
+    if not parts or parts - {"loop", "whole"}:
+        parser.error(f"--parts: {args.parts!r}: name one or both of loop, whole")
     install_signal_cleanup()
     started = time.monotonic()
     figures: dict[str, Any] = {"bench": "train_throughput"}
-    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
-        data = Path(tmp) / "corpus.txt"
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as name:
+        tmp = Path(name)
+        data = tmp / "corpus.txt"
         make_corpus(data)
-        for world in (int(w) for w in args.worlds.split(",")):
-            log(f"world size {world}: {args.repeats} x {args.steps} steps per variant")
-            figures[f"world{world}"] = measure(world, data, args.repeats, args.steps)
-            log(f"world size {world}: {json.dumps(figures[f'world{world}'])}")
+        if "loop" in parts:
+            for world in (int(w) for w in args.worlds.split(",")):
+                log(f"world size {world}: {args.repeats} x {args.steps} steps per variant")
+                figures[f"world{world}"] = measure(world, data, args.repeats, args.steps)
+                log(f"world size {world}: {json.dumps(figures[f'world{world}'])}")
+            figures["repeats"] = args.repeats
+            figures["steps"] = args.steps
+        if "whole" in parts:
+            whole: dict[str, Any] = {
+                "warmup": args.warmup,
+                "steps": args.whole_steps,
+                "repeats": args.whole_repeats,
+                "checkpoint_interval": args.checkpoint_interval,
+                "validation_fraction": VALIDATION_FRACTION,
+                "rendezvous_secret": True,
+            }
+            for world in (int(w) for w in args.whole_worlds.split(",")):
+                whole[f"world{world}"] = measure_whole(
+                    world,
+                    tmp,
+                    data,
+                    args.whole_repeats,
+                    args.warmup,
+                    args.whole_steps,
+                    args.checkpoint_interval,
+                )
+                log(f"whole runtime, world size {world}: {json.dumps(whole[f'world{world}'])}")
+            figures["whole_runtime"] = whole
     figures["tokens_per_step"] = GLOBAL_BATCH * 128
-    figures["repeats"] = args.repeats
-    figures["steps"] = args.steps
     figures["wall_s"] = round(time.monotonic() - started, 1)
     figures["torch"] = torch_version()
     print(json.dumps(figures))
