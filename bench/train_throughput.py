@@ -1,10 +1,13 @@
-"""Training throughput: `lmworker.trainer.Trainer` vs a minimal hand-written loop.
+"""Training throughput: the trainer's step and the whole runtime, each against its peers.
 
-All variants train the same tiny Llama (`lmworker.model.LlamaModel`: 2 layers, hidden
-128, 4 heads, context 128, Bytes vocabulary) on the same corpus with the same global
-batch (24 sequences) split the same way (micro-batches of 4, gradient accumulation, DDP
-with `no_sync` on all but the last micro-batch when there are 2 processes), AdamW with
-the same settings, gradient clipping at 1.0, fp32, gloo, one thread per process.
+Two parts (`--parts loop,whole`); both train the same tiny Llama
+(`lmworker.model.LlamaModel`: 2 layers, hidden 128, 4 heads, context 128, Bytes
+vocabulary) on the same corpus with the same global batch (24 sequences) split the same
+way (micro-batches of 4, gradient accumulation, DDP with `no_sync` on all but the last
+micro-batch when there are several processes), AdamW with the same settings, gradient
+clipping at 1.0, fp32, gloo, one thread per process.
+
+loop: `Trainer.train_step` in-process against hand-written loops.
 
 - trainer: exactly the runtime's per-step call, as `ElasticWorker._train_round` makes it
   (without the step log and the metrics): `Trainer.train_step(..., agree=...)`, whose
@@ -21,7 +24,30 @@ All live in the same process(es), so they share the machine's state; measurement
 interleaved `--repeats` times for `--steps` steps each, after a warm-up, cycling
 through the 6 orders of the 3 variants. Ratios are medians of the per-repeat ratios.
 
-    .venv/bin/python bench/train_throughput.py [--repeats 10] [--steps 12] [--worlds 1,2]
+whole: the whole runtime as pods run it, from process start, at each of `--whole-worlds`.
+
+- ours: `python -m lmworker.train` under `python -m lmworker.rendezvous` with the
+  rendezvous secret switched on (every store connection through the authenticating
+  forwarder and proxy, lmworker/storeauth.py), as the operator runs it;
+- torchrun: the same job under plain `torchrun` (`lmworker.train --torchrun`, the c10d
+  rendezvous on the same store process, which torchrun cannot authenticate to);
+- ddp: the `naive` loop as a job of its own processes (`--ddp-job`), which logs each
+  step the same way and, with checkpoints on, measures the held-out loss on rank 0 and
+  saves model and optimizer with `torch.save` at the same interval.
+
+Each runs `--warmup` + `--whole-steps` (+ 2) steps, with checkpoints and the held-out
+loss every `--checkpoint-interval` steps (the example job's 50; validationFraction's
+default 0.01) and again with neither. Figures are taken over steps warmup..warmup+steps
+of rank 0's step log: wall seconds per step (the window's span over its steps, so
+checkpoints count), the median step, and CPU seconds per step of all the job's
+processes (rendezvous, forwarders and agents included). Per world size and repeat both
+settings run (alternating which first), each with the three contenders in the next of
+their 6 orders. Ratios are geometric means of the per-repeat ratios with a 95 % t
+interval on their logs (Student's t, repeats - 1 degrees of freedom).
+
+    .venv/bin/python bench/train_throughput.py [--parts loop,whole] [--repeats 10]
+        [--steps 12] [--worlds 1,2] [--whole-repeats 3] [--whole-steps 100]
+        [--warmup 10] [--whole-worlds 1,2,3] [--checkpoint-interval 50]
 """
 
 from __future__ import annotations
