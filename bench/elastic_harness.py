@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmworker.config import SECRET_FILE_ENV
+
 PY = sys.executable
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 TAG_ENV = "ELASTICLM_BENCH_TAG"
@@ -110,7 +112,14 @@ def signal_pids(pids: list[int], sig: int) -> None:
 # -- configuration ----------------------------------------------------------------------
 
 
-def worker_config(data: Path, ckpt_dir: Path | None, checkpoint_interval: int, steps: int) -> str:
+def worker_config(
+    data: Path,
+    ckpt_dir: Path | None,
+    checkpoint_interval: int,
+    steps: int,
+    validation_fraction: float = 0.0,
+    checkpoint_keep: int = 3,
+) -> str:
     """The benches' job: the tiny model, global batch 24 in micro-batches of 4."""
     from lmworker.config import (
         ModelConfig,
@@ -149,6 +158,8 @@ def worker_config(data: Path, ckpt_dir: Path | None, checkpoint_interval: int, s
         data_path=str(data),
         checkpoint_dir=str(ckpt_dir) if ckpt_dir else None,
         checkpoint_interval_steps=checkpoint_interval,
+        checkpoint_keep=checkpoint_keep,
+        validation_fraction=validation_fraction,
         min_replicas=1,
         max_replicas=3,
     ).to_json()
@@ -285,7 +296,22 @@ def find_change(steps: list[Step], old: int, new: int, since: float) -> Change |
 class Cluster:
     """One rendezvous process and the nodes of one job; `close` kills them all."""
 
-    def __init__(self, runtime: str, workdir: Path, data: Path, checkpoint_interval: int) -> None:
+    def __init__(
+        self,
+        runtime: str,
+        workdir: Path,
+        data: Path,
+        checkpoint_interval: int,
+        *,
+        steps: int = 100_000,
+        checkpoints: bool = True,
+        validation_fraction: float = 0.0,
+        checkpoint_keep: int = 3,
+        secret: bool = False,
+    ) -> None:
+        """`secret`: the rendezvous requires a per-job secret, as the operator runs it
+        (lmworker/storeauth.py); only our workers hold it (torchrun's c10d rendezvous
+        cannot do the handshake)."""
         assert runtime in ("ours", "torchrun")
         self.runtime = runtime
         self.dir = workdir
@@ -294,7 +320,21 @@ class Cluster:
         self.tag = uuid.uuid4().hex
         self.port = free_port()
         self.net = f"127.{random.randint(100, 250)}.{random.randint(0, 250)}"
-        self.config = worker_config(data, self.dir / "ckpt", checkpoint_interval, steps=100_000)
+        self.config = worker_config(
+            data,
+            self.dir / "ckpt" if checkpoints else None,
+            checkpoint_interval,
+            steps=steps,
+            validation_fraction=validation_fraction,
+            checkpoint_keep=checkpoint_keep,
+        )
+        self.secret_file: Path | None = None
+        if secret:
+            from lmworker.storeauth import new_secret
+
+            self.secret_file = self.dir / "rdzv-secret"
+            self.secret_file.write_text(new_secret())
+            self.secret_file.chmod(0o600)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.rdzv: subprocess.Popen[bytes] | None = None
         self._files: list[Any] = []
@@ -316,6 +356,8 @@ class Cluster:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.secret_file is not None and self.runtime == "ours":
+            env[SECRET_FILE_ENV] = str(self.secret_file)
         if self.runtime == "torchrun":
             # Without it a joining agent waits forever for MASTER_ADDR (FINDINGS.md).
             env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
@@ -334,6 +376,8 @@ class Cluster:
         env[TAG_ENV] = self.tag
         cmd = [PY, "-m", "lmworker.rendezvous", "--host", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--min-nodes", "1", "--max-nodes", str(max_nodes)]
+        if self.secret_file is not None:
+            cmd += ["--secret-file", str(self.secret_file)]
         self.rdzv = self._spawn("rdzv", cmd, env)
         deadline = time.monotonic() + 60
         while True:

@@ -313,3 +313,46 @@ def _local_process(pod_pid: int, local_rank: int) -> int:
         if f"LOCAL_RANK={local_rank}".encode() in env:
             return int(pid)
     raise AssertionError(f"no process of local rank {local_rank} under {pod_pid}")
+
+
+@pytest.mark.timeout(180)
+def test_the_torchrun_path_measures_the_held_out_loss_at_checkpoints(tmp_path: Path) -> None:
+    """`lmworker.train --torchrun` at world size 2 (the environment torchrun gives its
+    workers, without the agent): both ranks measure their share of the held-out loss at
+    each checkpoint, and rank 0 reports it, as the elastic runtime does."""
+    c = Cluster(tmp_path, steps=20, sync="DDP")
+    c.rdzv.kill()  # torchrun's workers need no rendezvous of ours
+    c.rdzv.wait()
+    c.config = dataclasses.replace(c.config, validation_fraction=0.05, checkpoint_interval_steps=10)
+    master = free_port()
+    try:
+        for rank in range(2):
+            env = {
+                "ELASTICLM_CONFIG": c.config.to_json(),
+                "ELASTICLM_THREADS": "1",
+                "ELASTICLM_STEP_LOG": str(c.step_log),
+                "ELASTICLM_METRICS_PORT": str(free_port()),
+                "POD_IP": f"{c.net}.{10 + rank}",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(master),
+                "RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "LOCAL_RANK": "0",
+                "LOCAL_WORLD_SIZE": "1",
+            }
+            c._spawn(f"t{rank}", ["lmworker.train", "--torchrun"], env)
+        workers = c.procs[1:]
+        wait_for(
+            lambda: all(p.poll() is not None for p in workers),
+            150,
+            lambda: "\n".join(f.read_text() for f in sorted(tmp_path.glob("t*.log"))),
+        )
+        assert [p.returncode for p in workers] == [0, 0]
+        rank0 = (tmp_path / "t0.log").read_text()
+        assert "step 10 validation loss" in rank0
+        assert "step 20 validation loss" in rank0
+        progress = json.loads((tmp_path / "ckpt" / "progress.json").read_text())
+        assert progress["step"] == 20
+        assert progress["validation_loss"] is not None
+    finally:
+        c.close()

@@ -467,8 +467,10 @@ class ElasticWorker:
     def _checkpoint(self, rnd: Any, local_sgd_averaged: bool) -> None:
         if not local_sgd_averaged:
             self.trainer.average_parameters(rnd.world_size)
+        # Every rank measures its share of the held-out loss.
+        validation = self.trainer.validation_loss(rank=rnd.rank, world_size=rnd.world_size)
         if rnd.rank == 0:
-            self.reporter.validation(self.trainer.validation_loss())
+            self.reporter.validation(validation)
             self.trainer.save_checkpoint(
                 {"round": rnd.number, "epoch": rnd.epoch, "world_size": rnd.world_size}
             )
@@ -570,8 +572,14 @@ def run_torchrun(cfg: WorkerConfig, trainer: Trainer, metrics: TrainMetrics) -> 
         reporter.step(loss, time.monotonic() - t0, rank, world, rnd)
         if not ddp_mode and trainer.step % t.local_sgd_sync_steps == 0:
             trainer.average_parameters(world)
-        if trainer.step % cfg.checkpoint_interval_steps == 0 and rank == 0:
-            trainer.save_checkpoint({"round": rnd, "world_size": world})
+        if trainer.step % cfg.checkpoint_interval_steps == 0:
+            if not ddp_mode:
+                trainer.average_parameters(world)
+            # The same held-out loss at the same steps as the elastic runtime.
+            validation = trainer.validation_loss(rank=rank, world_size=world)
+            if rank == 0:
+                reporter.validation(validation)
+                trainer.save_checkpoint({"round": rnd, "world_size": world})
     if rank == 0:
         trainer.save_checkpoint({"round": rnd, "final": True}, wait=True)
         trainer.export()

@@ -323,17 +323,25 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     @torch.no_grad()
-    def validation_loss(self, max_sequences: int = 64) -> float | None:
-        """Mean loss on the held-out text (its first sequences, always the same ones)."""
+    def validation_loss(
+        self, max_sequences: int = 64, rank: int = 0, world_size: int = 1
+    ) -> float | None:
+        """Mean loss on the held-out text (its first sequences, always the same ones).
+
+        With `world_size` > 1 it is a collective: every rank of the group calls it, each
+        measures every `world_size`-th micro-batch of them, and all get the mean of the
+        whole. During training this keeps every rank busy for 1/world_size of the time
+        that rank 0 alone would take while the others wait for it.
+        """
         data = self.validation_data
         if data is None:
             return None
         n = min(max_sequences, data.count)
         batch = self.cfg.training.micro_batch_size
         self.model.eval()
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64)
         try:
-            for first in range(0, n, batch):
+            for first in range(rank * batch, n, batch * world_size):
                 idx = torch.arange(first, min(first + batch, n))
                 inputs, targets = data.batch(idx)
                 with self._autocast():
@@ -344,7 +352,11 @@ class Trainer:
                 total += float(loss) * len(idx)
         finally:
             self.model.train()
-        return total / n
+        if world_size > 1:
+            summed = total.to(collective_device(self.device))
+            dist.all_reduce(summed)
+            total = summed.cpu()
+        return float(total) / n
 
     def tokens_per_step(self) -> int:
         return self.cfg.training.global_batch_size * self.sequence_length

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import socket
@@ -216,6 +217,55 @@ def test_validation_loss_on_held_out_text(tmp_path: Path) -> None:
     assert after is not None
     assert after < before
     assert tr.validation_loss() == after  # the same sequences every time
+
+
+VALIDATION_SCRIPT = """
+import os, sys, torch, torch.distributed as dist
+from lmworker.config import WorkerConfig
+from lmworker.trainer import Trainer
+rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+cfg = WorkerConfig.from_json(os.environ["ELASTICLM_CONFIG"])
+torch.set_num_threads(1)
+store = dist.TCPStore("127.0.0.1", int(port), world, rank == 0)
+dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
+tr = Trainer(cfg, torch.device("cpu"))
+tr.init_fresh()
+seen = []
+tr.model.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+loss = tr.validation_loss(max_sequences=63, rank=rank, world_size=world)
+with open(f"{out}.{rank}", "w") as f:
+    f.write(repr((loss, sum(seen))))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_every_rank_measures_a_share_of_the_validation_loss(tmp_path: Path, world: int) -> None:
+    """The checkpoints' held-out loss is a collective: each rank measures every
+    world-th micro-batch (63 sequences in micro-batches of 2: 32 batches, the last one
+    short, split 16/16 or 11/11/10), and all ranks get the loss of the whole."""
+    import dataclasses
+
+    cfg = dataclasses.replace(config(tmp_path), validation_fraction=0.1)
+    tr = Trainer(cfg, torch.device("cpu"))
+    tr.init_fresh()
+    alone = tr.validation_loss(max_sequences=63)
+    assert alone is not None
+    port = str(_free_port())
+    env = {**os.environ, "ELASTICLM_CONFIG": cfg.to_json()}
+    out = str(tmp_path / "loss")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", VALIDATION_SCRIPT, str(r), str(world), port, out], env=env
+        )
+        for r in range(world)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0] * world
+    results = [ast.literal_eval(Path(f"{out}.{r}").read_text()) for r in range(world)]
+    assert [loss for loss, _ in results] == pytest.approx([alone] * world, rel=1e-6)
+    shares = [sequences for _, sequences in results]
+    assert sum(shares) == 63
+    assert max(shares) <= 2 * math.ceil(32 / world)
 
 
 def test_backend_defaults_to_nccl_on_a_gpu_and_gloo_on_a_cpu() -> None:
