@@ -88,6 +88,7 @@ class Membership:
         local_rank: int = 0,
         local_size: int = 1,
         group: str = "",
+        spare: bool = False,
     ) -> None:
         self.host, self.port = host, port
         # Every store client of this process goes through it (gloo's included: its
@@ -106,9 +107,14 @@ class Membership:
             "local_rank": local_rank,
             "local_size": local_size,
             "group": group,
+            # A warm spare stands by outside every round until promoted (see promote).
+            "spare": spare,
         }
         self.connect_timeout = connect_timeout
         self.leaving = threading.Event()
+        # Set once the operator promoted this spare: (index, expected); the heartbeat
+        # thread writes it to the store.
+        self._promotion: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self.store = self._connect_retrying()
         self.epoch = ""
@@ -149,6 +155,26 @@ class Membership:
             self.latest_epoch = self.epoch
         log.info("registered as slot %d (store epoch %s)", slot, self.epoch[:8])
 
+    @property
+    def spare(self) -> bool:
+        return bool(self.info["spare"])
+
+    def promote(self, index: int, expected: int) -> bool:
+        """Turn this standby spare into the worker of `index`; False if it was one already.
+
+        Only a flag is set here (the caller is the HTTP thread): the heartbeat thread
+        writes `promote/<pod>` within one poll, and the rendezvous takes the pod in at
+        its next round as a worker that joined. A re-registration after a store restart
+        registers as that worker.
+        """
+        with self._lock:
+            if self._promotion is not None:
+                return self._promotion[0] == index  # the operator repeats its order
+            self._promotion = (index, expected)
+            self.info = {**self.info, "spare": False, "index": index, "expected": expected}
+        log.info("promoted from spare to worker index %d", index)
+        return True
+
     def reconnect(self) -> None:
         """After the store went away: connect again and register anew."""
         self.store = self._connect_retrying()
@@ -160,6 +186,7 @@ class Membership:
         store: Store | None = None
         answered = 0
         leave_sent_for = 0
+        promoted_for = 0
         last_beat = 0.0
         while not self._stop.is_set():
             try:
@@ -180,6 +207,12 @@ class Membership:
                         if n > answered:
                             store.set(f"ack/{n}/{self.slot}", "1")
                             answered = n
+                    promotion = self._promotion
+                    if promotion is not None and promoted_for != self.slot:
+                        index, expected = promotion
+                        body = json.dumps({"index": index, "expected": expected})
+                        store.set(f"promote/{self.info['pod']}", body)
+                        promoted_for = self.slot
                     if self.leaving.is_set() and leave_sent_for != self.slot:
                         store.set(f"leave/{self.slot}", "1")
                         leave_sent_for = self.slot
