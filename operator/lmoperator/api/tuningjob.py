@@ -540,9 +540,7 @@ class EarlyStopping(ApiModel):
 
 
 # A trial's warm spares use the shared budget too (CEL: absent before defaulting).
-_SPARES = (
-    "(has(self.trialTemplate.elastic.warmSpares) ? self.trialTemplate.elastic.warmSpares : 0)"
-)
+_SPARES = "(has(self.trialTemplate.elastic.warmSpares) ? self.trialTemplate.elastic.warmSpares : 0)"
 
 
 def _parallel_within_budget(s: LMTuningJobSpec) -> str | None:

@@ -4,8 +4,8 @@ Every running trial keeps its minimum and its warm spares (the API guarantees
 parallelTrials x (minReplicas + warmSpares) fit): a spare holds a pod's resources like a
 worker, so it uses the budget like one. What is left goes to the trials in the order of
 their objective, best first, each up to its maximum: the leader grows first. Trials
-without an objective yet come last, in number order. An early-stopped or finished trial is not running, so its workers are
-free at once.
+without an objective yet come last, in number order. An early-stopped or finished trial
+is not running, so its workers are free at once.
 """
 
 from __future__ import annotations
