@@ -162,10 +162,10 @@ class Membership:
     def promote(self, index: int, expected: int) -> bool:
         """Turn this standby spare into the worker of `index`; False if it was one already.
 
-        Only a flag is set here (the caller is the HTTP thread): the heartbeat thread
-        writes `promote/<pod>` within one poll, and the rendezvous takes the pod in at
-        its next round as a worker that joined. A re-registration after a store restart
-        registers as that worker.
+        The caller is the HTTP thread: it writes `promote/<pod>` at once, and the
+        heartbeat thread writes it again (after a store restart too); the rendezvous takes
+        the pod in at its next round as a worker that joined. A re-registration after a
+        store restart registers as that worker.
         """
         with self._lock:
             if self._promotion is not None:
@@ -173,6 +173,13 @@ class Membership:
             self._promotion = (index, expected)
             self.info = {**self.info, "spare": False, "index": index, "expected": expected}
         log.info("promoted from spare to worker index %d", index)
+        try:
+            # At once, from this thread (TCPStore clients serialise their operations);
+            # the heartbeat thread writes it too, which covers a store that is away now.
+            body = json.dumps({"index": index, "expected": expected})
+            self.store.set(f"promote/{self.info['pod']}", body)
+        except Exception as exc:
+            log.warning("could not write the promotion now (%s); the heartbeat will", exc)
         return True
 
     def reconnect(self) -> None:

@@ -594,8 +594,8 @@ class _Pass:
                 self.plan.promotions.append(SparePromotion(pod.name, pod.ip, pod.index, replicas))
 
     def converge_spares(self, job: LMTrainingJob, address: str) -> None:
-        """Keep spec.elastic.warmSpares spares: replace failed ones, refill after a
-        promotion, remove the ones beyond the count (the newest first)."""
+        """Keep spec.elastic.warmSpares spares: replace failed ones, refill once a promoted
+        spare trains, remove the ones beyond the count (the newest first)."""
         wanted = job.spec.elastic.warm_spares
         live: list[ObservedPod] = []
         for pod in self.spare_pods():
@@ -614,8 +614,16 @@ class _Pass:
         for pod in live[wanted:][::-1]:
             self.delete(pod, "WarmSparesReduced")
         live = live[:wanted]
+        # A new spare starts Python, torch and the model: on a shared node that slows the
+        # promoted spare's first steps, so the pool is refilled once it trains.
+        joining = [
+            p
+            for p in self.workers
+            if p.promoted and not p.ready and not p.finished and not p.deleting
+        ]
+        refill = 0 if joining or self.promoted_here else wanted - len(live)
         number = 0
-        for _ in range(wanted - len(live)):
+        for _ in range(refill):
             while spare_name(self.ref.name, number) in self.pods:
                 number += 1
             manifest = worker_pod(job, self.ref.uid, number, address, spare=True)

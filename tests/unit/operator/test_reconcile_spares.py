@@ -100,9 +100,14 @@ def test_scale_up_promotes_a_ready_spare_and_refills_the_pool() -> None:
     order = json.loads(patch.patch["metadata"]["annotations"][PROMOTED_ANNOTATION])
     assert order == {"index": 2, "expected": 3}
     assert plan.promotions == [SparePromotion("tiny-lm-spare-0", "127.11.0.1", 2, 3)]
-    # No new worker pod: the spare is it. A new spare takes the next free name.
-    assert names(plan.actions, CreatePod) == ["tiny-lm-spare-1"]
+    # No new worker pod: the spare is it. The pool is refilled once it trains.
+    assert names(plan.actions, CreatePod) == []
     assert plan.status["spares"] == {"total": 0, "ready": 0, "promoted": 1}
+    joining = run(spare_job(replicas=3), plan.status, [*running(), promoted(0, 2)])
+    assert names(joining.actions, CreatePod) == []
+    trains = run(spare_job(replicas=3), plan.status, [*running(), promoted(0, 2, ready=True)])
+    # A new spare takes the next free name.
+    assert names(trains.actions, CreatePod) == ["tiny-lm-spare-1"]
     assert "SparePromoted" in [e.reason for e in plan.events]
     assert plan.scaled == "up"
 
@@ -141,7 +146,7 @@ def test_a_failed_worker_is_replaced_by_a_spare_in_the_same_pass() -> None:
     plan = run(job, status, failed)
     assert names(plan.actions, DeletePod) == ["tiny-lm-worker-1"]
     assert plan.promotions == [SparePromotion("tiny-lm-spare-0", "127.11.0.1", 1, 2)]
-    assert names(plan.actions, CreatePod) == ["tiny-lm-spare-1"]
+    assert names(plan.actions, CreatePod) == []  # the pool is refilled once it trains
     assert plan.status["restarts"] == 1
     assert plan.status["phase"] == "Restarting"
 
