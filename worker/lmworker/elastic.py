@@ -28,6 +28,7 @@ log = logging.getLogger("lmworker.elastic")
 
 HEARTBEAT_INTERVAL = 0.25
 POLL = 0.02
+STANDBY_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,9 @@ class Membership:
                 log.warning("rendezvous store: %s; reconnecting", exc)
                 self.reconnect()
                 seen = 0
-            time.sleep(POLL)
+            # A spare standing by is in no round, so it waits longer between looks: its
+            # polls go through two relays each and would take CPU from the workers.
+            time.sleep(STANDBY_POLL if self.spare else POLL)
         return None
 
     def prefix(self, rnd: Round) -> str:
