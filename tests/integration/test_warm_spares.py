@@ -62,10 +62,11 @@ def spares_status(job: Job) -> dict[str, Any]:
 
 
 def test_scale_up_takes_the_spare_and_a_failed_worker_is_replaced_by_one(job: Job) -> None:
-    spec = job.manifest(replicas=2, steps=400)["spec"]
+    spec = job.manifest(replicas=2, steps=800)["spec"]
     job.create(
         replicas=2,
-        steps=400,
+        # Long enough to outlive both changes on a busy machine; the job is deleted after.
+        steps=800,
         elastic={**spec["elastic"], "maxReplicas": 3, "warmSpares": 1},
         # Pods share 2 cores here: a smaller request leaves room for the spare.
         worker={"resources": {"requests": {"cpu": "250m"}}},
@@ -119,6 +120,7 @@ def test_scale_up_takes_the_spare_and_a_failed_worker_is_replaced_by_one(job: Jo
 
     # A killed worker: the spare takes its index, no pod start in between.
     victim = pod_of(job, "lm-worker-1")
+    step_at_kill = gauges(rank0_ip)["elasticlm_train_step"]
     os.kill(worker_pid(victim), signal.SIGKILL)
     job.wait("a restart counted", lambda s: (s.get("restarts") or 0) >= 1, timeout=60)
     replacement = wait_for(
@@ -129,11 +131,15 @@ def test_scale_up_takes_the_spare_and_a_failed_worker_is_replaced_by_one(job: Jo
         "lm-spare-1 promoted",
     )
     assert replacement.metadata.labels["elasticlm.io/index"] == "1"
+
+    def back_at_3() -> bool:
+        g = gauges(rank0_ip)
+        return g["elasticlm_train_world_size"] == 3 and g["elasticlm_train_step"] > step_at_kill
+
+    wait_for(back_at_3, 120, "steps at world size 3 again, on rank 0")
     job.wait(
-        "world size 3 again, the pool refilled once more",
-        lambda s: (
-            s.get("worldSize") == 3 and s.get("spares") == {"total": 1, "ready": 1, "promoted": 2}
-        ),
+        "the pool refilled once more",
+        lambda s: s.get("spares") == {"total": 1, "ready": 1, "promoted": 2},
         timeout=120,
     )
     assert "lm-worker-1" not in [p.metadata.name for p in job.pods()]
