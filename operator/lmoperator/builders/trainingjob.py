@@ -392,8 +392,10 @@ def parse_peers(text: str, flag: str) -> tuple[dict[str, Any], ...]:
 
 def network_policy(job: LMTrainingJob, uid: str, peers: NetworkPeers) -> dict[str, Any]:
     """Ingress to the job's pods: its own pods on every port (gloo connects workers on
-    ephemeral ports, the rendezvous on 29400), the operator and the named scrapers on
-    the metrics port, nothing else. Egress is left alone."""
+    ephemeral ports, the rendezvous on 29400), the operator (its scrapes and a warm
+    spare's promotion order) and the named scrapers on the metrics port, nothing else.
+    Spares carry the job's label, so they are selected and admitted like workers. Egress
+    is left alone."""
     name = _name(job)
     own = {"podSelector": {"matchLabels": {JOB_LABEL: name}}}
     ingress: list[dict[str, Any]] = [{"from": [own]}]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from lmoperator.api import LMTrainingJob
 from lmoperator.builders.pods import INDEX_LABEL, PROMOTED_ANNOTATION, ROLE_LABEL
-from lmoperator.builders.trainingjob import worker_pod
+from lmoperator.builders.trainingjob import NO_PEERS, network_policy, worker_pod
 from lmoperator.reconcile.children import ObservedPod, PatchObject, SparePromotion
 from lmoperator.reconcile.trainingjob import observe_job_pod
 from lmworker.config import INDEX_ENV, SPARE_ENV
@@ -190,6 +190,12 @@ def test_a_spare_pod_is_a_worker_pod_without_an_index() -> None:
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env[SPARE_ENV] == "1"
     assert INDEX_ENV not in env
+    # The job's NetworkPolicy selects it, and admits it as one of the job's own pods.
+    policy = network_policy(job, "uid", NO_PEERS)["spec"]
+    labels = pod["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    own = policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert own.items() <= labels.items()
     ordinary = worker_pod(job, "uid", 0, "127.96.0.9:29400")
     # The same pod otherwise: volumes (the rendezvous secret's too), probes, security.
     assert pod["spec"]["volumes"] == ordinary["spec"]["volumes"]
