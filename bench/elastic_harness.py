@@ -243,7 +243,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, steady_help: str) -> N
     parser.add_argument("--steady", type=int, default=12, help=steady_help)
     parser.add_argument("--checkpoint-interval", type=int, default=5)
     parser.add_argument(
-        "--runtimes", default="ours,torchrun", help="comma-separated: ours, torchrun"
+        "--runtimes",
+        default="ours,torchrun",
+        help="comma-separated: ours, torchrun (rescale.py: also spare)",
     )
     parser.add_argument("--keep-logs", help="copy every process' log and step log here")
 
@@ -311,8 +313,9 @@ class Cluster:
     ) -> None:
         """`secret`: the rendezvous requires a per-job secret, as the operator runs it
         (lmworker/storeauth.py); only our workers hold it (torchrun's c10d rendezvous
-        cannot do the handshake)."""
-        assert runtime in ("ours", "torchrun")
+        cannot do the handshake). Runtime "spare": ours, with the job's secret (a
+        spare's promotion needs it) and nodes that may start as warm spares."""
+        assert runtime in ("ours", "spare", "torchrun")
         self.runtime = runtime
         self.dir = workdir
         self.dir.mkdir(parents=True)
@@ -329,7 +332,7 @@ class Cluster:
             checkpoint_keep=checkpoint_keep,
         )
         self.secret_file: Path | None = None
-        if secret:
+        if secret or runtime == "spare":
             from lmworker.storeauth import new_secret
 
             self.secret_file = self.dir / "rdzv-secret"
@@ -339,7 +342,11 @@ class Cluster:
         self.rdzv: subprocess.Popen[bytes] | None = None
         self._files: list[Any] = []
 
-    def _env(self, index: int, pod: str, expected: int) -> dict[str, str]:
+    def address(self, index: int) -> str:
+        """Node `index`'s loopback address (its metrics are served there, on 9400)."""
+        return f"{self.net}.{20 + index}"
+
+    def _env(self, index: int, pod: str, expected: int, spare: bool = False) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
@@ -351,13 +358,16 @@ class Cluster:
                 "ELASTICLM_STEP_LOG": str(self.step_log),
                 "ELASTICLM_THREADS": "1",
                 "OMP_NUM_THREADS": "1",
-                "POD_IP": f"{self.net}.{20 + index}",
+                "POD_IP": self.address(index),
                 "POD_NAME": pod,
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        if self.secret_file is not None and self.runtime == "ours":
+        if self.secret_file is not None and self.runtime != "torchrun":
             env[SECRET_FILE_ENV] = str(self.secret_file)
+        if spare:
+            env["ELASTICLM_SPARE"] = "1"
+            del env["ELASTICLM_INDEX"]
         if self.runtime == "torchrun":
             # Without it a joining agent waits forever for MASTER_ADDR (FINDINGS.md).
             env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
@@ -391,11 +401,14 @@ class Cluster:
                     ) from exc
                 time.sleep(0.1)
 
-    def start_node(self, index: int, expected: int, max_nodes: int, suffix: str = "") -> float:
-        """Launch node `index`; return the launch time (time.time())."""
+    def start_node(
+        self, index: int, expected: int, max_nodes: int, suffix: str = "", spare: bool = False
+    ) -> float:
+        """Launch node `index` (with `spare`, as a warm spare that stands by until it is
+        promoted); return the launch time (time.time())."""
         name = f"node{index}{suffix}"
-        env = self._env(index, f"w{index}{suffix}", expected)
-        if self.runtime == "ours":
+        env = self._env(index, f"w{index}{suffix}", expected, spare)
+        if self.runtime in ("ours", "spare"):
             cmd = [PY, "-m", "lmworker.train"]
         else:
             cmd = [

@@ -1,11 +1,18 @@
 """Fetching metrics over HTTP (asyncio): workers' and servers' /metrics, and the
 autoscaler's Prometheus queries. Many scrapes run concurrently, each bounded by a
 timeout, and never while an object's lock is held. What comes back is parsed by the pure
-modules (`worker_metrics`, `server_metrics`, `autoscale.sources`)."""
+modules (`worker_metrics`, `server_metrics`, `autoscale.sources`).
+
+Also the one order the operator gives a pod over HTTP: a warm spare's promotion
+(`promote_spare`, synchronous: a pass runs in a thread and gives it right after
+relabelling the pod)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 
 import aiohttp
@@ -13,11 +20,43 @@ import aiohttp
 from lmoperator.autoscale.sources import prometheus
 from lmoperator.server_metrics import Readiness, ServerLoad, parse_readiness, parse_server_load
 from lmoperator.worker_metrics import WorkerMetrics, parse_worker_metrics
-from lmworker.config import METRICS_PORT
+from lmworker.config import METRICS_PORT, PROMOTE_PATH
 
 SCRAPE_TIMEOUT_SECONDS = 1.0
 PROMETHEUS_TIMEOUT_SECONDS = 3.0
 MAX_SCRAPE_BYTES = 1 << 20
+
+
+PROMOTE_TIMEOUT_SECONDS = 1.0
+# Pod IPs are reached directly, never through a proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def promote_spare(
+    pod_ip: str,
+    token: bytes,
+    index: int,
+    expected: int,
+    port: int = METRICS_PORT,
+    timeout: float = PROMOTE_TIMEOUT_SECONDS,
+) -> str | None:
+    """Order the spare at `pod_ip` to become the worker of `index`; None when it took
+    the order, else why not (the caller retries on a later pass)."""
+    request = urllib.request.Request(
+        f"http://{pod_ip}:{port}{PROMOTE_PATH}",
+        data=json.dumps({"index": index, "expected": expected}).encode(),
+        headers={"Authorization": f"Bearer {token.decode()}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with _DIRECT.open(request, timeout=timeout) as response:
+            response.read(1024)
+        return None
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(512).decode("utf-8", errors="replace").strip()
+        return f"HTTP {exc.code}: {detail}"
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
 
 
 class Scraper:

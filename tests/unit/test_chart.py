@@ -393,9 +393,9 @@ def test_cluster_rbac_covers_what_the_operator_calls() -> None:
     assert rules[("apiextensions.k8s.io", "customresourcedefinitions")] == {"list", "watch"}
     # The autoscaler's history: read by name once, written by patch or create.
     assert rules[("", "configmaps")] == {"get", "create", "patch"}
-    # A training job's rendezvous Secret is created, never read, listed or changed; its
-    # NetworkPolicy follows the spec and the peer flags.
-    assert rules[("", "secrets")] == {"create"}
+    # A training job's rendezvous Secret is created, read by name to promote a warm
+    # spare, never listed or changed; its NetworkPolicy follows the spec and the peer flags.
+    assert rules[("", "secrets")] == {"create", "get"}
     assert rules[("networking.k8s.io", "networkpolicies")] == {
         "list",
         "watch",
@@ -403,11 +403,12 @@ def test_cluster_rbac_covers_what_the_operator_calls() -> None:
         "patch",
         "delete",
     }
-    # Nothing the operator does not use: no get (but the history's), no update.
+    # Nothing the operator does not use: no get (but the history's and the rendezvous
+    # token's), no update.
     assert not any(
         verbs & {"get", "update", "deletecollection"}
         for resource, verbs in rules.items()
-        if resource != ("", "configmaps")
+        if resource not in (("", "configmaps"), ("", "secrets"))
     )
 
 

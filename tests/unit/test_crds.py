@@ -841,8 +841,14 @@ def test_rule_is_not_vacuous(kind_: str, path: str, name: str) -> None:
                 "spec.trialTemplate.elastic.minReplicas": 2,
                 "spec.trialTemplate.replicas": 2,
             },
-            "spec.budget.parallelTrials (3) x spec.trialTemplate.elastic.minReplicas (2) must "
-            "be <= spec.budget.maxReplicas (4)",
+            "spec.budget.parallelTrials (3) x (spec.trialTemplate.elastic.minReplicas (2) + "
+            "spec.trialTemplate.elastic.warmSpares (0)) must be <= spec.budget.maxReplicas (4)",
+        ),
+        (
+            "LMTuningJob",
+            {"spec.trialTemplate.elastic.warmSpares": 2},
+            "spec.budget.parallelTrials (2) x (spec.trialTemplate.elastic.minReplicas (1) + "
+            "spec.trialTemplate.elastic.warmSpares (2)) must be <= spec.budget.maxReplicas (4)",
         ),
         (
             "LMTuningJob",

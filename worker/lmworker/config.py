@@ -21,6 +21,11 @@ POD_IP_ENV = "POD_IP"
 INDEX_ENV = "ELASTICLM_INDEX"
 # spec.replicas when the pod was created: the world size the rendezvous waits for.
 EXPECTED_REPLICAS_ENV = "ELASTICLM_EXPECTED_REPLICAS"
+# "1" in a warm spare's pod (spec.elastic.warmSpares): it loads everything and registers
+# with the rendezvous as standby, outside the world, until the operator promotes it with
+# an authenticated POST to PROMOTE_PATH on its metrics port.
+SPARE_ENV = "ELASTICLM_SPARE"
+PROMOTE_PATH = "/promote"
 
 # The file holding the job's rendezvous secret (the mounted Secret <job>-rdzv-auth);
 # the store refuses clients that cannot prove they hold it (lmworker.storeauth).

@@ -28,6 +28,7 @@ log = logging.getLogger("lmworker.elastic")
 
 HEARTBEAT_INTERVAL = 0.25
 POLL = 0.02
+STANDBY_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Membership:
         local_rank: int = 0,
         local_size: int = 1,
         group: str = "",
+        spare: bool = False,
     ) -> None:
         self.host, self.port = host, port
         # Every store client of this process goes through it (gloo's included: its
@@ -106,9 +108,14 @@ class Membership:
             "local_rank": local_rank,
             "local_size": local_size,
             "group": group,
+            # A warm spare stands by outside every round until promoted (see promote).
+            "spare": spare,
         }
         self.connect_timeout = connect_timeout
         self.leaving = threading.Event()
+        # Set once the operator promoted this spare: (index, expected); the heartbeat
+        # thread writes it to the store.
+        self._promotion: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self.store = self._connect_retrying()
         self.epoch = ""
@@ -149,6 +156,33 @@ class Membership:
             self.latest_epoch = self.epoch
         log.info("registered as slot %d (store epoch %s)", slot, self.epoch[:8])
 
+    @property
+    def spare(self) -> bool:
+        return bool(self.info["spare"])
+
+    def promote(self, index: int, expected: int) -> bool:
+        """Turn this standby spare into the worker of `index`; False if it was one already.
+
+        The caller is the HTTP thread: it writes `promote/<pod>` at once, and the
+        heartbeat thread writes it again (after a store restart too); the rendezvous takes
+        the pod in at its next round as a worker that joined. A re-registration after a
+        store restart registers as that worker.
+        """
+        with self._lock:
+            if self._promotion is not None:
+                return self._promotion[0] == index  # the operator repeats its order
+            self._promotion = (index, expected)
+            self.info = {**self.info, "spare": False, "index": index, "expected": expected}
+        log.info("promoted from spare to worker index %d", index)
+        try:
+            # At once, from this thread (TCPStore clients serialise their operations);
+            # the heartbeat thread writes it too, which covers a store that is away now.
+            body = json.dumps({"index": index, "expected": expected})
+            self.store.set(f"promote/{self.info['pod']}", body)
+        except Exception as exc:
+            log.warning("could not write the promotion now (%s); the heartbeat will", exc)
+        return True
+
     def reconnect(self) -> None:
         """After the store went away: connect again and register anew."""
         self.store = self._connect_retrying()
@@ -160,6 +194,7 @@ class Membership:
         store: Store | None = None
         answered = 0
         leave_sent_for = 0
+        promoted_for = 0
         last_beat = 0.0
         while not self._stop.is_set():
             try:
@@ -180,6 +215,12 @@ class Membership:
                         if n > answered:
                             store.set(f"ack/{n}/{self.slot}", "1")
                             answered = n
+                    promotion = self._promotion
+                    if promotion is not None and promoted_for != self.slot:
+                        index, expected = promotion
+                        body = json.dumps({"index": index, "expected": expected})
+                        store.set(f"promote/{self.info['pod']}", body)
+                        promoted_for = self.slot
                     if self.leaving.is_set() and leave_sent_for != self.slot:
                         store.set(f"leave/{self.slot}", "1")
                         leave_sent_for = self.slot
@@ -256,7 +297,9 @@ class Membership:
                 log.warning("rendezvous store: %s; reconnecting", exc)
                 self.reconnect()
                 seen = 0
-            time.sleep(POLL)
+            # A spare standing by is in no round, so it waits longer between looks: its
+            # polls go through two relays each and would take CPU from the workers.
+            time.sleep(STANDBY_POLL if self.spare else POLL)
         return None
 
     def prefix(self, rnd: Round) -> str:

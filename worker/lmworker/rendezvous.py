@@ -17,8 +17,10 @@ round: survivors keep their processes and state, newcomers receive it in place.
 Store layout (all values are bytes):
   epoch                 random id of this store; a changed id means the store restarted
   members/seq           counter; a worker's slot is the value its `add` returned
-  member/<slot>         JSON {index, pod, expected, local_rank, local_size, group}; a pod
-                        of several processes registers each, sharing `group`
+  member/<slot>         JSON {index, pod, expected, local_rank, local_size, group, spare};
+                        a pod of several processes registers each, sharing `group`
+  promote/<pod>         JSON {index, expected}: the spare pod was promoted to a worker
+                        (written by its own heartbeat thread once the operator said so)
   hb/<slot>             counter the worker's heartbeat thread bumps
   leave/<slot>          present once the worker asked to leave (SIGTERM)
   dead/<slot>           present once the rendezvous gave the worker up
@@ -34,6 +36,7 @@ Store layout (all values are bytes):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -127,6 +130,7 @@ class Coordinator:
                 local_rank=int(info.get("local_rank", 0)),
                 local_size=int(info.get("local_size", 1)),
                 group=str(info.get("group", "")),
+                spare=bool(info.get("spare", False)),
             )
             self.tracked[slot] = _Tracked(member=member, hb_changed=now)
             if not self.first_seen:
@@ -148,6 +152,18 @@ class Coordinator:
                 t.hb, t.hb_changed = hb, now
             elif now - t.hb_changed > self.timing.heartbeat_timeout:
                 self.mark_dead(slot, "heartbeat stopped")
+            if t.member.spare and self._has(f"promote/{t.member.pod}"):
+                promotion = json.loads(self.store.get(f"promote/{t.member.pod}"))
+                t.member = dataclasses.replace(
+                    t.member,
+                    spare=False,
+                    index=int(promotion["index"]),
+                    expected=int(promotion.get("expected", 0)),
+                )
+                self.last_change = now
+                log.info(
+                    "spare %s (slot %d) promoted to index %d", t.member.pod, slot, t.member.index
+                )
             if not t.member.leaving and self._has(f"leave/{slot}"):
                 t.member = t.member.with_leaving()
                 self.last_change = now

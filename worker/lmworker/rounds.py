@@ -7,6 +7,10 @@ The unit that joins and leaves is a pod. A pod may run several training processe
 only once all of its processes are live, and leaves it as a whole when one of them
 leaves or is lost. Ranks are pod-major: global rank = pod position x processes per pod
 + local rank. min/max nodes and the expected world size count pods.
+
+Warm spares register too, as standby: they count for nothing here until the operator
+promotes one (the rendezvous then sees it as a pod that joined, with the index it was
+given), so a promotion costs exactly one round, like any join.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ class Member:
     local_rank: int = 0
     local_size: int = 1
     group: str = ""
+    # A warm spare standing by: registered and loaded, never in a round until promoted.
+    spare: bool = False
 
     def with_leaving(self) -> Member:
         return dataclasses.replace(self, leaving=True)
@@ -56,6 +62,10 @@ class Pod:
     @property
     def leaving(self) -> bool:
         return any(m.leaving for m in self.members)
+
+    @property
+    def spare(self) -> bool:
+        return any(m.spare for m in self.members)
 
     @property
     def slots(self) -> tuple[int, ...]:
@@ -122,8 +132,11 @@ def decide_round(
     """The next round to publish, or None to keep the current one."""
     if view.done:
         return None
-    # Only whole pods train: every process of the pod live, none of them leaving.
-    eligible = pod_order([p for p in pods_of(view.live) if p.complete and not p.leaving])
+    # Only whole pods train: every process of the pod live, none of them leaving, and no
+    # spare until it is promoted.
+    eligible = pod_order(
+        [p for p in pods_of(view.live) if p.complete and not p.leaving and not p.spare]
+    )
     eligible = eligible[:max_nodes]
     slots = tuple(s for p in eligible for s in p.slots)
     live_slots = {m.slot for m in view.live}

@@ -45,6 +45,7 @@ from lmworker.config import (
     POD_IP_ENV,
     RDZV_ENV,
     SECRET_FILE_ENV,
+    SPARE_ENV,
     TERMINATION_LOG_ENV,
     THREADS_ENV,
     WorkerConfig,
@@ -53,7 +54,7 @@ from lmworker.data import DataError
 from lmworker.files import write_atomically
 from lmworker.metrics import TrainMetrics
 from lmworker.metrics import serve as serve_metrics
-from lmworker.storeauth import AuthError
+from lmworker.storeauth import AuthError, read_secret
 from lmworker.synthetic import SYNTHETIC_SCALING_ENV, SyntheticScaling
 from lmworker.synthetic import parse as parse_synthetic
 from lmworker.trainer import (
@@ -252,20 +253,35 @@ class ElasticWorker:
         host, _, port = os.environ[RDZV_ENV].rpartition(":")
         secret_file = os.environ.get(SECRET_FILE_ENV)
         local_rank, local_size, group = local_identity(os.environ)
+        spare = os.environ.get(SPARE_ENV) == "1"
         self.membership = Membership(
             host,
             int(port),
-            index=int(os.environ.get(INDEX_ENV, "0")),
+            # A spare has no index until it is promoted.
+            index=-1 if spare else int(os.environ.get(INDEX_ENV, "0")),
             pod=os.environ.get("POD_NAME", f"pid-{os.getpid()}"),
             expected=int(os.environ.get(EXPECTED_REPLICAS_ENV, "0")),
             secret_file=secret_file or None,
             local_rank=local_rank,
             local_size=local_size,
             group=group,
+            spare=spare,
         )
+        if spare:
+            metrics.on_promote = self.promote
+            metrics.standby.set()
+            metrics.spare.set(1)
         self.leave_requested_at: float | None = None
         self.leave_timeout = float(os.environ.get(LEAVE_TIMEOUT_ENV, "20"))
         self.backend = choose_backend(trainer.device, os.environ.get(BACKEND_ENV))
+
+    def promote(self, index: int, expected: int) -> bool:
+        """The operator's order: this spare becomes the worker of `index`."""
+        accepted = self.membership.promote(index, expected)
+        if accepted:
+            self.metrics.spare.set(0)
+            self.metrics.standby.clear()
+        return accepted
 
     def request_leave(self) -> None:
         if self.leave_requested_at is None:
@@ -659,7 +675,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         write_termination_message({"completed": False, "permanent": True, "error": str(exc)})
         return EXIT_PERMANENT
-    serve_metrics(metrics, host, int(os.environ.get("ELASTICLM_METRICS_PORT", METRICS_PORT)))
+    secret_file = os.environ.get(SECRET_FILE_ENV)
+    try:
+        # It authenticates a spare's promotion (lmworker.metrics).
+        secret = read_secret(secret_file) if secret_file else None
+    except AuthError as exc:
+        log.error("%s", exc)
+        write_termination_message({"completed": False, "permanent": True, "error": str(exc)})
+        return EXIT_PERMANENT
+    metrics_port = int(os.environ.get("ELASTICLM_METRICS_PORT", METRICS_PORT))
+    serve_metrics(metrics, host, metrics_port, secret)
     # Armed once the runtime returns: from there on nothing may block.
     watchdog = ExitWatchdog(EXIT_WATCHDOG_SECONDS)
     if args.torchrun:

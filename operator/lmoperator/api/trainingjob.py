@@ -21,6 +21,9 @@ from lmoperator.api.common import (
     dotdot_problem,
 )
 
+# Spares beyond a handful only hold resources: each replaces one worker at a time.
+MAX_WARM_SPARES = 16
+
 
 class ElasticSpec(ApiModel):
     """The range of world sizes the job may run at without a full restart."""
@@ -40,6 +43,17 @@ class ElasticSpec(ApiModel):
         ge=0,
         le=1000,
         description="Restarts of the worker group (failures, not rescales) before the job fails.",
+    )
+    warm_spares: int = Field(
+        0,
+        ge=0,
+        le=MAX_WARM_SPARES,
+        description="Standby pods (<job>-spare-<k>) kept started, with torch imported, the "
+        "data and model loaded and registered with the rendezvous, outside the world: a "
+        "scale-up or the replacement of a failed worker takes one at the next step "
+        "boundary instead of starting a pod, and the operator starts another. They count "
+        "in status.spares, not in spec.replicas, the world size or maxReplicas, but they "
+        "do use an LMTuningJob's replica budget.",
     )
 
 
@@ -734,6 +748,16 @@ class ValidationPoint(ApiModel):
     loss: float = Field(description="Loss on the held-out text (nats per token).")
 
 
+class SparesStatus(ApiModel):
+    """The warm spares (spec.elastic.warmSpares): standby pods outside the world."""
+
+    total: int = Field(ge=0, description="Spare pods that exist (not being deleted).")
+    ready: int = Field(ge=0, description="Spares standing by: loaded and registered.")
+    promoted: int | None = Field(
+        None, ge=0, description="Spares that have become workers since the job started."
+    )
+
+
 class LMTrainingJobStatus(ApiModel):
     """Observed state of an LMTrainingJob, written by the operator."""
 
@@ -746,6 +770,7 @@ class LMTrainingJobStatus(ApiModel):
     ready_replicas: int | None = Field(None, ge=0, description="Worker pods that are ready.")
     world_size: int | None = Field(None, ge=0, description="Workers in the current training round.")
     selector: str | None = Field(None, description="Label selector of the worker pods.")
+    spares: SparesStatus | None = None
     step: int | None = Field(None, ge=0, description="Optimizer steps completed.")
     loss: float | None = Field(None, description="Latest training loss.")
     validation_loss: float | None = Field(

@@ -555,13 +555,19 @@ class EarlyStopping(ApiModel):
 # The spec and its cross-field rules
 
 
+# A trial's warm spares use the shared budget too (CEL: absent before defaulting).
+_SPARES = "(has(self.trialTemplate.elastic.warmSpares) ? self.trialTemplate.elastic.warmSpares : 0)"
+
+
 def _parallel_within_budget(s: LMTuningJobSpec) -> str | None:
     m = s.budget.max_replicas
     floor = s.trial_template.elastic.min_replicas
-    if m is not None and s.budget.parallel_trials * floor > m:
+    spares = s.trial_template.elastic.warm_spares
+    if m is not None and s.budget.parallel_trials * (floor + spares) > m:
         return (
             f"spec.budget.parallelTrials ({s.budget.parallel_trials}) x "
-            f"spec.trialTemplate.elastic.minReplicas ({floor}) must be <= "
+            f"(spec.trialTemplate.elastic.minReplicas ({floor}) + "
+            f"spec.trialTemplate.elastic.warmSpares ({spares})) must be <= "
             f"spec.budget.maxReplicas ({m})"
         )
     return None
@@ -638,13 +644,15 @@ class LMTuningJobSpec(ApiModel):
         CelRule(
             name="parallel-trials-within-max-replicas",
             rule="!has(self.budget.maxReplicas) || self.budget.parallelTrials * "
-            "self.trialTemplate.elastic.minReplicas <= self.budget.maxReplicas",
+            "(self.trialTemplate.elastic.minReplicas + " + _SPARES + ") <= "
+            "self.budget.maxReplicas",
             message_expression="'spec.budget.parallelTrials (' + "
-            "string(self.budget.parallelTrials) + ') x spec.trialTemplate.elastic.minReplicas"
-            " (' + string(self.trialTemplate.elastic.minReplicas) + ') must be <= "
-            "spec.budget.maxReplicas (' + string(self.budget.maxReplicas) + ')'",
-            message="spec.budget.parallelTrials x spec.trialTemplate.elastic.minReplicas must "
-            "be <= spec.budget.maxReplicas",
+            "string(self.budget.parallelTrials) + ') x (spec.trialTemplate.elastic.minReplicas"
+            " (' + string(self.trialTemplate.elastic.minReplicas) + ') + "
+            "spec.trialTemplate.elastic.warmSpares (' + string(" + _SPARES + ") + ')) must be "
+            "<= spec.budget.maxReplicas (' + string(self.budget.maxReplicas) + ')'",
+            message="spec.budget.parallelTrials x (spec.trialTemplate.elastic.minReplicas + "
+            "warmSpares) must be <= spec.budget.maxReplicas",
             check=_parallel_within_budget,
         ),
         CelRule(

@@ -16,6 +16,9 @@ from lmoperator.api.common import WorkerSpec
 
 ROLE_LABEL = "elasticlm.io/role"
 INDEX_LABEL = "elasticlm.io/index"
+# On a worker pod that was a warm spare: {"index": i, "expected": replicas}, the order it
+# was promoted with (the operator repeats it until the pod trains).
+PROMOTED_ANNOTATION = "elasticlm.io/promoted"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 NON_ROOT_ID = 1000
 

@@ -44,6 +44,7 @@ from lmworker.config import (
     SECRET_FILE_ENV,
     SECRET_KEY,
     SECRET_MOUNT,
+    SPARE_ENV,
     TERMINATION_LOG,
     TERMINATION_LOG_ENV,
     THREADS_ENV,
@@ -58,6 +59,9 @@ DEFAULT_WORKER_IMAGE = f"ghcr.io/elasticlm/worker:{lmoperator.__version__}"
 
 JOB_LABEL = "elasticlm.io/job"
 ROLE_WORKER = "worker"
+# A warm spare (spec.elastic.warmSpares) until it is promoted: then it is relabelled a
+# worker with the index it took, and keeps its name <job>-spare-<k>.
+ROLE_SPARE = "spare"
 ROLE_RDZV = "rdzv"
 ROLE_NETWORK = "network"
 WORKER_CONTAINER = "worker"
@@ -87,6 +91,7 @@ RESERVED_ENV = frozenset(
         INDEX_ENV,
         EXPECTED_REPLICAS_ENV,
         SECRET_FILE_ENV,
+        SPARE_ENV,
         # Set by the pod's main process for each of its training processes.
         LOCAL_RANK_ENV,
         LOCAL_WORLD_SIZE_ENV,
@@ -124,6 +129,10 @@ def network_policy_name(job: str) -> str:
 
 def worker_name(job: str, index: int) -> str:
     return f"{job}-worker-{index}"
+
+
+def spare_name(job: str, number: int) -> str:
+    return f"{job}-spare-{number}"
 
 
 def job_labels(job: str, role: str) -> dict[str, str]:
@@ -383,8 +392,10 @@ def parse_peers(text: str, flag: str) -> tuple[dict[str, Any], ...]:
 
 def network_policy(job: LMTrainingJob, uid: str, peers: NetworkPeers) -> dict[str, Any]:
     """Ingress to the job's pods: its own pods on every port (gloo connects workers on
-    ephemeral ports, the rendezvous on 29400), the operator and the named scrapers on
-    the metrics port, nothing else. Egress is left alone."""
+    ephemeral ports, the rendezvous on 29400), the operator (its scrapes and a warm
+    spare's promotion order) and the named scrapers on the metrics port, nothing else.
+    Spares carry the job's label, so they are selected and admitted like workers. Egress
+    is left alone."""
     name = _name(job)
     own = {"podSelector": {"matchLabels": {JOB_LABEL: name}}}
     ingress: list[dict[str, Any]] = [{"from": [own]}]
@@ -494,21 +505,28 @@ def _claim_volume(name: str, claim: str, read_only: bool) -> dict[str, Any]:
     return {"name": name, "persistentVolumeClaim": source}
 
 
-def worker_pod(job: LMTrainingJob, uid: str, index: int, rdzv_address: str) -> dict[str, Any]:
+def worker_pod(
+    job: LMTrainingJob, uid: str, index: int, rdzv_address: str, *, spare: bool = False
+) -> dict[str, Any]:
     """Worker `index`, with spec.worker.podTemplate merged in and checked.
 
-    `rdzv_address` is "<cluster IP>:<port>" of the rendezvous Service. Raises
-    InvalidPodError when the merged pod is not allowed.
+    With `spare`, warm spare number `index` instead (`<job>-spare-<index>`): the same pod
+    (resources, volumes, the secret, the template), standing by outside the world until
+    the operator promotes it (lmworker.metrics). `rdzv_address` is "<cluster IP>:<port>"
+    of the rendezvous Service. Raises InvalidPodError when the merged pod is not allowed.
     """
     spec = job.spec
     name = _name(job)
     secret_volume, secret_mount, secret_env = _secret_mount(name)
+    identity = (
+        {"name": SPARE_ENV, "value": "1"} if spare else {"name": INDEX_ENV, "value": str(index)}
+    )
     env: list[dict[str, Any]] = [
         _field_env(POD_IP_ENV, "status.podIP"),
         _field_env("POD_NAME", "metadata.name"),
         {"name": CONFIG_ENV, "value": worker_config(job).to_json()},
         {"name": RDZV_ENV, "value": rdzv_address},
-        {"name": INDEX_ENV, "value": str(index)},
+        identity,
         {"name": EXPECTED_REPLICAS_ENV, "value": str(spec.replicas)},
         secret_env,
         {"name": "PROMETHEUS_DISABLE_CREATED_SERIES", "value": "True"},
@@ -553,11 +571,15 @@ def worker_pod(job: LMTrainingJob, uid: str, index: int, rdzv_address: str) -> d
         resources = spec.worker.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
         if resources:
             container["resources"] = resources
-    labels = {**job_labels(name, ROLE_WORKER), INDEX_LABEL: str(index)}
+    if spare:
+        labels, pod_name = job_labels(name, ROLE_SPARE), spare_name(name, index)
+    else:
+        labels = {**job_labels(name, ROLE_WORKER), INDEX_LABEL: str(index)}
+        pod_name = worker_name(name, index)
     pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _metadata(job, uid, worker_name(name, index), labels),
+        "metadata": _metadata(job, uid, pod_name, labels),
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": WORKER_GRACE_SECONDS,

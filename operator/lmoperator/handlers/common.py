@@ -102,6 +102,8 @@ class ObjectState:
     deleted: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     # Wakes the object's metrics loop early (a pass from another thread sets it).
     wake: Waker | None = None
+    # A training job's rendezvous token, read from its Secret when a spare is promoted.
+    rdzv_token: bytes | None = None
 
 
 class Waker:

@@ -15,6 +15,8 @@ invalid spec becomes a Failed/Invalid status; API failures a kopf.TemporaryError
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
 import json
 import time
@@ -37,7 +39,7 @@ from lmoperator.autoscale.jobloop import (
 )
 from lmoperator.builders.defaults import Defaults, with_defaults
 from lmoperator.builders.pods import INDEX_LABEL
-from lmoperator.builders.trainingjob import ROLE_WORKER
+from lmoperator.builders.trainingjob import ROLE_WORKER, rdzv_secret_name
 from lmoperator.handlers import common
 from lmoperator.handlers.children import (
     NETWORK_POLICIES_INDEX,
@@ -65,7 +67,9 @@ from lmoperator.reconcile.trainingjob import (
     problems_of,
     reconcile,
 )
+from lmoperator.scrape import promote_spare
 from lmoperator.worker_metrics import WorkerMetrics
+from lmworker.config import SECRET_KEY
 
 KIND = kinds.TRAINING_JOB
 # How often a running job's metrics are scraped. status.step then trails the workers by
@@ -269,10 +273,12 @@ def _pass(
             # action below fails and the pass is retried.
             common.write_status(kube, ref, state, status, plan.status, PROGRESS_FIELDS)
             common.apply_plan(kube, ref, state, plan, logger)
+            _promote(kube, ref, state, plan, logger)
         else:
             # Nothing to count: the new pods of a scale-up need not wait for the status
             # write's round trip.
             common.apply_plan(kube, ref, state, plan, logger)
+            _promote(kube, ref, state, plan, logger)
             common.write_status(kube, ref, state, status, plan.status, PROGRESS_FIELDS)
         invalid = plan.status.get("phase") == "Failed" and any(
             c.get("type") == "Failed" and c.get("reason") == REASON_INVALID
@@ -285,6 +291,41 @@ def _pass(
     finally:
         RECONCILE_TOTAL.labels(KIND.kind, result).inc()
         RECONCILE_DURATION.labels(KIND.kind).observe(time.monotonic() - started)
+
+
+def _rdzv_token(kube: KubeApi, ref: children.OwnerRef, state: common.ObjectState) -> bytes:
+    """The job's rendezvous token (its Secret's `token`), read once and remembered."""
+    if state.rdzv_token is None:
+        name = rdzv_secret_name(ref.name)
+        secret = kube.get(kinds.SECRET, ref.namespace, name)
+        encoded = ((secret or {}).get("data") or {}).get(SECRET_KEY)
+        if not encoded:
+            raise KubeError(f"secret {ref.namespace}/{name}", 404, f"no {SECRET_KEY!r} key yet")
+        try:
+            state.rdzv_token = base64.b64decode(encoded, validate=True).strip()
+        except (binascii.Error, ValueError) as exc:
+            raise KubeError(f"secret {ref.namespace}/{name}", 0, f"{SECRET_KEY}: {exc}") from exc
+    return state.rdzv_token
+
+
+def _promote(
+    kube: KubeApi, ref: children.OwnerRef, state: common.ObjectState, plan: Plan, logger: Any
+) -> None:
+    """Give the plan's promotion orders to the spares (relabelled already). An order that
+    does not arrive is repeated by a later pass while the pod does not train."""
+    if not plan.promotions:
+        return
+    token = _rdzv_token(kube, ref, state)
+    for order in plan.promotions:
+        problem = promote_spare(order.ip, token, order.index, order.expected)
+        if problem is None:
+            logger.info(f"Promoted spare pod={order.pod} index={order.index}")
+        else:
+            logger.warning(
+                f"Could not promote spare pod={order.pod} index={order.index}: {problem}"
+            )
+            if "HTTP 401" in problem:
+                state.rdzv_token = None  # the Secret was replaced: read it again
 
 
 def _autoscale(

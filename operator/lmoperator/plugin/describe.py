@@ -84,6 +84,20 @@ def _job_workers(obj: Obj, now: datetime) -> str:
     return ", ".join(parts) + (f" (elastic {_figure(low)}..{_figure(high)})" if low else "")
 
 
+def _job_spares(obj: Obj, now: datetime) -> str | None:
+    """The warm spares (spec.elastic.warmSpares), when the job has or had any."""
+    wanted = get(obj, "spec", "elastic", "warmSpares") or 0
+    spares = get(obj, "status", "spares")
+    if not wanted and not isinstance(spares, Mapping):
+        return None
+    seen = spares if isinstance(spares, Mapping) else {}
+    return (
+        f"{_figure(wanted)} wanted, {_figure(seen.get('total') or 0)} exist, "
+        f"{_figure(seen.get('ready') or 0)} standing by, "
+        f"{_figure(seen.get('promoted') or 0)} promoted to workers"
+    )
+
+
 def _job_progress(obj: Obj, now: datetime) -> str | None:
     status = obj.get("status") or {}
     if number(status.get("step")) is None:
@@ -177,6 +191,7 @@ FIELDS: dict[str, tuple[Field, ...]] = {
     kinds.TRAINING_JOB.kind: (
         *COMMON_HEAD,
         Field("Workers", _job_workers),
+        Field("Spares", _job_spares),
         Field("Progress", _job_progress),
         Field("Checkpoint", _job_checkpoint),
         Field("Held-out loss", _job_held_out),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lmoperator.api import kinds
-from lmoperator.builders.pods import INDEX_LABEL, ROLE_LABEL
+from lmoperator.builders.pods import INDEX_LABEL, PROMOTED_ANNOTATION, ROLE_LABEL
 
 MAX_MESSAGE = 1024
 
@@ -81,6 +81,8 @@ class ObservedPod:
     termination_message: str | None = None
     restart_count: int = 0
     ip: str | None = None
+    # A worker that was a warm spare (the PROMOTED_ANNOTATION is set).
+    promoted: bool = False
 
     @property
     def finished(self) -> bool:
@@ -147,6 +149,7 @@ def observe_pod(pod: Mapping[str, Any], container: str) -> ObservedPod:
         termination_message=terminated.get("message"),
         restart_count=int(main.get("restartCount") or 0),
         ip=status.get("podIP") or None,
+        promoted=PROMOTED_ANNOTATION in (meta.get("annotations") or {}),
     )
 
 
@@ -256,6 +259,16 @@ class Event:
     type: Literal["Normal", "Warning"] = "Normal"
 
 
+@dataclass(frozen=True)
+class SparePromotion:
+    """Tell the spare pod at `ip` that it is now the worker of `index`."""
+
+    pod: str
+    ip: str
+    index: int
+    expected: int
+
+
 @dataclass
 class Plan:
     """What one pass decided: actions in order, the owner's new status, the events."""
@@ -265,6 +278,8 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     # "up" or "down" when this pass decided a rescale.
     scaled: Literal["up", "down"] | None = None
+    # Orders to warm spares, carried out over HTTP after the actions (handlers).
+    promotions: list[SparePromotion] = field(default_factory=list)
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event(reason, clip(message), "Warning" if warning else "Normal"))

@@ -28,11 +28,17 @@ from lmoperator.api.trainingjob import (
     TrainingConditionType,
     TrainingPhase,
 )
-from lmoperator.builders.pods import InvalidPodError
+from lmoperator.builders.pods import (
+    INDEX_LABEL,
+    PROMOTED_ANNOTATION,
+    ROLE_LABEL,
+    InvalidPodError,
+)
 from lmoperator.builders.trainingjob import (
     NO_PEERS,
     ROLE_NETWORK,
     ROLE_RDZV,
+    ROLE_SPARE,
     ROLE_WORKER,
     WORKER_CONTAINER,
     NetworkPeers,
@@ -43,6 +49,7 @@ from lmoperator.builders.trainingjob import (
     rdzv_pod,
     rdzv_secret,
     rdzv_service,
+    spare_name,
     validate_worker_pod,
     worker_name,
     worker_pod,
@@ -57,6 +64,7 @@ from lmoperator.reconcile.children import (
     OwnerRef,
     PatchObject,
     Plan,
+    SparePromotion,
     observe_pod,
 )
 from lmoperator.reconcile.conditions import Conditions, parse_time, rfc3339
@@ -73,6 +81,8 @@ REASON_WORKER_FAILED = "WorkerFailed"
 REASON_BACKOFF = "BackoffLimitExceeded"
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_COMPLETED = "TrainingCompleted"
+REASON_SPARE_PROMOTED = "SparePromoted"
+REASON_SPARE_FAILED = "SpareFailed"
 # Status fields that move while a job trains: their writes may wait (reconcile/status.py).
 PROGRESS_FIELDS = frozenset(
     {"step", "loss", "tokensPerSecond", "lastCheckpoint", "validationLoss", "validationHistory"}
@@ -236,6 +246,7 @@ class _Pass:
             (p for p in observed.pods if p.role == ROLE_WORKER and p.index is not None),
             key=lambda p: p.index or 0,
         )
+        self.promoted_here: list[str] = []
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -517,15 +528,134 @@ class _Pass:
             manifest = rdzv_pod(job, self.ref.uid)
             self.plan.actions.append(CreateObject(kinds.POD, manifest, ROLE_RDZV))
         address = f"{service.cluster_ip}:{RDZV_PORT}"
+        spares = self.usable_spares()
+        held = self.held_indexes()
         for index in range(replicas):
-            if worker_name(name, index) not in self.pods:
+            if index in held:
+                continue
+            if spares:
+                self.promote(spares.pop(0), index, replicas)
+            elif worker_name(name, index) not in self.pods:
                 manifest = worker_pod(job, self.ref.uid, index, address)
                 self.plan.actions.append(CreateObject(kinds.POD, manifest, ROLE_WORKER))
+        self.repeat_promotions(replicas)
+        self.converge_spares(job, address)
         members = {p.index: p for p in self.workers if not p.deleting}
         return not beyond and all(
             index in members and members[index].ready and not members[index].finished
             for index in range(replicas)
         )
+
+    # -- warm spares ----------------------------------------------------------------
+
+    def deleted_here(self) -> set[str]:
+        """Pods this pass deletes: they hold nothing any more."""
+        return {
+            a.name for a in self.plan.actions if isinstance(a, DeleteObject) and a.kind == kinds.POD
+        }
+
+    def held_indexes(self) -> set[int]:
+        """Worker indexes a live pod holds (one starting counts: it will train)."""
+        gone = self.deleted_here()
+        return {
+            p.index
+            for p in self.workers
+            if p.index is not None and not p.deleting and not p.finished and p.name not in gone
+        }
+
+    def spare_pods(self) -> list[ObservedPod]:
+        """The job's spares that are still spares, by their number."""
+        found = [p for p in self.observed.pods if p.role == ROLE_SPARE]
+        return sorted(found, key=lambda p: (len(p.name), p.name))
+
+    def usable_spares(self) -> list[ObservedPod]:
+        """Spares that may be promoted now: standing by (ready) with an address."""
+        return [
+            p for p in self.spare_pods() if p.ready and p.ip and not p.deleting and not p.finished
+        ]
+
+    def promote(self, spare: ObservedPod, index: int, replicas: int) -> None:
+        """Relabel the spare as worker `index`, then tell it (over HTTP, by the handler).
+
+        The relabelling comes first: from then on the pod holds the index in every later
+        pass, whatever happens to the order, which is repeated until the pod trains.
+        """
+        assert spare.ip is not None
+        order = json.dumps({"index": index, "expected": replicas}, sort_keys=True)
+        patch = {
+            "metadata": {
+                "labels": {ROLE_LABEL: ROLE_WORKER, INDEX_LABEL: str(index)},
+                "annotations": {PROMOTED_ANNOTATION: order},
+            }
+        }
+        self.plan.actions.append(
+            PatchObject(kinds.POD, spare.name, patch, ROLE_WORKER, REASON_SPARE_PROMOTED)
+        )
+        self.plan.promotions.append(SparePromotion(spare.name, spare.ip, index, replicas))
+        self.promoted_here.append(spare.name)
+        self.event(REASON_SPARE_PROMOTED, f"Promoted spare {spare.name} to worker index {index}")
+
+    def repeat_promotions(self, replicas: int) -> None:
+        """A promoted pod that does not train yet gets its order again (it is idempotent):
+        the last one may have been lost with the operator or the network."""
+        gone = self.deleted_here()
+        for pod in self.workers:
+            if (
+                pod.promoted
+                and not pod.ready
+                and pod.ip
+                and pod.index is not None
+                and not pod.deleting
+                and not pod.finished
+                and pod.name not in gone
+            ):
+                self.plan.promotions.append(SparePromotion(pod.name, pod.ip, pod.index, replicas))
+
+    def converge_spares(self, job: LMTrainingJob, address: str) -> None:
+        """Keep spec.elastic.warmSpares spares: replace failed ones, refill once a promoted
+        spare trains, remove the ones beyond the count (the newest first)."""
+        wanted = job.spec.elastic.warm_spares
+        live: list[ObservedPod] = []
+        for pod in self.spare_pods():
+            if pod.deleting or pod.name in self.promoted_here:
+                continue
+            if pod.finished:
+                # A spare has nothing to finish: training ended (it exits then) or it
+                # failed; either way it goes, and a failure is said.
+                if pod.phase == "Failed":
+                    self.event(
+                        REASON_SPARE_FAILED, f"Replacing spare {_failure_text(pod)}", warning=True
+                    )
+                self.delete(pod, REASON_SPARE_FAILED if pod.phase == "Failed" else "SpareExited", 0)
+                continue
+            live.append(pod)
+        for pod in live[wanted:][::-1]:
+            self.delete(pod, "WarmSparesReduced")
+        live = live[:wanted]
+        # A new spare starts Python, torch and the model: on a shared node that slows the
+        # promoted spare's first steps, so the pool is refilled once it trains.
+        joining = [
+            p
+            for p in self.workers
+            if p.promoted and not p.ready and not p.finished and not p.deleting
+        ]
+        refill = 0 if joining or self.promoted_here else wanted - len(live)
+        number = 0
+        for _ in range(refill):
+            while spare_name(self.ref.name, number) in self.pods:
+                number += 1
+            manifest = worker_pod(job, self.ref.uid, number, address, spare=True)
+            self.plan.actions.append(CreateObject(kinds.POD, manifest, ROLE_SPARE))
+            number += 1
+        promoted = sum(1 for p in self.workers if p.promoted and not p.deleting)
+        if wanted or live or promoted or self.promoted_here:
+            self.status["spares"] = {
+                "total": len(live),
+                "ready": sum(1 for p in live if p.ready),
+                "promoted": promoted + len(self.promoted_here),
+            }
+        else:
+            self.status.pop("spares", None)
 
     def run(self, job: LMTrainingJob, autoscaled_to: int | None) -> None:
         spec = job.spec

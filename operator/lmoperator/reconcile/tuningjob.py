@@ -471,7 +471,7 @@ class _Pass:
         maximize = spec.objective.direction.value == "Maximize"
         by_name = {r["name"]: r for r in running}
         decisions = list(self.status.get("reallocations") or [])
-        plan = allocate(spec.budget.max_replicas, trials, maximize)
+        plan = allocate(spec.budget.max_replicas, trials, maximize, template.elastic.warm_spares)
         # Shrink before growing, so that the trials never hold more than the budget.
         current = {t.name: t.replicas for t in trials}
         for a in sorted(plan, key=lambda a: (a.replicas - current[a.name], a.name)):

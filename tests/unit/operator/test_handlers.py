@@ -7,6 +7,7 @@ arrives" by rebuilding the indexes (or not).
 
 from __future__ import annotations
 
+import base64
 import copy
 import logging
 import threading
@@ -18,7 +19,7 @@ import kopf
 import pytest
 
 from lmoperator.api import InvalidResourceError, LMTrainingJob, kinds
-from lmoperator.handlers import common
+from lmoperator.handlers import common, trainingjob
 from lmoperator.handlers.children import NETWORK_POLICIES_INDEX, PODS_INDEX, SERVICES_INDEX
 from lmoperator.handlers.trainingjob import JOBS_INDEX, parse_job, reconcile_job
 from lmoperator.kube import KubeApi, KubeError, Subresource
@@ -497,3 +498,49 @@ def test_observe_object_reads_a_deployment() -> None:
     assert (seen.generation, seen.observed_generation) == (4, 3)
     assert (seen.replicas, seen.ready_replicas) == (3, 2)
     assert seen.conditions == {"Available": "True"}
+
+
+def test_a_scale_up_promotes_the_spare_with_the_secrets_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The relabelling first, then one read of the Secret, then the order; a later pass
+    repeats the order (the token remembered) until the pod trains."""
+    orders: list[tuple[str, bytes, int, int]] = []
+
+    def promote(ip: str, token: bytes, index: int, expected: int) -> str | None:
+        orders.append((ip, token, index, expected))
+        return None
+
+    monkeypatch.setattr(trainingjob, "promote_spare", promote)
+    elastic = {"minReplicas": 1, "maxReplicas": 3, "warmSpares": 1}
+    fake = FakeCluster(stored_job(elastic=elastic))
+    _running(fake)
+    assert ("pods", "tiny-lm-spare-0") in fake.objects
+    fake.set_pod(
+        "tiny-lm-spare-0",
+        phase="Running",
+        podIP="127.11.0.1",
+        conditions=[{"type": "Ready", "status": "True"}],
+    )
+    reconcile(fake)
+    assert fake.job is not None
+    fake.job["spec"]["replicas"] = 3
+    fake.job["metadata"]["generation"] = 2
+    fake.calls.clear()
+    reconcile(fake)
+    assert fake.calls[:2] == ["patch pod", "get secret tiny-lm-rdzv-auth"]
+    assert "create pod tiny-lm-worker-2" not in fake.calls
+    secret = fake.objects[("secrets", "tiny-lm-rdzv-auth")]["data"]["token"]
+    assert orders == [("127.11.0.1", base64.b64decode(secret), 2, 3)]
+    (_, patch) = fake.objects[("pods", "tiny-lm-spare-0")]["patched"][-1]
+    assert patch["metadata"]["labels"] == {"elasticlm.io/role": "worker", "elasticlm.io/index": "2"}
+    # The watch shows the relabelled pod, not yet training: the order again, no new read.
+    pod = fake.objects[("pods", "tiny-lm-spare-0")]
+    pod["metadata"]["labels"].update(patch["metadata"]["labels"])
+    pod["metadata"]["annotations"] = patch["metadata"]["annotations"]
+    pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    fake.calls.clear()
+    reconcile(fake)
+    assert not any(c.startswith("get") for c in fake.calls)
+    assert len(orders) == 2
+    assert orders[1][2:] == (2, 3)

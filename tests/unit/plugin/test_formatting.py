@@ -264,6 +264,15 @@ def test_describe_a_training_job() -> None:
     ]  # fmt: skip
 
 
+def test_describe_shows_the_warm_spares_of_a_job_that_has_them() -> None:
+    plain = describe.describe(JOB, job(), [], NOW)
+    assert not any(line.startswith("Spares:") for line in plain)
+    spared = job(replicas=3, spares={"total": 1, "ready": 1, "promoted": 2})
+    spared["spec"]["elastic"]["warmSpares"] = 1
+    page = describe.describe(JOB, spared, [], NOW)
+    assert "Spares:      1 wanted, 1 exist, 1 standing by, 2 promoted to workers" in page
+
+
 def test_describe_says_none_for_empty_sections_and_leaves_out_unknown_fields() -> None:
     page = describe.describe(JOB, job(), [], NOW)
     assert "Progress:" not in "\n".join(page)

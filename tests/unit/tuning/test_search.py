@@ -299,6 +299,17 @@ def test_leaders_get_the_spare_workers_and_stopped_trials_free_theirs() -> None:
     assert maximize == {"s-t0": 3, "s-t1": 1}
 
 
+def test_warm_spares_use_the_shared_budget_like_workers() -> None:
+    trials = [RunningTrial("s-t0", 0, 1, 3, 1, 3.0), RunningTrial("s-t1", 1, 1, 3, 1, 2.0)]
+    # 6 shared, one spare per trial: 4 for workers, the leader's extra is 2, not 3.
+    plan = {a.name: a for a in allocate(6, trials, spares_per_trial=1)}
+    assert {n: a.replicas for n, a in plan.items()} == {"s-t0": 1, "s-t1": 3}
+    assert "(1 warm spare(s) per trial included)" in plan["s-t1"].reason
+    # Only the minimums and the spares fit: nobody grows.
+    tight = {a.name: a.replicas for a in allocate(4, trials, spares_per_trial=1)}
+    assert tight == {"s-t0": 1, "s-t1": 1}
+
+
 def test_trials_of_parameters_since_changed_keep_their_numbers_and_guide_nothing() -> None:
     spec = spec_for("Bayesian", seed=2)
     done = run_search(spec, shifted_quadratic, 5)
