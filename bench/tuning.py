@@ -22,22 +22,26 @@ measured cost of one trial.
    - katib: each trial on a fixed workers/parallel workers; Katib's medianstop with its
      defaults (start_step 4 reports, min_trials_required 3; the rule's value is the mean
      over succeeded trials of their first start_step reports, fixed when a trial starts);
-   - stopping: the same fixed workers, the operator's Median rule
+   - median, successive_halving: the same fixed workers, the operator's rule
      (`lmoperator.tuning.search.stop_reason`; minSteps a third of the trial, as in the
-     example, 2 completed trials);
-   - stopping_shared: the operator's rule and its allocation (`tuning.allocate`) of the
-     shared workers, each trial elastic in [1, --trial-max-workers], recomputed at every
-     checkpoint and trial start/end as the operator's passes are;
-   - stopping_shared_free_rescale: the same with rescales that cost nothing (a bound).
-   Scaling model: a step at w workers takes t1 (1 + alpha (w - 1)) / w, t1 the point's
-   measured seconds per step on one worker (constant global batch); alpha 0.24 is the
-   1.62x of 2 fp32 workers over one in bench/finetune_throughput.py. A rescale costs what
-   bench/rescale.py measured for our runtime: added workers are held 4.37 s before they
-   train (the trial trains on meanwhile), and each change pauses the trial 0.42 s.
-   Worker-seconds: the integral of the workers held, until a trial first finishes at or
-   below the katib run's final best (per seed; "reached" counts the seeds where it did).
+     example; Median after 2 completed trials, SuccessiveHalving with reductionFactor 3);
+   - median_shared, successive_halving_shared: the operator's rule and its allocation
+     (`tuning.allocate`) of the shared workers, each trial elastic in
+     [1, --trial-max-workers], recomputed at every checkpoint and trial start/end as the
+     operator's passes are;
+   - median_shared_free_rescale: rescales that cost nothing (a bound);
+   - median_shared_alpha_scaling: world sizes above 1 by the alpha model, not measured.
+   The clock (`Clock`): a step is our runtime's measured steady step at that world size
+   (`--runtime-step`, from bench/recovery.py and bench/rescale.py), scaled by the point's
+   in-process cost relative to the median point of part 1; a trial's start (2.98 s), a
+   join (4.37 s, the trial training on) and a rescale's pause (0.42 s) cost what
+   bench/rescale.py measured for the same runtime on the same machine.
+   Worker-seconds: the integral over the wall clock of every worker the search holds
+   (starting, joining, paused or training), from its start until a trial first finishes
+   at or below the katib run's final best (per seed; "reached" counts the seeds where it
+   did). With every worker busy, reaching the best sooner in wall-clock time costs fewer.
 
-    .venv/bin/python bench/tuning.py [--seeds 10] [--trials 16] [--steps 40] [--interval 5]
+    .venv/bin/python bench/tuning.py [--seeds 10] [--trials 12] [--steps 90] [--interval 10]
 """
 
 from __future__ import annotations
