@@ -637,6 +637,8 @@ def main() -> None:
             for a in ALGORITHMS
         },
         "bayesian_trials_to_random_final_best_median": statistics.median(needed),
+        # Per seed; trials + 1: not within the budget.
+        "bayesian_trials_to_random_final_best": needed,
         "shared_budget": {
             "parallel_trials": args.parallel,
             "workers": args.workers,
