@@ -440,7 +440,9 @@ def replay(
                 running.remove(t)
                 finished.append(t)
                 timeline.append((now, worker_seconds, t["value"]))
-    return {"timeline": timeline}
+    stopped = [t["curve"][-1][1] for t in finished if t["state"] != TrialState.SUCCEEDED.value]
+    # What each early-stopped trial would have ended at, had it run to the end.
+    return {"timeline": timeline, "stopped_would_have_ended_at": stopped}
 
 
 def reached(timeline: list[tuple[float, float, float | None]], goal: float) -> tuple[float, float]:
@@ -588,10 +590,12 @@ def main() -> None:
             print(f"part 2: seed {seed} done ({len(objective.cache)} points)", file=sys.stderr)
         shared_budget: dict[str, Any] = {}
         for key in contenders:
-            ratios, wall = [], []
+            ratios, wall, lost = [], [], 0
             for seed in range(args.seeds):
                 base = replays["katib"][seed]["timeline"]
                 goal = min(v for _, _, v in base if v is not None)
+                ended = replays[key][seed]["stopped_would_have_ended_at"]
+                lost += any(v <= goal + 1e-12 for v in ended)
                 base_at, base_spent = reached(base, goal)
                 at, spent = reached(replays[key][seed]["timeline"], goal)
                 ratios.append(spent / base_spent)
@@ -618,6 +622,9 @@ def main() -> None:
                 "final_best_median": round(statistics.median(finals), 4),
                 "worker_seconds_all_trials_median": round(statistics.median(totals), 1),
                 "trials_stopped_early_median": statistics.median(stopped),
+                # Seeds where a trial that would have matched the baseline's best was
+                # stopped early.
+                "seeds_with_a_match_stopped": lost,
             }
         trial_seconds = statistics.median(c[1] * args.steps for c in objective.cache.values())
         if args.cache:
