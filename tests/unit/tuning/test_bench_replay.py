@@ -83,3 +83,18 @@ def test_clock_scales_by_relative_cost_and_rejects_unknown_world_sizes(
         clock.step(0.5, 3)
     alpha = bench.Clock((0.2,), 0.5, join=0.0, pause=0.0, start=0.0, alpha=0.5)
     assert alpha.step(0.5, 3) == pytest.approx(0.2 * 2 / 3)
+
+
+def test_joining_and_paused_workers_are_held(bench: ModuleType) -> None:
+    # Trial 1 overtakes trial 0 at its first checkpoint, so workers move to it: the
+    # added ones are held while they join, and each change pauses a trial. All 4 count.
+    spec = bench.spec_for("Bayesian", 0, 4, "None", shared())
+    clock = bench.Clock((0.3, 0.2, 0.15), 1.0, join=2.0, pause=0.5, start=1.0)
+    free = bench.Clock((0.3, 0.2, 0.15), 1.0, join=0.0, pause=0.0, start=1.0)
+    finals = [3.0, 1.0, 2.5, 2.0]
+    out = bench.replay(spec, Curves(finals), 4, "elastic", clock, (4, 3))
+    at, spent = out["timeline"][0][:2]
+    assert spent == pytest.approx(4 * at)
+    # The rescales cost time: the first trial finishes later than with free rescales.
+    bound = bench.replay(spec, Curves(finals), 4, "elastic", free, (4, 3))
+    assert at > bound["timeline"][0][0]
