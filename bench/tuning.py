@@ -22,22 +22,26 @@ measured cost of one trial.
    - katib: each trial on a fixed workers/parallel workers; Katib's medianstop with its
      defaults (start_step 4 reports, min_trials_required 3; the rule's value is the mean
      over succeeded trials of their first start_step reports, fixed when a trial starts);
-   - stopping: the same fixed workers, the operator's Median rule
+   - median, successive_halving: the same fixed workers, the operator's rule
      (`lmoperator.tuning.search.stop_reason`; minSteps a third of the trial, as in the
-     example, 2 completed trials);
-   - stopping_shared: the operator's rule and its allocation (`tuning.allocate`) of the
-     shared workers, each trial elastic in [1, --trial-max-workers], recomputed at every
-     checkpoint and trial start/end as the operator's passes are;
-   - stopping_shared_free_rescale: the same with rescales that cost nothing (a bound).
-   Scaling model: a step at w workers takes t1 (1 + alpha (w - 1)) / w, t1 the point's
-   measured seconds per step on one worker (constant global batch); alpha 0.24 is the
-   1.62x of 2 fp32 workers over one in bench/finetune_throughput.py. A rescale costs what
-   bench/rescale.py measured for our runtime: added workers are held 4.37 s before they
-   train (the trial trains on meanwhile), and each change pauses the trial 0.42 s.
-   Worker-seconds: the integral of the workers held, until a trial first finishes at or
-   below the katib run's final best (per seed; "reached" counts the seeds where it did).
+     example; Median after 2 completed trials, SuccessiveHalving with reductionFactor 3);
+   - median_shared, successive_halving_shared: the operator's rule and its allocation
+     (`tuning.allocate`) of the shared workers, each trial elastic in
+     [1, --trial-max-workers], recomputed at every checkpoint and trial start/end as the
+     operator's passes are;
+   - median_shared_free_rescale: rescales that cost nothing (a bound);
+   - median_shared_alpha_scaling: world sizes above 1 by the alpha model, not measured.
+   The clock (`Clock`): a step is our runtime's measured steady step at that world size
+   (`--runtime-step`, from bench/recovery.py and bench/rescale.py), scaled by the point's
+   in-process cost relative to the median point of part 1; a trial's start (2.98 s), a
+   join (4.37 s, the trial training on) and a rescale's pause (0.42 s) cost what
+   bench/rescale.py measured for the same runtime on the same machine.
+   Worker-seconds: the integral over the wall clock of every worker the search holds
+   (starting, joining, paused or training), from its start until a trial first finishes
+   at or below the katib run's final best (per seed; "reached" counts the seeds where it
+   did). With every worker busy, reaching the best sooner in wall-clock time costs fewer.
 
-    .venv/bin/python bench/tuning.py [--seeds 10] [--trials 16] [--steps 40] [--interval 5]
+    .venv/bin/python bench/tuning.py [--seeds 10] [--trials 12] [--steps 90] [--interval 10]
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +68,17 @@ GRID_RATES = ["0.0001", "0.0003", "0.001", "0.003", "0.01", "0.03"]
 
 
 def spec_for(
-    algorithm: str, seed: int, trials: int, stopping: bool, shared: dict[str, int] | None = None
+    algorithm: str,
+    seed: int,
+    trials: int,
+    stopping: str,
+    shared: dict[str, int] | None = None,
 ) -> Any:
     """The LMTuningJob spec of one search: the example's template over the three
-    parameters. With `shared` (parallel, workers, min, max): that many trials at once
-    sharing that many workers, each trial elastic within [min, max]; early stopping then
-    waits `shared["min_steps"]` steps."""
+    parameters, with early stopping `stopping` ("None", "Median" or "SuccessiveHalving").
+    With `shared` (parallel, workers, min, max, steps, interval): that many trials at once
+    sharing that many workers, each trial elastic within [min, max] and `steps` long,
+    checkpointing every `interval`; early stopping then waits `shared["min_steps"]`."""
     from lmoperator.api import LMTuningJob, parse_resource
 
     doc: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
@@ -97,8 +107,8 @@ def spec_for(
     doc["spec"]["algorithm"] = {"name": algorithm, "seed": seed, "startupTrials": 4}
     doc["spec"]["budget"] = {"maxTrials": trials, "parallelTrials": 1}
     doc["spec"]["earlyStopping"] = (
-        {"policy": "Median", "minSteps": 1, "minCompletedTrials": 2}
-        if stopping
+        {"policy": stopping, "minSteps": 1, "minCompletedTrials": 2}
+        if stopping != "None"
         else {"policy": "None"}
     )
     if shared:
@@ -108,12 +118,15 @@ def spec_for(
         doc["spec"]["trialTemplate"]["replicas"] = shared["min"]
         # The objective trains at a global batch of 16 whatever the workers; the template
         # says the same, in micro-batches that up to 4 workers can share.
-        doc["spec"]["trialTemplate"]["training"].update(globalBatchSize=16, microBatchSize=4)
+        doc["spec"]["trialTemplate"]["training"].update(
+            steps=shared["steps"], globalBatchSize=16, microBatchSize=4
+        )
+        doc["spec"]["trialTemplate"]["checkpoint"]["intervalSteps"] = shared["interval"]
         doc["spec"]["trialTemplate"]["elastic"] = {
             "minReplicas": shared["min"],
             "maxReplicas": shared["max"],
         }
-        if stopping:
+        if stopping != "None":
             # As in the example (minSteps 20 of 60): no stop in the first third of a trial.
             doc["spec"]["earlyStopping"]["minSteps"] = shared["min_steps"]
     job = parse_resource(doc)
@@ -133,9 +146,11 @@ class Objective:
         self.corpus = workdir / "corpus.txt"
         write_corpus(self.corpus, n_bytes=200_000, seed=0)
         self.cache: dict[tuple[float, int, int], tuple[list[tuple[int, float]], float]] = {}
+        self.requested: list[tuple[float, int, int]] = []  # every point asked for, in order
 
     def __call__(self, params: dict[str, Any]) -> tuple[list[tuple[int, float]], float]:
         key = (float(params["learningRate"]), int(params["warmupSteps"]), int(params["width"]))
+        self.requested.append(key)
         if key not in self.cache:
             self.cache[key] = self._train(*key)
         return self.cache[key]
@@ -239,10 +254,38 @@ def katib_threshold(
     return statistics.fmean(means) if len(means) >= min_trials else None
 
 
-def step_seconds(seconds_per_step_1: float, workers: int, alpha: float) -> float:
-    """The scaling model: a step at `workers` workers (constant global batch) takes
-    t1 x (1 + alpha (w - 1)) / w, i.e. throughput(w) = w t1 / (1 + alpha (w - 1))."""
-    return seconds_per_step_1 * (1 + alpha * (workers - 1)) / workers
+@dataclass(frozen=True)
+class Clock:
+    """The replay's clock: one consistent time scale for steps and rescales.
+
+    A trial's step is a step of our runtime (`python -m lmworker.train` under the
+    rendezvous), as bench/rescale.py and bench/recovery.py measured it for their model at
+    world sizes 1, 2, 3 (`runtime_step`, seconds, constant global batch), scaled by the
+    point's relative cost: its in-process seconds per step over `reference`, the median
+    of the points of part 1. With `alpha`, world sizes above 1 follow the model
+    t(w) = t(1) (1 + alpha (w - 1)) / w instead of the measured steps. A rescale and a
+    trial's start cost what the same benches measured for the same runtime on the same
+    machine: `join` (launch to first step of an added worker, held meanwhile while the
+    trial trains on), `pause` (each change of world size stops the trial, all its workers
+    held), `start` (a new trial's workers are held this long before its first step)."""
+
+    runtime_step: tuple[float, ...]
+    reference: float
+    join: float
+    pause: float
+    start: float
+    alpha: float | None = None
+
+    def step(self, t1: float, workers: int) -> float:
+        relative = t1 / self.reference
+        if self.alpha is None:
+            if workers > len(self.runtime_step):
+                raise ValueError(
+                    f"--runtime-step gives world sizes 1..{len(self.runtime_step)}, "
+                    f"a trial has {workers} workers: give a step time for each world size"
+                )
+            return self.runtime_step[workers - 1] * relative
+        return self.runtime_step[0] * relative * (1 + self.alpha * (workers - 1)) / workers
 
 
 def replay(
@@ -250,9 +293,7 @@ def replay(
     objective: Objective,
     trials: int,
     mode: str,
-    alpha: float,
-    join_seconds: float,
-    pause_seconds: float,
+    clock: Clock,
     katib: tuple[int, int],
 ) -> dict[str, Any]:
     """Replay a search of `trials` trials, `spec.budget.parallelTrials` at a time, on a wall
@@ -266,10 +307,9 @@ def replay(
       (`lmoperator.tuning.allocate.allocate` under maxReplicas, recomputed at every
       checkpoint and trial start/end, as the operator's passes do).
 
-    A rescale costs what `bench/rescale.py` measured for our runtime: each added worker is
-    held `join_seconds` before it trains, and the trial pauses `pause_seconds` (all its
-    workers held) for each change. Worker-seconds: the integral of the workers held.
-    Returned: per trial its value and when it finished, and worker-seconds over time."""
+    Time is `clock`'s. Worker-seconds: the integral over the wall clock of every worker
+    the search holds (starting, joining, paused or training), from the search's start.
+    Returned: per finished trial (clock, worker-seconds so far, value or None)."""
     from lmoperator.api.tuningjob import TrialState
     from lmoperator.tuning.allocate import RunningTrial, allocate
     from lmoperator.tuning.search import Observation, stop_reason, suggest
@@ -278,7 +318,7 @@ def replay(
     fixed = budget.max_replicas // budget.parallel_trials
     low = spec.trial_template.elastic.min_replicas
     high = spec.trial_template.elastic.max_replicas
-    clock = 0.0
+    now = 0.0
     worker_seconds = 0.0
     finished: list[dict[str, Any]] = []
     running: list[dict[str, Any]] = []
@@ -317,15 +357,15 @@ def replay(
         )
         for a in plan:
             t = next(t for t in running if str(t["number"]) == a.name)
-            if t["pos"] == 0 and not t["history"] and t["pause"] == 0:
-                t["workers"], t["joining"] = a.replicas, 0  # created with these workers
+            if t["new"]:
+                t["workers"], t["new"] = a.replicas, False  # created with these workers
                 continue
             held = t["workers"] + t["joining"]
             if a.replicas > held:
                 # The new workers are held while they start and join; the trial trains
                 # on at its old size meanwhile.
                 if not t["joining"]:
-                    t["join_left"] = join_seconds
+                    t["join_left"] = clock.join
                 t["joining"] += a.replicas - held
             elif a.replicas < held:
                 cut = held - a.replicas
@@ -333,13 +373,11 @@ def replay(
                 t["joining"] -= dropped
                 if cut > dropped:
                     t["workers"] -= cut - dropped
-                    t["pause"] += pause_seconds
+                    t["pause"] += clock.pause
 
     def until_event(t: dict[str, Any]) -> float:
         target = t["curve"][len(t["history"])][0]
-        to_checkpoint = float(
-            t["pause"] + (target - t["pos"]) * step_seconds(t["t1"], t["workers"], alpha)
-        )
+        to_checkpoint = float(t["pause"] + (target - t["pos"]) * clock.step(t["t1"], t["workers"]))
         return min(to_checkpoint, float(t["join_left"])) if t["joining"] else to_checkpoint
 
     while started < trials or running:
@@ -357,9 +395,11 @@ def replay(
                     "pos": 0.0,
                     "history": [],
                     "workers": fixed if mode != "elastic" else low,
+                    "new": True,
                     "joining": 0,
                     "join_left": 0.0,
-                    "pause": 0.0,
+                    # Starting: the trial's workers are held, not training yet.
+                    "pause": clock.start,
                     "threshold": threshold,
                 }
             )
@@ -370,14 +410,14 @@ def replay(
             worker_seconds += (t["workers"] + t["joining"]) * dt
             pause = min(t["pause"], dt)
             t["pause"] -= pause
-            t["pos"] += (dt - pause) / step_seconds(t["t1"], t["workers"], alpha)
+            t["pos"] += (dt - pause) / clock.step(t["t1"], t["workers"])
             if t["joining"]:
                 t["join_left"] -= dt
                 if t["join_left"] <= 1e-9:
                     t["workers"] += t["joining"]
                     t["joining"], t["join_left"] = 0, 0.0
-                    t["pause"] += pause_seconds
-        clock += dt
+                    t["pause"] += clock.pause
+        now += dt
         for t in list(running):
             target_step, value = t["curve"][len(t["history"])]
             if t["pos"] < target_step - 1e-9:
@@ -399,16 +439,19 @@ def replay(
                 t["value"] = value if done else None
                 running.remove(t)
                 finished.append(t)
-                timeline.append((clock, worker_seconds, t["value"]))
-    return {"timeline": timeline}
+                timeline.append((now, worker_seconds, t["value"]))
+    stopped = [t["curve"][-1][1] for t in finished if t["state"] != TrialState.SUCCEEDED.value]
+    # What each early-stopped trial would have ended at, had it run to the end.
+    return {"timeline": timeline, "stopped_would_have_ended_at": stopped}
 
 
-def to_reach(timeline: list[tuple[float, float, float | None]], goal: float) -> float:
-    """Worker-seconds held until a trial first finished with an objective <= goal."""
-    for _, spent, value in timeline:
+def reached(timeline: list[tuple[float, float, float | None]], goal: float) -> tuple[float, float]:
+    """(wall clock, worker-seconds) when a trial first finished with an objective <= goal:
+    every worker held until that moment counts, whichever trial held it."""
+    for at, spent, value in timeline:
         if value is not None and value <= goal + 1e-12:
-            return spent
-    return math.inf
+            return at, spent
+    return math.inf, math.inf
 
 
 def best_after(rows: list[dict[str, Any]]) -> list[float]:
@@ -423,26 +466,39 @@ def best_after(rows: list[dict[str, Any]]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--interval", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=90)
+    parser.add_argument("--interval", type=int, default=10)
     parser.add_argument("--parallel", type=int, default=2, help="trials at once (part 2)")
     parser.add_argument("--workers", type=int, default=4, help="workers they share (part 2)")
     parser.add_argument(
         "--trial-max-workers", type=int, default=3, help="a trial's elastic maximum (part 2)"
     )
     parser.add_argument(
+        "--runtime-step",
+        default="0.146,0.149,0.132",
+        help="our runtime's steady seconds per step at world sizes 1,2,3 (constant global "
+        "batch): bench/recovery.py's 1; the median of bench/rescale.py's and "
+        "bench/recovery.py's runs at 2 and at 3",
+    )
+    parser.add_argument(
         "--alpha",
         type=float,
         default=0.24,
-        help="scaling model t(w) = t1 (1 + alpha (w - 1)) / w; 0.24 is 2 fp32 workers' "
-        "1.62x of one in bench/finetune_throughput.py",
+        help="the alternative scaling model t(w) = t(1) (1 + alpha (w - 1)) / w; 0.24 is "
+        "2 fp32 workers' 1.62x of one in bench/finetune_throughput.py",
     )
     parser.add_argument(
         "--join-seconds", type=float, default=4.37, help="bench/rescale.py: join, launch to step"
     )
     parser.add_argument(
         "--pause-seconds", type=float, default=0.42, help="bench/rescale.py: rescale downtime"
+    )
+    parser.add_argument(
+        "--start-seconds",
+        type=float,
+        default=2.98,
+        help="bench/rescale.py: a new trial's start to its first step",
     )
     parser.add_argument("--katib-start-step", type=int, default=4)
     parser.add_argument("--katib-min-trials", type=int, default=3)
@@ -453,6 +509,17 @@ def main() -> None:
         "documented run trains every point afresh)",
     )
     args = parser.parse_args()
+    try:
+        runtime_step = tuple(float(x) for x in args.runtime_step.split(","))
+    except ValueError:
+        parser.error(
+            f"--runtime-step {args.runtime_step!r}: give seconds per step, e.g. 0.146,0.149,0.132"
+        )
+    if len(runtime_step) < max(args.trial_max_workers, args.workers // args.parallel):
+        parser.error(
+            f"--runtime-step gives {len(runtime_step)} world sizes; a trial may have up to "
+            f"{max(args.trial_max_workers, args.workers // args.parallel)} workers"
+        )
 
     import torch
 
@@ -467,7 +534,7 @@ def main() -> None:
             curves[algorithm] = []
             for seed in range(args.seeds):
                 rows = run_search(
-                    spec_for(algorithm, seed, args.trials, False), objective, args.trials, False
+                    spec_for(algorithm, seed, args.trials, "None"), objective, args.trials, False
                 )
                 curves[algorithm].append(best_after(rows))
             print(f"{algorithm}: done ({len(objective.cache)} points trained)", file=sys.stderr)
@@ -480,53 +547,84 @@ def main() -> None:
             )
         # Early stopping and the shared budget against a Katib-like baseline, replayed on
         # a wall clock from the measured curves (the Bayesian sampler in every contender).
+        # The clock: the median point of part 1 steps as fast as our runtime's measured step.
+        part1 = sorted(set(objective.requested))
+        reference = statistics.median(objective.cache[k][1] for k in part1)
+        clock = Clock(
+            runtime_step, reference, args.join_seconds, args.pause_seconds, args.start_seconds
+        )
         shared = {
             "parallel": args.parallel,
             "workers": args.workers,
             "min": 1,
             "max": args.trial_max_workers,
             "min_steps": args.steps // 3,
+            "steps": args.steps,
+            "interval": args.interval,
         }
         katib_rule = (args.katib_start_step, args.katib_min_trials)
-        rescale = (args.join_seconds, args.pause_seconds)
-        contenders = {
-            "katib": ("katib", False, rescale),
-            "stopping": ("stopping", True, rescale),
-            "stopping_shared": ("elastic", True, rescale),
-            "stopping_shared_free_rescale": ("elastic", True, (0.0, 0.0)),
+        free = Clock(runtime_step, reference, 0.0, 0.0, args.start_seconds)
+        alpha = Clock(
+            runtime_step,
+            reference,
+            args.join_seconds,
+            args.pause_seconds,
+            args.start_seconds,
+            alpha=args.alpha,
+        )
+        contenders: dict[str, tuple[str, str, Clock]] = {
+            "katib": ("katib", "None", clock),
+            "median": ("stopping", "Median", clock),
+            "successive_halving": ("stopping", "SuccessiveHalving", clock),
+            "median_shared": ("elastic", "Median", clock),
+            "successive_halving_shared": ("elastic", "SuccessiveHalving", clock),
+            "median_shared_free_rescale": ("elastic", "Median", free),
+            "median_shared_alpha_scaling": ("elastic", "Median", alpha),
         }
         replays: dict[str, list[dict[str, Any]]] = {k: [] for k in contenders}
         for seed in range(args.seeds):
-            for key, (mode, stopping, (join, pause)) in contenders.items():
+            # Interleaved: every contender's replay of seed s before any of seed s + 1.
+            for key, (mode, stopping, how) in contenders.items():
                 spec = spec_for("Bayesian", seed, args.trials, stopping, shared)
-                replays[key].append(
-                    replay(spec, objective, args.trials, mode, args.alpha, join, pause, katib_rule)
-                )
+                replays[key].append(replay(spec, objective, args.trials, mode, how, katib_rule))
+            print(f"part 2: seed {seed} done ({len(objective.cache)} points)", file=sys.stderr)
         shared_budget: dict[str, Any] = {}
         for key in contenders:
-            ratios = []
+            ratios, wall, lost = [], [], 0
             for seed in range(args.seeds):
                 base = replays["katib"][seed]["timeline"]
                 goal = min(v for _, _, v in base if v is not None)
-                ratios.append(to_reach(replays[key][seed]["timeline"], goal) / to_reach(base, goal))
+                ended = replays[key][seed]["stopped_would_have_ended_at"]
+                lost += any(v <= goal + 1e-12 for v in ended)
+                base_at, base_spent = reached(base, goal)
+                at, spent = reached(replays[key][seed]["timeline"], goal)
+                ratios.append(spent / base_spent)
+                wall.append(at / base_at)
             finals = [
                 min((v for _, _, v in r["timeline"] if v is not None), default=math.inf)
                 for r in replays[key]
             ]
             totals = [r["timeline"][-1][1] for r in replays[key]]
             stopped = [sum(v is None for _, _, v in r["timeline"]) for r in replays[key]]
+            median_ratio = statistics.median(ratios)
             shared_budget[key] = {
                 # None: in most seeds it never reached the baseline's best.
                 "worker_seconds_ratio_to_reach_katib_best_median": (
-                    round(statistics.median(ratios), 3)
-                    if math.isfinite(statistics.median(ratios))
-                    else None
+                    round(median_ratio, 3) if math.isfinite(median_ratio) else None
                 ),
                 "ratios": [round(r, 3) if math.isfinite(r) else None for r in ratios],
+                "wall_clock_ratio_to_reach_median": (
+                    round(statistics.median(wall), 3)
+                    if math.isfinite(statistics.median(wall))
+                    else None
+                ),
                 "reached": sum(math.isfinite(r) for r in ratios),
                 "final_best_median": round(statistics.median(finals), 4),
-                "worker_seconds_all_trials_median": round(statistics.median(totals), 2),
+                "worker_seconds_all_trials_median": round(statistics.median(totals), 1),
                 "trials_stopped_early_median": statistics.median(stopped),
+                # Seeds where a trial that would have matched the baseline's best was
+                # stopped early.
+                "seeds_with_a_match_stopped": lost,
             }
         trial_seconds = statistics.median(c[1] * args.steps for c in objective.cache.values())
         if args.cache:
@@ -546,14 +644,23 @@ def main() -> None:
             for a in ALGORITHMS
         },
         "bayesian_trials_to_random_final_best_median": statistics.median(needed),
+        # Per seed; trials + 1: not within the budget.
+        "bayesian_trials_to_random_final_best": needed,
         "shared_budget": {
             "parallel_trials": args.parallel,
             "workers": args.workers,
             "trial_workers": f"katib/stopping: {args.workers // args.parallel} fixed; "
             f"shared: 1..{args.trial_max_workers}",
+            "runtime_step_seconds": list(runtime_step),
+            "reference_in_process_step_seconds": round(reference, 4),
+            "replayed_trial_seconds_median_1_worker": round(
+                statistics.median(clock.step(objective.cache[k][1], 1) * args.steps for k in part1),
+                1,
+            ),
             "alpha": args.alpha,
             "join_seconds": args.join_seconds,
             "pause_seconds": args.pause_seconds,
+            "start_seconds": args.start_seconds,
             "katib_medianstop": {
                 "start_step": args.katib_start_step,
                 "min_trials_required": args.katib_min_trials,
