@@ -133,7 +133,12 @@ def test_scale_up_takes_the_spare_and_a_failed_worker_is_replaced_by_one(job: Jo
     assert replacement.metadata.labels["elasticlm.io/index"] == "1"
 
     def back_at_3() -> bool:
-        g = gauges(rank0_ip)
+        try:
+            g = gauges(rank0_ip)
+        except OSError:
+            # Rank 0 re-forming after its peer's death can answer a scrape late (seen
+            # once on a loaded machine); the next poll asks again.
+            return False
         return g["elasticlm_train_world_size"] == 3 and g["elasticlm_train_step"] > step_at_kill
 
     wait_for(back_at_3, 120, "steps at world size 3 again, on rank 0")
