@@ -192,6 +192,8 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {
     # checks the ConfigMap's creation, owner and garbage collection).
     ("", "configmaps", "create"): "an autoscaled LMService's history, once a minute closes",
     ("", "configmaps", "patch"): "an autoscaled LMService's history, once a minute closes",
+    # tests/integration/test_warm_spares.py promotes spares (the test here has none).
+    ("", "secrets", "get"): "a warm spare's promotion order, which carries the job's token",
     # tests/integration/test_training_autoscale.py runs the job autoscaler.
     ("elasticlm.io", "lmtrainingjobs/scale", "patch"): "an autoscaled LMTrainingJob's size",
     # tests/integration/test_tuning_job.py runs an LMTuningJob.
