@@ -132,16 +132,27 @@ def test_scale_up_takes_the_spare_and_a_failed_worker_is_replaced_by_one(job: Jo
     )
     assert replacement.metadata.labels["elasticlm.io/index"] == "1"
 
+    seen: dict[str, Any] = {}
+
     def back_at_3() -> bool:
         try:
             g = gauges(rank0_ip)
-        except OSError:
+        except OSError as exc:
             # Rank 0 re-forming after its peer's death can answer a scrape late (seen
             # once on a loaded machine); the next poll asks again.
+            seen["scrape"] = repr(exc)
             return False
+        seen["scrape"] = g
         return g["elasticlm_train_world_size"] == 3 and g["elasticlm_train_step"] > step_at_kill
 
-    wait_for(back_at_3, 120, "steps at world size 3 again, on rank 0")
+    wait_for(
+        back_at_3,
+        120,
+        lambda: (
+            f"steps at world size 3 again, on rank 0 (step at the kill {step_at_kill}, "
+            f"last scrape {seen.get('scrape')}, status {job.status()})\n{job.diagnostics()}"
+        ),
+    )
     job.wait(
         "the pool refilled once more",
         lambda s: s.get("spares") == {"total": 1, "ready": 1, "promoted": 2},

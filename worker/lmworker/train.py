@@ -274,6 +274,8 @@ class ElasticWorker:
         self.leave_requested_at: float | None = None
         self.leave_timeout = float(os.environ.get(LEAVE_TIMEOUT_ENV, "20"))
         self.backend = choose_backend(trainer.device, os.environ.get(BACKEND_ENV))
+        # The current round's process group; see _release_group.
+        self._group: Any = None
 
     def promote(self, index: int, expected: int) -> bool:
         """The operator's order: this spare becomes the worker of `index`."""
@@ -308,18 +310,25 @@ class ElasticWorker:
             started_at = self.trainer.step
             try:
                 outcome = self._train_round(rnd)
+                failure = None
             except (RuntimeError, dist.DistError) as exc:
+                # Only the text is kept: the traceback holds the round's DDP module,
+                # which must be gone before the group is released (see _release_group).
+                failure = str(exc).splitlines()[0][:300]
+            if failure is not None:
                 self.metrics.ready.clear()
                 self.metrics.group_failures.inc()
                 # Close our connections now: a peer still blocked on us then fails at
                 # once instead of waiting out the process-group timeout.
-                if dist.is_initialized():
-                    dist.destroy_process_group()
-                log.warning("round %d failed: %s", rnd.number, str(exc).splitlines()[0][:300])
+                self._release_group()
+                log.warning("round %d failed: %s", rnd.number, failure)
                 self.membership.report_failure(rnd)
                 barren = barren + 1 if self.trainer.step == started_at else 0
                 if barren >= MAX_BARREN_ROUNDS:
-                    raise
+                    raise RuntimeError(
+                        f"{barren} rounds in a row failed before training a step; "
+                        f"the last: {failure}"
+                    )
                 continue
             barren = 0
             if outcome is not None:
@@ -329,8 +338,7 @@ class ElasticWorker:
         t0 = time.monotonic()
         if not self.membership.gather_at(rnd, self.membership.leaving):
             return False
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        self._release_group()
         dist.init_process_group(
             self.backend,
             store=self.membership.group_store(rnd),
@@ -338,6 +346,7 @@ class ElasticWorker:
             world_size=rnd.world_size,
             timeout=PG_TIMEOUT,
         )
+        self._group = dist.group.WORLD
         self.membership.formed(rnd)
         how = self._sync_state(rnd)
         self.metrics.reform_seconds.set(time.monotonic() - t0)
@@ -352,6 +361,21 @@ class ElasticWorker:
             how,
         )
         return True
+
+    def _release_group(self) -> None:
+        """Destroy the round's process group, dropping the last reference to it here.
+
+        A gloo group's destructor joins its worker threads, and a worker thread that is
+        freeing a collective launched in backward() needs the GIL (torch keeps a Python
+        context in that work's thread-local state). Freed from a DDP Reducer, the group
+        is destroyed with the GIL held, and the process freezes for good: seen after a
+        peer was killed mid-step. The Python reference held since _form is dropped
+        last, once nothing else holds the group, and that destructor releases the GIL.
+        """
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        gc.collect()  # a DDP module left in a reference cycle lets go of the group now
+        self._group = None
 
     def _sync_state(self, rnd: Any) -> str:
         """Every rank ends with the same state: the most advanced one, or a restored one."""
