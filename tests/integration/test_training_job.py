@@ -318,6 +318,41 @@ def test_killed_worker_recovers_and_counts_a_restart(job: Job) -> None:
     job.assert_steps_never_went_back_past_a_checkpoint()
 
 
+def test_a_frozen_worker_fails_its_liveness_probe_and_is_replaced(job: Job) -> None:
+    # A stopped process stands for a frozen interpreter: its /healthz never answers.
+    # The template shortens the probe (a minute by default) and the grace period.
+    fast = {"periodSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3}
+    template = {
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "worker", "livenessProbe": fast}],
+        }
+    }
+    worker = {"resources": {"requests": {"cpu": "500m"}}, "podTemplate": template}
+    job.create(replicas=2, steps=400, worker=worker)
+    job.wait("training at 2", lambda s: s.get("worldSize") == 2 and (s.get("step") or 0) >= 10)
+    victim = next(p for p in job.pods("worker") if p.metadata.name == "lm-worker-1")
+    os.kill(worker_pid(victim), signal.SIGSTOP)
+    job.wait("a restart counted", lambda s: (s.get("restarts") or 0) >= 1, timeout=60)
+
+    def replacement_trains() -> bool:
+        pods = [p for p in job.pods("worker") if p.metadata.name == "lm-worker-1"]
+        return any(
+            p.metadata.uid != victim.metadata.uid
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+            for p in pods
+        )
+
+    wait_for(replacement_trains, 120, "a new lm-worker-1 training (Ready)")
+    status = job.status()
+    job.wait(
+        "training at 2 again",
+        lambda s: s.get("worldSize") == 2 and (s.get("step") or 0) > (status.get("step") or 0),
+        timeout=60,
+    )
+    assert job.status()["restarts"] == 1
+
+
 def test_operator_restart_makes_no_duplicate_pods(job: Job) -> None:
     job.create(replicas=2, steps=100)
     job.wait_step(10)

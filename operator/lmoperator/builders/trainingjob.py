@@ -77,6 +77,13 @@ TMP_MOUNT = "/tmp"
 BYTES_VOCAB_SIZE = 257
 DEFAULT_BPE_VOCAB_SIZE = 4096
 WORKER_GRACE_SECONDS = 60
+# /healthz answers from a thread of its own once the model is loaded (10 min allowed;
+# probed every second so that readiness, which waits for it, lags by no more).
+# A worker whose interpreter froze (a native deadlock holding the GIL) stops answering:
+# after a minute the kubelet kills it, and it is replaced like any failed worker rather
+# than holding its index for ever. A busy but live worker answers within milliseconds.
+WORKER_STARTUP_PROBE = {"periodSeconds": 1, "failureThreshold": 600}
+WORKER_LIVENESS_PROBE = {"periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 6}
 
 # Read by lmworker.train but not (yet) in lmworker.config: where the worker writes its
 # termination message (the operator reads completion from it), and its torch threads.
@@ -557,6 +564,14 @@ def worker_pod(
         "command": ["python", "-m", "lmworker.train"],
         "env": env,
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": METRICS_PORT},
+            **WORKER_STARTUP_PROBE,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": METRICS_PORT},
+            **WORKER_LIVENESS_PROBE,
+        },
         "readinessProbe": {
             "httpGet": {"path": "/ready", "port": METRICS_PORT},
             "periodSeconds": 1,

@@ -109,6 +109,18 @@ def test_worker_pod_defaults_are_restricted() -> None:
         "httpGet": {"path": "/ready", "port": 9400},
         "periodSeconds": 1,
     }
+    # A frozen worker (its HTTP thread cannot run) is killed after a minute, not kept.
+    assert container["startupProbe"] == {
+        "httpGet": {"path": "/healthz", "port": 9400},
+        "periodSeconds": 1,
+        "failureThreshold": 600,
+    }
+    assert container["livenessProbe"] == {
+        "httpGet": {"path": "/healthz", "port": 9400},
+        "periodSeconds": 10,
+        "timeoutSeconds": 10,
+        "failureThreshold": 6,
+    }
     assert container["ports"] == [{"name": "metrics", "containerPort": 9400}]
     assert container["resources"] == {
         "requests": {"cpu": "500m", "memory": "1Gi"},
