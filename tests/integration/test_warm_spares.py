@@ -9,36 +9,26 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lmoperator.localstack import LocalStack
 from lmworker.config import METRICS_PORT
 from tests.integration.harness import E2E
-from tests.integration.test_training_job import GROUP, PLURAL, VERSION, Job, stack, worker_pid
+from tests.integration.test_training_job import Job, job, stack, worker_pid
 from tests.waiting import wait_for
 
 pytestmark = [
     pytest.mark.skipif(E2E, reason="needs devcluster: pods read local claim dirs"),
     pytest.mark.timeout(600),
 ]
-__all__ = ["stack"]  # the module's LocalStack fixture, shared with this module's tests
+# The fixtures of test_training_job: its LocalStack (one per module) and a job in it.
+__all__ = ["job", "stack"]
 
 # Far above the < 2 s this takes (docs/benchmarks.md): a bound that only catches a
 # promotion that did not happen and a pod started instead.
 SANITY_SECONDS = 30.0
-
-
-@pytest.fixture
-def job(stack: LocalStack) -> Iterator[Job]:
-    j = Job(stack)
-    yield j
-    if j.get() is not None:
-        j.custom.delete_namespaced_custom_object(GROUP, VERSION, j.ns, PLURAL, j.name)
-    j.delete_namespace()
 
 
 def gauges(ip: str) -> dict[str, float]:

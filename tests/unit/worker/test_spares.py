@@ -17,23 +17,14 @@ import pytest
 from lmworker.metrics import TrainMetrics, promotion_request, serve
 from lmworker.rendezvous import Coordinator, Timing
 from lmworker.rounds import Member, MembershipView, decide_round
+from tests.unit.worker.test_rounds import view as rounds_view
 from tests.waiting import wait_for
 
 SECRET = b"s" * 32
 
 
 def view(live: tuple[Member, ...], **kw: object) -> MembershipView:
-    base = MembershipView(
-        live=live,
-        current_round=0,
-        current_members=(),
-        current_failed=False,
-        current_formed=True,
-        since_round=10.0,
-        since_first_seen=0.0,
-        since_last_change=10.0,
-    )
-    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
+    return rounds_view(live=live, **kw)
 
 
 def decide(v: MembershipView):  # type: ignore[no-untyped-def]

@@ -74,9 +74,9 @@ def _free_port() -> int:
 
 
 # Each rank runs in its own interpreter: test modules are not importable by name there.
-RANK_SCRIPT = """
+# What every rank script starts with: a gloo group of `world` and a fresh Trainer.
+RANK_SETUP = """
 import os, sys, torch, torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from lmworker.config import WorkerConfig
 from lmworker.trainer import Trainer
 rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -86,6 +86,12 @@ store = dist.TCPStore("127.0.0.1", int(port), world, rank == 0)
 dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
 tr = Trainer(cfg, torch.device("cpu"))
 tr.init_fresh()
+"""
+
+RANK_SCRIPT = (
+    RANK_SETUP
+    + """
+from torch.nn.parallel import DistributedDataParallel
 module = DistributedDataParallel(tr.model) if world > 1 else tr.model
 for _ in range(3):
     tr.train_step(module, rank, world, True)
@@ -93,6 +99,7 @@ if rank == 0:
     torch.save(tr.model.state_dict(), out)
 dist.destroy_process_group()
 """
+)
 
 
 def _train(cfg: WorkerConfig, world: int, out: str) -> None:
@@ -219,17 +226,9 @@ def test_validation_loss_on_held_out_text(tmp_path: Path) -> None:
     assert tr.validation_loss() == after  # the same sequences every time
 
 
-VALIDATION_SCRIPT = """
-import os, sys, torch, torch.distributed as dist
-from lmworker.config import WorkerConfig
-from lmworker.trainer import Trainer
-rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-cfg = WorkerConfig.from_json(os.environ["ELASTICLM_CONFIG"])
-torch.set_num_threads(1)
-store = dist.TCPStore("127.0.0.1", int(port), world, rank == 0)
-dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
-tr = Trainer(cfg, torch.device("cpu"))
-tr.init_fresh()
+VALIDATION_SCRIPT = (
+    RANK_SETUP
+    + """
 seen = []
 tr.model.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
 loss = tr.validation_loss(max_sequences=63, rank=rank, world_size=world)
@@ -237,6 +236,7 @@ with open(f"{out}.{rank}", "w") as f:
     f.write(repr((loss, sum(seen))))
 dist.destroy_process_group()
 """
+)
 
 
 @pytest.mark.parametrize("world", [2, 3])
